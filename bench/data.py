@@ -1,0 +1,339 @@
+"""Samples, tasks, split and support-set files, boxes and the preprocessing helpers datasets share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.paths import cache_dir
+
+LABEL_REGIMES = ("mask", "box", "box-noisy")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A tight box in pixel coordinates, inclusive on both ends: rows y0..y1, columns x0..x1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0 + 1
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0 + 1
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+    def as_xyxy(self) -> tuple[int, int, int, int]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+@dataclass(eq=False)
+class Sample:
+    """One 2-D image with the mask of one structure. ``spacing`` is (row_mm, col_mm), or None if unknown."""
+
+    id: str
+    image: np.ndarray  # uint8, H×W
+    mask: np.ndarray  # bool, H×W
+    spacing: tuple[float, float] | None = None
+    subject: str | None = None  # images of one subject never straddle two splits
+
+    @property
+    def box(self) -> Box:
+        return tight_box(self.mask)
+
+
+@dataclass
+class Task:
+    """One structure of one dataset, split into train/val/test Samples."""
+
+    dataset: str
+    name: str
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    info: dict = field(default_factory=dict)
+
+    def by_id(self, split: str) -> dict[str, Sample]:
+        return {sample.id: sample for sample in getattr(self, split)}
+
+
+@dataclass(eq=False)
+class TrainItem:
+    """What a method may learn from: the image and exactly one kind of label (the run's label regime)."""
+
+    id: str
+    image: np.ndarray
+    spacing: tuple[float, float] | None
+    mask: np.ndarray | None = None
+    box: Box | None = None
+
+
+@dataclass(eq=False)
+class TestItem:
+    """A test image; ``box`` is the prompt, given only to methods that are prompted at test time."""
+
+    id: str
+    image: np.ndarray
+    spacing: tuple[float, float] | None
+    box: Box | None = None
+
+
+def tight_box(mask: np.ndarray) -> Box:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("an empty mask has no box")
+    return Box(int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from names, identical across processes and Python versions (unlike ``hash``)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def jitter_box(box: Box, shape: tuple[int, int], *key: object, max_fraction: float = 0.1) -> Box:
+    """The box with each side moved by a random offset of up to ``max_fraction`` of its side length.
+
+    The offsets are seeded by ``key`` (dataset, task, sample id) alone, so every method and every run sees
+    the same noisy box for a sample. The result is clipped to the image and never collapses.
+    """
+    rng = np.random.default_rng(stable_seed("box-noise", *key))
+    dx = rng.uniform(-max_fraction, max_fraction, size=2) * box.width
+    dy = rng.uniform(-max_fraction, max_fraction, size=2) * box.height
+    height, width = shape
+    x0 = int(np.clip(round(box.x0 + dx[0]), 0, width - 1))
+    x1 = int(np.clip(round(box.x1 + dx[1]), x0, width - 1))
+    y0 = int(np.clip(round(box.y0 + dy[0]), 0, height - 1))
+    y1 = int(np.clip(round(box.y1 + dy[1]), y0, height - 1))
+    return Box(x0, y0, x1, y1)
+
+
+def box_for_regime(sample: Sample, dataset: str, task: str, labels: str) -> Box:
+    box = sample.box
+    if labels == "box-noisy":
+        return jitter_box(box, sample.mask.shape, dataset, task, sample.id)
+    return box
+
+
+def train_items(samples: Sequence[Sample], dataset: str, task: str, labels: str) -> list[TrainItem]:
+    """Training data under a label regime: a box regime never hands the mask to the method."""
+    if labels not in LABEL_REGIMES:
+        raise BenchError(f"unknown label regime '{labels}'; choose from {', '.join(LABEL_REGIMES)}")
+    items = []
+    for sample in samples:
+        if labels == "mask":
+            items.append(TrainItem(sample.id, sample.image, sample.spacing, mask=sample.mask))
+        else:
+            box = box_for_regime(sample, dataset, task, labels)
+            items.append(TrainItem(sample.id, sample.image, sample.spacing, box=box))
+    return items
+
+
+def test_items(
+    samples: Sequence[Sample], dataset: str, task: str, labels: str, with_prompt: bool
+) -> list[TestItem]:
+    return [
+        TestItem(
+            sample.id,
+            sample.image,
+            sample.spacing,
+            box=box_for_regime(sample, dataset, task, labels if labels != "mask" else "box")
+            if with_prompt
+            else None,
+        )
+        for sample in samples
+    ]
+
+
+# --- files written once -------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, payload: object) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=1, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def persisted(path: Path, make: Callable[[], object]) -> object:
+    """The JSON at ``path``; made with ``make`` and written once if it does not exist yet (nnU-Net style)."""
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise BenchError(f"'{path}' is not valid JSON; delete it to have it written again") from error
+    payload = make()
+    write_json_atomic(path, payload)
+    return payload
+
+
+def seeded_split(
+    ids: Sequence[str],
+    sizes: dict[str, float | int],
+    seed: int,
+    groups: dict[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Split ids into named parts by fraction (floats summing to 1) or count (ints), grouping by subject.
+
+    With ``groups``, whole subjects are assigned, so a subject never appears in two parts. The last part
+    takes whatever is left over.
+    """
+    group_of = groups or {item: item for item in ids}
+    subjects = sorted({group_of[item] for item in ids})
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    shuffled = [subjects[index] for index in order]
+    names = list(sizes)
+    counts = []
+    for name in names[:-1]:
+        size = sizes[name]
+        counts.append(int(round(size * len(subjects))) if isinstance(size, float) else int(size))
+    if sum(counts) > len(subjects):
+        raise BenchError(f"cannot split {len(subjects)} subjects into {sizes}")
+    parts: dict[str, list[str]] = {}
+    start = 0
+    for name, count in zip(names, counts + [len(subjects) - sum(counts)], strict=True):
+        chosen = set(shuffled[start : start + count])
+        parts[name] = sorted(item for item in ids if group_of[item] in chosen)
+        start += count
+    return parts
+
+
+def support_ids(task: Task, shots: int | None, draw: int) -> list[str]:
+    """The training ids of support draw ``draw`` with ``shots`` images (None = all), written once.
+
+    The file lives under the cache (``supports/<dataset>/<task>/k<shots>_d<draw>.json``) and every method
+    and seed reuses it. The draw is seeded from its names, so a deleted file is re-drawn identically.
+    """
+    train_ids = sorted(sample.id for sample in task.train)
+    if shots is None:
+        return train_ids
+    if shots > len(train_ids):
+        raise BenchError(
+            f"{task.dataset}/{task.name} has {len(train_ids)} training images; cannot draw {shots} shots"
+        )
+    path = cache_dir() / "supports" / task.dataset / task.name / f"k{shots}_d{draw}.json"
+
+    def draw_support() -> dict:
+        rng = np.random.default_rng(stable_seed("support", task.dataset, task.name, shots, draw))
+        chosen = sorted(train_ids[index] for index in rng.choice(len(train_ids), size=shots, replace=False))
+        return {"dataset": task.dataset, "task": task.name, "shots": shots, "draw": draw, "ids": chosen}
+
+    payload = persisted(path, draw_support)
+    ids = list(payload["ids"])  # type: ignore[index]
+    unknown = sorted(set(ids) - set(train_ids))
+    if unknown:
+        raise BenchError(
+            f"support file '{path}' names ids that are not in the training split ({', '.join(unknown[:3])}…);"
+            " the split changed: delete the file to draw again"
+        )
+    return ids
+
+
+# --- preprocessing helpers ----------------------------------------------------------------------------
+
+
+def percentile_to_uint8(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip to the [low, high] percentiles and rescale to 0–255 uint8 (the paper's intensity normalisation)."""
+    values = values.astype(np.float32)
+    lower, upper = np.percentile(values, [low, high])
+    if upper <= lower:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (np.clip(values, lower, upper) - lower) / (upper - lower)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def center_crop_or_pad(array: np.ndarray, size: tuple[int, int], fill: int | float | bool = 0) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes to ``size`` (rows, cols)."""
+    out_shape = array.shape[:-2] + tuple(size)
+    out = np.full(out_shape, fill, dtype=array.dtype)
+    src_slices, dst_slices = [], []
+    for have, want in zip(array.shape[-2:], size, strict=True):
+        if have >= want:
+            start = (have - want) // 2
+            src_slices.append(slice(start, start + want))
+            dst_slices.append(slice(0, want))
+        else:
+            start = (want - have) // 2
+            src_slices.append(slice(0, have))
+            dst_slices.append(slice(start, start + have))
+    out[(..., *dst_slices)] = array[(..., *src_slices)]
+    return out
+
+
+# --- dataset plugins ----------------------------------------------------------------------------------
+
+
+class Dataset:
+    """Base class of dataset plugins: a release folder (``<data_root>/<name>``) turned into Tasks.
+
+    Subclasses set the class attributes and implement ``load(task)``. They keep heavy imports (nibabel,
+    SimpleITK) inside methods so that listing datasets stays cheap.
+    """
+
+    name: str
+    display_name: str
+    tasks: tuple[str, ...]
+    task_display: dict[str, str] = {}
+    needs_data_root: bool = True
+
+    def __init__(self, data_root: Path | None = None) -> None:
+        from bench.paths import default_data_root
+
+        self.data_root = Path(data_root) if data_root is not None else default_data_root()
+
+    @property
+    def folder(self) -> Path:
+        return self.data_root / self.name
+
+    @property
+    def own_folder(self) -> Path:
+        """The one subfolder of the user's data folder the tool writes into (split and cache files)."""
+        return self.folder / ".bench"
+
+    def load(self, task: str) -> Task:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_TASK_MEMO: dict[tuple[str, str, str], Task] = {}
+
+
+def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> Task:
+    """Load one task of a registered dataset (memoised per process)."""
+    from bench.registry import DATASETS, did_you_mean
+
+    dataset_cls = DATASETS.get(dataset)
+    if task not in dataset_cls.tasks:
+        raise BenchError(
+            f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(dataset_cls.tasks)}."
+            + did_you_mean(task, list(dataset_cls.tasks))
+        )
+    plugin = dataset_cls(Path(data_root) if data_root is not None else None)
+    key = (dataset, task, str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else "")
+    if key not in _TASK_MEMO:
+        _TASK_MEMO[key] = plugin.load(task)
+    return _TASK_MEMO[key]

@@ -1,0 +1,1 @@
+"""Everything derived from run records: tables, the time report, plots, statistics, figures."""

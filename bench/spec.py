@@ -1,0 +1,206 @@
+"""RunSpec: the frozen description of one run, its id, and the expansion of CLI flags into a grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from bench.errors import BenchError
+from bench.registry import DATASETS, METHODS
+
+BUDGETS = ("paper", "quick")
+# The paper's protocol: 3 init seeds × 3 support draws for k-shot, 3 seeds for all data.
+PAPER_SEEDS = (0, 1, 2)
+PAPER_DRAWS = 3
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    dataset: str
+    task: str
+    labels: str
+    shots: int | None  # None = all training images
+    draw: int
+    seed: int
+    budget: str
+    backbone: str | None = None  # None for methods that do not use the SAM backbone
+    checkpoint: str | None = None
+    overrides: tuple[tuple[str, object], ...] = field(default=())
+
+    def canonical(self) -> dict:
+        payload = asdict(self)
+        payload["overrides"] = {key: value for key, value in sorted(self.overrides)}
+        return payload
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        """Content hash of the canonical spec: the same run has the same id whatever the flag order."""
+        digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+        shots = "all" if self.shots is None else f"k{self.shots}"
+        return f"{self.method}_{self.dataset}-{self.task}_{self.labels}_{shots}_d{self.draw}_s{self.seed}_{digest}"
+
+    @property
+    def shots_label(self) -> str:
+        return "all" if self.shots is None else str(self.shots)
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> RunSpec:
+        values = dict(payload)
+        values["overrides"] = tuple(sorted((values.get("overrides") or {}).items()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    skip_reason: str | None = None
+
+
+def parse_shots(text: str) -> list[int | None]:
+    shots: list[int | None] = []
+    for part in _split(text):
+        if part == "all":
+            shots.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise BenchError(f"--shots takes positive integers or 'all' (e.g. 1,10,all), not '{part}'")
+        shots.append(value)
+    return _unique(shots)
+
+
+def parse_ints(text: str, flag: str, minimum: int = 0) -> list[int]:
+    values = []
+    for part in _split(text):
+        try:
+            value = int(part)
+        except ValueError as error:
+            raise BenchError(f"{flag} takes integers ≥ {minimum} separated by commas, not '{part}'") from error
+        if value < minimum:
+            raise BenchError(f"{flag} takes integers ≥ {minimum}, not {value}")
+        values.append(value)
+    return _unique(values)
+
+
+def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
+    """``key=value`` strings; values are read as JSON where they parse (numbers, booleans), else text."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set takes key=value, not '{pair}'")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw
+    return tuple(sorted(overrides.items()))
+
+
+def resolve_budget(budget: str) -> str:
+    """``auto`` is the paper budget on a CUDA machine and the quick one elsewhere."""
+    if budget == "auto":
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "quick"
+    if budget not in BUDGETS:
+        raise BenchError(f"--budget takes auto, paper or quick, not '{budget}'")
+    return budget
+
+
+def expand_grid(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    tasks: Sequence[str] | None,
+    shots: Sequence[int | None],
+    labels: Sequence[str] | None,
+    seeds: Sequence[int] | None,
+    draws: int | None,
+    budget: str,
+    backbone: str,
+    checkpoint: str | None = None,
+    overrides: tuple[tuple[str, object], ...] = (),
+) -> list[PlannedRun]:
+    """Every (method, dataset, task, labels, shots, draw, seed) combination, with skips and their reasons.
+
+    ``seeds``/``draws`` default to the budget's protocol (paper: 3 × 3; quick: 1 × 1). All-data runs have a
+    single draw; training-free methods run once per task and label regime.
+    """
+    from bench.data import LABEL_REGIMES
+
+    if budget not in BUDGETS:
+        raise BenchError(f"budget must be resolved to one of {BUDGETS} before expanding a grid")
+    for regime in labels or ():
+        if regime not in LABEL_REGIMES:
+            raise BenchError(f"--labels takes {', '.join(LABEL_REGIMES)}, not '{regime}'")
+    seed_list = list(seeds) if seeds else list(PAPER_SEEDS if budget == "paper" else (0,))
+    draw_count = draws if draws is not None else (PAPER_DRAWS if budget == "paper" else 1)
+    if draw_count < 1:
+        raise BenchError("--draws must be at least 1")
+    method_classes = {name: METHODS.get(name) for name in methods}
+    dataset_classes = {name: DATASETS.get(name) for name in datasets}
+    if tasks:
+        all_tasks = {task for cls in dataset_classes.values() for task in cls.tasks}
+        for task in tasks:
+            if task not in all_tasks:
+                from bench.registry import did_you_mean
+
+                raise BenchError(
+                    f"unknown task '{task}' for {', '.join(datasets)}; known tasks: "
+                    f"{', '.join(sorted(all_tasks))}.{did_you_mean(task, sorted(all_tasks))}"
+                )
+
+    planned: list[PlannedRun] = []
+    seen: set[str] = set()
+    for method_name, method_cls in method_classes.items():
+        regimes = list(labels) if labels else list(method_cls.default_labels)
+        for dataset_name, dataset_cls in dataset_classes.items():
+            dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in tasks]
+            for task in dataset_tasks:
+                for regime in regimes:
+                    for shot in shots:
+                        for draw, seed in _draws_and_seeds(method_cls, shot, draw_count, seed_list):
+                            spec = RunSpec(
+                                method=method_name,
+                                dataset=dataset_name,
+                                task=task,
+                                labels=regime,
+                                shots=None if method_cls.training_free else shot,
+                                draw=draw,
+                                seed=seed,
+                                budget=budget,
+                                backbone=backbone if method_cls.uses_backbone else None,
+                                checkpoint=checkpoint if method_cls.uses_backbone else None,
+                                overrides=overrides,
+                            )
+                            if spec.run_id in seen:
+                                continue
+                            seen.add(spec.run_id)
+                            planned.append(PlannedRun(spec, method_cls.skip(spec)))
+    return planned
+
+
+def _draws_and_seeds(
+    method_cls: type, shot: int | None, draw_count: int, seeds: list[int]
+) -> Iterable[tuple[int, int]]:
+    if method_cls.training_free:
+        return [(0, 0)]
+    draw_range = [0] if shot is None else list(range(draw_count))
+    return [(draw, seed) for draw in draw_range for seed in seeds]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
+

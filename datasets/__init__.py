@@ -1,0 +1,1 @@
+"""Dataset plugins (importable as ``bench.datasets``): one module per dataset release."""

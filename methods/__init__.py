@@ -1,0 +1,1 @@
+"""Method plugins (importable as ``bench.methods``): one module per method."""

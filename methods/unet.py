@@ -1,0 +1,68 @@
+"""`unet`: the paper's fully supervised UNet baseline, trained from scratch on masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.data import TestItem, TrainItem
+from bench.method import Method, RunContext
+from bench.registry import METHODS
+from bench.training import bce_dice_loss, epoch_batches, images_to_tensor, masks_to_tensor, probabilities_at
+
+
+@dataclass(frozen=True)
+class UNetParams:
+    encoder: str = "resnet34"
+    epochs: int = 200
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    input_size: int | None = None  # None: train and predict at the dataset's own resolution
+
+
+@METHODS.register("unet")
+class UNet(Method):
+    name = "unet"
+    display_name = "UNet"
+    group = "Automatic — fully trained"
+    labels = ("mask",)
+    default_labels = ("mask",)
+    HParams = UNetParams
+    budgets = {
+        # paper: 200 epochs of Adam at the dataset's resolution (the paper's UNet baseline)
+        "paper": UNetParams(),
+        # quick: a small encoder at 128 px so a 10-shot run takes well under a minute on 2 CPU cores
+        "quick": UNetParams(encoder="resnet18", epochs=60, input_size=128),
+    }
+
+    def __init__(self, hparams: UNetParams) -> None:
+        super().__init__(hparams)
+        import segmentation_models_pytorch as smp
+
+        self.network = smp.Unet(hparams.encoder, encoder_weights=None, in_channels=1, classes=1)
+
+    def fit(self, train: list[TrainItem], ctx: RunContext) -> None:
+        hp = self.hparams
+        images = images_to_tensor([item.image for item in train], hp.input_size).to(ctx.device)
+        masks = masks_to_tensor([item.mask for item in train], hp.input_size).to(ctx.device)
+        self.network.to(ctx.device).train()
+        optimiser = torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+            for batch in epoch_batches(len(train), hp.batch_size, generator):
+                loss = bce_dice_loss(self.network(images[batch]), masks[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+
+    @torch.no_grad()
+    def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:
+        self.network.eval()
+        outputs = []
+        for item in items:
+            image = images_to_tensor([item.image], self.hparams.input_size).to(ctx.device)
+            outputs.append(probabilities_at(self.network(image), item.image.shape))
+        return outputs
