@@ -19,6 +19,12 @@ from bench.errors import BenchError
 from bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Download and check dataset releases.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clear the embedding cache.")
+perf_app = typer.Typer(no_args_is_help=True, help="Speed and memory benchmarks.")
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
+app.add_typer(perf_app, name="perf")
 console = Console()
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
