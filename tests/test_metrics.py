@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.metrics import case_metrics, dice_from_counts, hd95
+
+
+def square(shape, top, left, size) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[top : top + size, left : left + size] = True
+    return mask
+
+
+def test_dice_on_hand_computed_overlap() -> None:
+    truth = square((20, 20), 0, 0, 10)  # 100 px
+    prediction = square((20, 20), 0, 5, 10)  # overlaps 50 px
+    result = case_metrics("a", prediction.astype(np.float32), truth)
+    assert (result.tp, result.fp, result.fn) == (50, 50, 50)
+    assert result.dice == pytest.approx(2 * 50 / (100 + 100))
+    assert dice_from_counts(result.tp, result.fp, result.fn) == result.dice
+
+
+def test_threshold_is_strictly_above_one_half() -> None:
+    truth = square((8, 8), 0, 0, 4)
+    probabilities = truth * 0.5
+    assert case_metrics("a", probabilities, truth).tp == 0
+    assert case_metrics("a", truth * 0.51, truth).dice == 1.0
+
+
+def test_hd95_of_a_shifted_square_is_the_shift() -> None:
+    truth = square((60, 60), 10, 10, 20)
+    shifted = square((60, 60), 10, 13, 20)  # three columns to the right
+    assert hd95(shifted, truth) == pytest.approx(3.0)
+    assert hd95(truth, truth) == 0.0
+    # anisotropic spacing: the shift is along columns, so only the column spacing matters
+    assert hd95(shifted, truth, spacing=(2.0, 0.5)) == pytest.approx(1.5)
+
+
+def test_hd95_is_symmetric_max_of_directed_percentiles() -> None:
+    truth = square((40, 40), 5, 5, 10)
+    prediction = truth | square((40, 40), 30, 30, 1)  # a far single stray pixel
+    # the stray pixel is 1 of 37 boundary pixels of the prediction: under 5 %, so it does not count
+    assert hd95(prediction, truth) == pytest.approx(0.0)
+    assert hd95(prediction, truth) == hd95(truth, prediction)
+
+
+def test_one_pixel_masks() -> None:
+    truth = square((10, 10), 2, 2, 1)
+    assert case_metrics("a", truth.astype(float), truth).dice == 1.0
+    other = square((10, 10), 5, 6, 1)
+    result = case_metrics("a", other.astype(float), truth)
+    assert result.dice == 0.0 and result.hd95 == pytest.approx(5.0)  # 3 rows, 4 columns apart
+
+
+def test_empty_mask_policy_never_rewards_a_miss() -> None:
+    shape = (30, 40)
+    empty = np.zeros(shape, bool)
+    truth = square(shape, 5, 5, 10)
+    both_empty = case_metrics("a", empty.astype(float), empty)
+    assert (both_empty.dice, both_empty.hd95) == (1.0, 0.0)
+    missed = case_metrics("b", empty.astype(float), truth, spacing=(0.5, 0.5))
+    assert missed.dice == 0.0 and missed.hd95 == pytest.approx(np.hypot(15, 20))
+    false_alarm = case_metrics("c", truth.astype(float), empty)
+    assert false_alarm.dice == 0.0 and false_alarm.hd95 == pytest.approx(np.hypot(30, 40))
+    # a mean over cases including a miss is lower than without it
+    hit = case_metrics("d", truth.astype(float), truth)
+    assert np.mean([hit.dice, missed.dice]) < hit.dice
+
+
+def test_shape_mismatch_is_reported() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        case_metrics("a", np.zeros((4, 4)), np.zeros((5, 5), bool))

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import data
+from bench.runner import record_path, run_one
+from bench.spec import RunSpec
+from bench.store import load_records, runs_frame
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD_KEYS = {"run_id", "spec", "status", "error", "cases", "fit_seconds", "infer_seconds_per_image",
+               "peak_memory_mb", "params_total", "params_trainable", "device", "versions", "git_rev"}  # fmt: skip
+
+
+def spec_for(method: str, labels: str = "mask", **changes) -> RunSpec:
+    values = dict(method=method, dataset="synthetic", task="blob", labels=labels, shots=5, draw=0, seed=0,
+                  budget="quick")  # fmt: skip
+    values.update(changes)
+    return RunSpec(**values)
+
+
+def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods) -> None:
+    record = run_one(spec_for("fake-boxfill", "box", shots=None), tmp_path, "exp")
+    assert record["status"] == "ok", record.get("traceback")
+    assert RECORD_KEYS <= set(record)
+    on_disk = json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())
+    assert on_disk["run_id"] == record["run_id"] and on_disk["spec"]["method"] == "fake-boxfill"
+    assert len(on_disk["cases"]) == 40
+    task = data.load_task("synthetic", "blob")
+    first = on_disk["cases"][0]
+    truth = task.test[0].mask
+    box_area = task.test[0].box.area
+    # the box covers the whole structure, so fn = 0 and the false positives are the box's background
+    assert (first["id"], first["tp"], first["fn"]) == (task.test[0].id, int(truth.sum()), 0)
+    assert first["fp"] == box_area - truth.sum()
+    assert 0 < first["dice"] < 1 and set(first) == {"id", "dice", "hd95", "tp", "fp", "fn"}
+
+
+def test_failure_is_recorded_not_raised(tmp_path, fake_methods) -> None:
+    record = run_one(spec_for("fake-exploding"), tmp_path, "exp")
+    assert record["status"] == "failed"
+    assert record["error"] == "RuntimeError: out of memory (simulated)"
+    assert json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())["status"] == "failed"
+
+
+def test_record_write_is_atomic(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "runs" / "r.json"
+    data.write_json_atomic(target, {"status": "ok"})
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", explode)
+    with pytest.raises(KeyboardInterrupt):
+        data.write_json_atomic(target, {"status": "half"})
+    assert json.loads(target.read_text()) == {"status": "ok"}, "the old record survives a failed write"
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"], "no temporary file is left behind"
+
+
+def test_store_frames(tmp_path, fake_methods) -> None:
+    run_one(spec_for("fake-threshold", seed=0), tmp_path, "exp")
+    run_one(spec_for("fake-exploding", seed=0), tmp_path, "exp")
+    (tmp_path / "exp" / "runs" / "broken.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="broken.json"):
+        records = load_records(tmp_path)
+    frame = runs_frame(records).set_index("method")
+    assert frame.loc["fake-threshold", "status"] == "ok" and frame.loc["fake-exploding", "status"] == "failed"
+    assert 0 <= frame.loc["fake-threshold", "dice"] <= 1 and frame.loc["fake-threshold", "shots"] == "5"
+
+
+PLUGIN = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {str(REPO)!r})
+    from bench.registry import METHODS
+    from tests.fakes import FAKES
+    for name, cls in FAKES.items():
+        METHODS.register(name, cls)
+    """
+)
+
+
+def test_grid_killed_with_sigkill_resumes_only_what_is_missing(tmp_path) -> None:
+    plugin = tmp_path / "fakes_plugin.py"
+    plugin.write_text(PLUGIN)
+    results = tmp_path / "results"
+    command = [sys.executable, "-c", "from bench.cli import main; main()", "run", "--plugin", str(plugin),
+               "--methods", "fake-threshold", "--shots", "3", "--seeds", "0,1,2,3,4,5", "--set", "sleep=0.4",
+               "--budget", "quick", "--results", str(results), "--experiment", "kill"]  # fmt: skip
+    runs = results / "kill" / "runs"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(runs.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {p.name for p in runs.glob("*.json")}
+    assert 3 <= len(done_before) < 12
+    for path in runs.glob("*.json"):
+        json.loads(path.read_text())  # every record on disk is whole
+
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert f"{len(done_before)} already done, {12 - len(done_before)} to run" in completed.stdout
+    assert len(list(runs.glob("*.json"))) == 12
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert "Nothing left to run." in again.stdout
