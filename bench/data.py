@@ -88,6 +88,8 @@ class TrainItem:
 class TestItem:
     """A test image; ``box`` is the prompt, given only to methods that are prompted at test time."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     id: str
     image: np.ndarray
     spacing: tuple[float, float] | None
@@ -146,7 +148,7 @@ def train_items(samples: Sequence[Sample], dataset: str, task: str, labels: str)
     return items
 
 
-def test_items(
+def eval_items(
     samples: Sequence[Sample], dataset: str, task: str, labels: str, with_prompt: bool
 ) -> list[TestItem]:
     return [

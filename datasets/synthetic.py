@@ -5,10 +5,10 @@ Every 256×256 image holds both structures, so a method has to learn *which* one
 * ``ellipse`` — a filled ellipse with a bright rim and a darker, textured inside (fetal-head-like);
 * ``blob`` — an irregular, star-shaped homogeneous region (ventricle-like);
 
-plus an unlabelled distractor (a bright ring or a second, smaller blob of another brightness). Images are
-ultrasound-like (multiplicative speckle, depth attenuation) or MR-like (additive noise, smooth bias
-field), at random. Everything is drawn from ``default_rng(seed, index)``, so the data is identical on
-every machine.
+plus an unlabelled distractor (a bright ring or a second, smaller blob of another brightness). Contrasts
+vary per image and the ellipse's rim drops out over arcs. Images are ultrasound-like (multiplicative
+speckle, depth attenuation, an acoustic shadow) or MR-like (additive noise, smooth bias field), at random.
+Everything is drawn from ``default_rng(seed, index)``, so the data is identical on every machine.
 """
 
 from __future__ import annotations
@@ -29,7 +29,15 @@ def _ellipse_mask(rng: np.random.Generator, centre: tuple[int, int]) -> tuple[np
     filled = np.zeros((SIZE, SIZE), np.uint8)
     cv2.ellipse(filled, centre, axes, angle, 0, 360, 1, thickness=-1)
     rim = np.zeros((SIZE, SIZE), np.uint8)
-    cv2.ellipse(rim, centre, axes, angle, 0, 360, 1, thickness=int(rng.integers(2, 5)))
+    # the rim drops out over one or two arcs, as a skull outline does where the beam hits it tangentially
+    start = 0.0
+    for _ in range(int(rng.integers(1, 3))):
+        gap_start = start + rng.uniform(20, 150)
+        gap_end = gap_start + rng.uniform(25, 70)
+        cv2.ellipse(rim, centre, axes, angle, start, gap_start, 1, thickness=int(rng.integers(2, 5)))
+        start = gap_end
+    if start < 360:
+        cv2.ellipse(rim, centre, axes, angle, start, 360, 1, thickness=int(rng.integers(2, 5)))
     return filled.astype(bool), rim.astype(bool)
 
 
@@ -71,10 +79,12 @@ def generate_image(seed: int, index: int) -> tuple[np.ndarray, dict[str, np.ndar
     intensity = np.full((SIZE, SIZE), rng.uniform(45, 75), np.float32) + gradient
     texture = cv2.GaussianBlur(rng.normal(0, 1, (SIZE, SIZE)).astype(np.float32), (0, 0), 3) * 25
 
-    inside = rng.uniform(85, 125)
+    # contrasts vary per image, and the inside of the ellipse can be close to the background
+    background = float(intensity.mean())
+    inside = background + rng.uniform(10, 60)
     intensity[ellipse] = inside + texture[ellipse]
-    intensity[rim] = rng.uniform(175, 215)
-    intensity[blob] = rng.uniform(135, 175)
+    intensity[rim] = rng.uniform(150, 215)
+    intensity[blob] = background + rng.uniform(35, 100)
 
     # Distractor: a bright ring like the ellipse's rim, or a second blob of another brightness.
     distractor_centre = _free_centre(rng, occupied, 25, 35)
@@ -86,12 +96,15 @@ def generate_image(seed: int, index: int) -> tuple[np.ndarray, dict[str, np.ndar
         decoy = _blob_mask(rng, distractor_centre, float(rng.uniform(8, 14))) & ~occupied
         intensity[decoy] = rng.uniform(95, 130)
 
-    if rng.random() < 0.5:  # ultrasound-like: speckle and attenuation with depth
+    if rng.random() < 0.5:  # ultrasound-like: speckle, attenuation with depth, an acoustic shadow
+        shadow_x = rng.uniform(0, 1)
+        shadow = np.abs(xx - shadow_x - (yy - 0.5) * rng.uniform(-0.3, 0.3)) < rng.uniform(0.03, 0.1)
+        intensity = np.where(shadow, intensity * rng.uniform(0.35, 0.7), intensity)
         speckle = rng.rayleigh(scale=0.8, size=(SIZE, SIZE)).astype(np.float32)
         intensity = cv2.GaussianBlur(intensity * speckle, (0, 0), 1.0) * (1.15 - 0.45 * yy)
     else:  # MR-like: smooth bias field and additive noise
         bias = 1 + cv2.GaussianBlur(rng.normal(0, 1, (SIZE, SIZE)).astype(np.float32), (0, 0), 40) * 8
-        intensity = cv2.GaussianBlur(intensity, (0, 0), 1.2) * bias + rng.normal(0, 14, (SIZE, SIZE))
+        intensity = cv2.GaussianBlur(intensity, (0, 0), 1.2) * bias + rng.normal(0, rng.uniform(12, 24), (SIZE, SIZE))
     image = np.clip(intensity, 0, 255).astype(np.uint8)
     return image, {"ellipse": ellipse, "blob": blob}
 

@@ -11,11 +11,11 @@ from bench.data import (
     Sample,
     Task,
     center_crop_or_pad,
+    eval_items,
     jitter_box,
     percentile_to_uint8,
     seeded_split,
     support_ids,
-    eval_items,
     tight_box,
     train_items,
 )

@@ -48,8 +48,9 @@ def cases() -> list:
 
 
 def run_method(cls: type[Method], labels: str, train, test, seed: int):
+    backbone = TINY_BACKBONE if cls.uses_backbone else None
     spec = RunSpec(method=cls.name, dataset="synthetic", task="ellipse", labels=labels, shots=len(train),
-                   draw=0, seed=seed, budget="quick", backbone=TINY_BACKBONE if cls.uses_backbone else None)  # fmt: skip
+                   draw=0, seed=seed, budget="quick", backbone=backbone)  # fmt: skip
     hparams = cls.resolve_hparams("quick", cls.tiny.items())
     ctx = RunContext(spec=spec, hparams=hparams, device=resolve_device("cpu"))
     seed_everything(seed)

@@ -1,0 +1,396 @@
+"""What the plugins of downloaded releases (HC18, CAMUS, ACDC) share: scan, preprocess once, cache, split.
+
+A plugin lists the cases of its release (``find_cases``) and turns one case into preprocessed 2-D slices
+(``read_case``): a uint8 image and a uint8 label map, where a task is one label value. The base class does
+the rest the same way for every release:
+
+* a case that cannot be read is skipped with its file name in a warning and counted; a case or slice that
+  fails a published filter (an open outline, a missing structure) is counted without a warning;
+* the preprocessed arrays are cached in one ``.npz`` per dataset, named after the preprocessing version
+  and a fingerprint of the release files, so a new version or a changed file makes a new cache;
+* the split file is written once and read back ever after.
+
+Both files live in the release's own subfolder ``<data_root>/<name>/.bench``; when that folder is not
+writable (a read-only shared copy) they go to ``cache_dir()/datasets/<name>/<hash of the release path>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.data import Dataset, Sample, Task, persisted, stable_seed
+from bench.errors import BenchError
+from bench.paths import cache_dir
+
+SPLITS = ("train", "val", "test")
+SPLIT_FILE = "split.json"
+READ_FAILURE = "unreadable"
+UNEXPECTED_LABELS = "unexpected label values"
+# Broken files are warned about at every load; cases a published filter leaves out are only counted.
+WARNED_REASONS = (READ_FAILURE, UNEXPECTED_LABELS)
+
+
+class UnreadableFile(Exception):
+    """A file that exists but cannot be decoded, or holds what the release format does not allow."""
+
+    def __init__(self, path: Path, detail: str, reason: str = READ_FAILURE) -> None:
+        super().__init__(f"{path.name}: {detail}")
+        self.path = path
+        self.detail = detail
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Case:
+    """One unit of the release that is read at once (an image file pair, or a patient's volume)."""
+
+    id: str
+    subject: str
+    files: tuple[Path, ...]
+    extra: tuple = ()  # values found while scanning that the fingerprint must cover (HC18: pixel size)
+
+
+@dataclass
+class Slice:
+    """One preprocessed 2-D image of a case."""
+
+    id: str
+    subject: str
+    image: np.ndarray  # uint8 H×W
+    labels: np.ndarray  # uint8 H×W, 0 = background
+    spacing: tuple[float, float]  # mm per pixel after preprocessing (row, col)
+    source_shape: tuple[int, int]
+    source_spacing: tuple[float, float]
+
+
+@dataclass
+class Inventory:
+    """Everything preprocessed from one release, as stored in its cache file."""
+
+    ids: list[str]
+    subjects: list[str]
+    images: np.ndarray  # N×H×W uint8
+    labels: np.ndarray  # N×H×W uint8
+    spacings: np.ndarray  # N×2 float (row_mm, col_mm)
+    source_shapes: np.ndarray  # N×2 int
+    source_spacings: np.ndarray  # N×2 float
+    found: int  # cases scanned
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    notes: list[str] = field(default_factory=list)
+    cache_file: Path | None = None
+    from_cache: bool = False
+
+    def excluded_by_reason(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for name, reason in self.excluded:
+            grouped.setdefault(reason, []).append(name)
+        return grouped
+
+
+def folder_is_writable(folder: Path) -> bool:
+    """Whether the tool may create ``folder`` or write into it, found by trying rather than by flags alone."""
+    existing = folder if folder.exists() else folder.parent
+    if not existing.is_dir():
+        return False
+    # root passes every permission check; a folder with no write bit at all is read-only on purpose
+    # (a shared, read-only copy of a release), so it is not written into even then.
+    if not existing.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    try:
+        folder.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def _save_arrays_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an ``.npz`` with images stored raw and everything else deflated, then rename it into place.
+
+    Ultrasound and MR pixels deflate only about 2× but then take 4× longer to load; label maps shrink
+    100× or more. Storing the images raw keeps the cached load of a dataset to about a second.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(temporary, "w", allowZip64=True) as archive:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy")
+                info.compress_type = zipfile.ZIP_STORED if name == "images" else zipfile.ZIP_DEFLATED
+                with archive.open(info, "w", force_zip64=True) as stream:
+                    np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ReleaseDataset(Dataset):
+    """Base of the plugins that read a downloaded release. Subclasses implement ``find_cases``,
+    ``read_case`` and ``split_parts`` and set the class attributes below."""
+
+    preprocessing_version: int = 1  # bump whenever read_case changes its output: old caches are then unused
+    task_labels: dict[str, int] = {}
+    layout: str = ""  # one line: the files expected under <data_root>/<name>
+    homepage: str = ""
+    case_kind: str = "images"  # what find_cases counts, for the summary
+    # what a broken file raises inside the readers (nibabel and SimpleITK add their own)
+    read_errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, zlib.error)
+
+    def __init__(self, data_root: Path | None = None) -> None:
+        super().__init__(data_root)
+        self._inventory: Inventory | None = None
+
+    # --- what a plugin implements -----------------------------------------------------------------------
+
+    def find_cases(self) -> tuple[list[Case], list[str]]:  # pragma: no cover - abstract
+        """The cases of the release and notes for the summary; a BenchError when the layout is wrong."""
+        raise NotImplementedError
+
+    def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:  # pragma: no cover
+        """The preprocessed slices of a case that pass the release's filters, and (name, reason) for the rest.
+
+        A broken file raises UnreadableFile or one of ``read_errors``.
+        """
+        raise NotImplementedError
+
+    def split_parts(
+        self, ids: list[str], subjects: dict[str, str]
+    ) -> dict[str, list[str]]:  # pragma: no cover
+        raise NotImplementedError
+
+    # --- shared machinery -------------------------------------------------------------------------------
+
+    def missing(self, what: str) -> BenchError:
+        """The error for a release that is not where it should be: which, where, and the layout expected."""
+        return BenchError(
+            f"{self.display_name} ({self.name}): {what} under '{self.folder}'. "
+            f"Expected layout: {self.layout}. "
+            f"See `bench data download {self.name}`; point --data-root (or $BENCH_DATA) at the folder that "
+            f"holds '{self.name}/'."
+        )
+
+    def require_folder(self) -> None:
+        if not self.folder.is_dir():
+            raise self.missing("no release folder")
+
+    @property
+    def state_folder(self) -> Path:
+        """Where the split and cache files are written: the own folder if writable, else the user cache."""
+        if folder_is_writable(self.own_folder):
+            return self.own_folder
+        key = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()[:16]
+        return cache_dir() / "datasets" / self.name / key
+
+    def _fingerprint(self, cases: list[Case]) -> str:
+        digest = hashlib.sha256(f"{self.name}\x1f{self.preprocessing_version}".encode())
+        for case in cases:
+            digest.update(f"\x1e{case.id}\x1f{case.subject}\x1f{case.extra!r}".encode())
+            for path in case.files:
+                info = path.stat()
+                digest.update(
+                    f"\x1f{path.relative_to(self.folder)}\x1f{info.st_size}\x1f{info.st_mtime_ns}".encode()
+                )
+        return digest.hexdigest()[:16]
+
+    def inventory(self) -> Inventory:
+        """Every usable slice of the release, from the cache when it is current, else preprocessed now."""
+        if self._inventory is not None:
+            return self._inventory
+        self.require_folder()
+        cases, notes = self.find_cases()
+        if not cases:
+            raise self.missing(f"no {self.case_kind} found")
+        folder = self.state_folder
+        cache_file = folder / f"{self.name}-v{self.preprocessing_version}-{self._fingerprint(cases)}.npz"
+        inventory = self._read_cache(cache_file, notes) if cache_file.exists() else None
+        if inventory is None:
+            inventory = self._preprocess(cases, notes)
+            self._write_cache(cache_file, inventory)
+        for name, reason in inventory.excluded:
+            if reason in WARNED_REASONS:
+                warnings.warn(f"{self.name}: skipped {name} ({reason})", stacklevel=2)
+        inventory.cache_file = cache_file
+        self._inventory = inventory
+        return inventory
+
+    def _preprocess(self, cases: list[Case], notes: list[str]) -> Inventory:
+        slices: list[Slice] = []
+        excluded: list[tuple[str, str]] = []
+        for case in cases:
+            try:
+                kept, left_out = self.read_case(case)
+            except UnreadableFile as error:
+                where = (
+                    error.path.relative_to(self.folder)
+                    if error.path.is_relative_to(self.folder)
+                    else error.path
+                )
+                excluded.append((f"{where.as_posix()}: {error.detail}", error.reason))
+                continue
+            except self.read_errors as error:
+                excluded.append((f"{case.id}: {type(error).__name__}: {error}", READ_FAILURE))
+                continue
+            slices.extend(kept)
+            excluded.extend(left_out)
+        if slices:
+            images = np.stack([s.image for s in slices])
+            labels = np.stack([s.labels for s in slices])
+        else:
+            images = labels = np.zeros((0, 0, 0), np.uint8)
+        return Inventory(
+            ids=[s.id for s in slices],
+            subjects=[s.subject for s in slices],
+            images=images,
+            labels=labels,
+            spacings=np.array([s.spacing for s in slices], np.float64).reshape(-1, 2),
+            source_shapes=np.array([s.source_shape for s in slices], np.int64).reshape(-1, 2),
+            source_spacings=np.array([s.source_spacing for s in slices], np.float64).reshape(-1, 2),
+            found=len(cases),
+            excluded=excluded,
+            notes=notes,
+        )
+
+    def _write_cache(self, path: Path, inventory: Inventory) -> None:
+        meta = {
+            "found": inventory.found,
+            "excluded": inventory.excluded,
+            "ids": inventory.ids,
+            "subjects": inventory.subjects,
+        }
+        try:
+            _save_arrays_atomic(
+                path,
+                {
+                    "images": inventory.images,
+                    "labels": inventory.labels,
+                    "spacings": inventory.spacings,
+                    "source_shapes": inventory.source_shapes,
+                    "source_spacings": inventory.source_spacings,
+                    "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                },
+            )
+        except OSError as error:  # a full disk costs the next load time, never this one's result
+            warnings.warn(f"{self.name}: could not write the cache file '{path}': {error}", stacklevel=3)
+            return
+        for stale in path.parent.glob(f"{self.name}-v*.npz"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+
+    def _read_cache(self, path: Path, notes: list[str]) -> Inventory | None:
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                meta = json.loads(arrays["meta"].tobytes())
+                return Inventory(
+                    ids=meta["ids"],
+                    subjects=meta["subjects"],
+                    images=arrays["images"],
+                    labels=arrays["labels"],
+                    spacings=arrays["spacings"],
+                    source_shapes=arrays["source_shapes"],
+                    source_spacings=arrays["source_spacings"],
+                    found=meta["found"],
+                    excluded=[tuple(item) for item in meta["excluded"]],
+                    notes=notes,
+                    from_cache=True,
+                )
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+            warnings.warn(f"{self.name}: ignoring the damaged cache file '{path}' ({error})", stacklevel=3)
+            return None
+
+    def split_file(self) -> Path:
+        """The split file: the one already in the own folder (even a read-only one), else where it will go."""
+        own = self.own_folder / SPLIT_FILE
+        return own if own.exists() else self.state_folder / SPLIT_FILE
+
+    def split(self) -> dict[str, list[str]]:
+        """The train/val/test ids, written once to the split file and read back on every later load."""
+        inventory = self.inventory()
+        subjects = dict(zip(inventory.ids, inventory.subjects, strict=True))
+
+        def make() -> dict:
+            parts = self.split_parts(sorted(inventory.ids), subjects)
+            return {"dataset": self.name, **{name: parts[name] for name in SPLITS}}
+
+        payload = persisted(self.split_file(), make)
+        if not isinstance(payload, dict) or any(not isinstance(payload.get(name), list) for name in SPLITS):
+            raise BenchError(
+                f"split file '{self.split_file()}' lacks train/val/test lists; delete it to re-split"
+            )
+        return {name: list(payload[name]) for name in SPLITS}
+
+    def split_seed(self) -> int:
+        """The seed of a random split: derived from the dataset's name, so a re-made split is the same."""
+        return stable_seed("split", self.name) % 2**32
+
+    def load(self, task: str) -> Task:
+        inventory = self.inventory()
+        parts = self.split()
+        index = {sample_id: i for i, sample_id in enumerate(inventory.ids)}
+        listed = {sample_id for ids in parts.values() for sample_id in ids}
+        gone = sorted(listed - set(index))
+        unlisted = sorted(set(index) - listed)
+        if gone:
+            warnings.warn(
+                f"{self.name}: {len(gone)} ids of the split file are no longer usable (e.g. {gone[0]}); "
+                "they are left out",
+                stacklevel=2,
+            )
+        if unlisted:
+            warnings.warn(
+                f"{self.name}: {len(unlisted)} usable images are not in the split file '{self.split_file()}' "
+                f"(e.g. {unlisted[0]}) and are left out; delete the file to re-split",
+                stacklevel=2,
+            )
+        label = self.task_labels[task]
+        samples: dict[str, list[Sample]] = {}
+        for name in SPLITS:
+            samples[name] = []
+            for sample_id in parts[name]:
+                if sample_id not in index:
+                    continue
+                i = index[sample_id]
+                row_mm, col_mm = (float(v) for v in inventory.spacings[i])
+                samples[name].append(
+                    Sample(
+                        sample_id,
+                        inventory.images[i],
+                        inventory.labels[i] == label,
+                        (row_mm, col_mm),
+                        subject=inventory.subjects[i],
+                    )
+                )
+        info = {
+            "folder": str(self.folder),
+            "label": label,
+            "found": inventory.found,
+            "excluded": dict(Counter(reason for _, reason in inventory.excluded)),
+            "split_file": str(self.split_file()),
+            "cache_file": str(inventory.cache_file),
+            "preprocessing_version": self.preprocessing_version,
+        }
+        return Task(self.name, task, samples["train"], samples["val"], samples["test"], info=info)
+
+
+def check_labels(labels: np.ndarray, allowed: set[int], path: Path) -> np.ndarray:
+    """The label map as uint8; UnreadableFile naming the file if it holds a value the release never uses."""
+    values = np.unique(labels)
+    unexpected = sorted(set(values.tolist()) - allowed)
+    if unexpected:
+        shown = ", ".join(f"{value:g}" for value in unexpected[:5])
+        raise UnreadableFile(path, f"label values {shown} (expected {sorted(allowed)})", UNEXPECTED_LABELS)
+    return labels.astype(np.uint8)

@@ -1,0 +1,128 @@
+"""`bench report`: the training-time report, run status, statistics and plots in one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench import store
+from bench.errors import BenchError
+from bench.report import plots, stats, timing
+from bench.report.names import dataset_display, method_info, task_display
+
+MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
+
+
+def _budget_line(runs: pd.DataFrame) -> str:
+    budgets = sorted(runs["budget"].dropna().unique())
+    if len(budgets) == 1:
+        return f"Budget: **{budgets[0]}**."
+    return f"Records mix budgets (**{', '.join(budgets)}**): every table below has a budget column."
+
+
+def _listed(lines: list[str]) -> list[str]:
+    if len(lines) <= MAX_LISTED:
+        return lines
+    return lines[:MAX_LISTED] + [f"- … and {len(lines) - MAX_LISTED} more (see the CSV)"]
+
+
+def write_report(
+    results: Path, out: Path, experiment: str | None = None, reference: str = stats.DEFAULT_REFERENCE
+) -> list[Path]:
+    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written."""
+    records = store.load_records(results, experiment)
+    if not records:
+        raise BenchError(f"no run records under '{results}'")
+    runs, cases = store.runs_frame(records), store.cases_frame(records)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    reference_name = method_info(reference).display
+    has_reference = reference in set(runs.loc[runs["status"] == "ok", "method"])
+
+    lines = [
+        "# Training-time report",
+        "",
+        f"From {len(records)} run records in `{results}`. {_budget_line(runs)}",
+        "",
+        "## Cost per method and dataset",
+        "",
+    ]
+    costs = timing.cost_table(runs, reference)
+    if costs.empty:
+        lines.append("No finished runs.")
+    else:
+        lines += [timing.cost_markdown(costs, reference), ""]
+        lines += [f"- {sentence}" for sentence in timing.ratio_sentences(costs, reference)]
+        if not has_reference:
+            lines.append(f"- No finished runs of the reference `{reference}`: no fit-time ratios.")
+        lines += ["", timing.COST_NOTES]
+        written.append(out / "time_report.csv")
+        costs.to_csv(written[-1], index=False)
+
+    counts, failures, missing = timing.run_status(runs)
+    lines += ["", "## Run status", "", timing.STATUS_DEFINITION, ""]
+    status_table = counts.rename(columns={"method_display": "Method", "budget": "Budget", "expected": "Expected",
+                                          "ok": "OK", "failed": "Failed", "missing": "Missing"})  # fmt: skip
+    lines.append(status_table.drop(columns="method").to_markdown(index=False))
+    if len(failures):
+        lines += ["", "### Failed runs", ""]
+        lines += _listed([f"- `{row.run_id}`: {row.error}" for row in failures.itertuples()])
+    if missing:
+        lines += ["", "### Missing runs", ""]
+        names = ["method", "dataset", "task", "labels", "shots", "draw", "seed", "budget"]
+        described = [", ".join(f"{n} {v}" for n, v in zip(names, key, strict=True)) for key in missing]
+        lines += _listed([f"- {text}" for text in described])
+    written.append(out / "run_status.csv")
+    missing_frame = pd.DataFrame(missing, columns=timing.SPEC_KEYS).assign(status="missing")
+    status = pd.concat([failures.assign(status="failed"), missing_frame])
+    status.to_csv(written[-1], index=False)
+
+    lines += ["", f"## Statistics against {reference_name}", ""]
+    if has_reference:
+        compared = stats.compare(cases, reference)
+        written.append(out / "statistics.csv")
+        compared.to_csv(written[-1], index=False)
+        lines += [_statistics_markdown(compared), "", stats.PROTOCOL]
+    else:
+        lines.append(f"No finished runs of `{reference}`; choose the reference with `--reference`.")
+
+    lines += ["", "## Plots", ""]
+    figures = {
+        "dice_per_case": plots.per_case_dice(cases) if not cases.empty else None,
+        "dice_vs_shots": plots.dice_versus_shots(runs),
+        "dice_vs_fit_time": plots.dice_versus_fit_time(runs),
+    }
+    for stem, figure in figures.items():
+        if figure is None:
+            needs = "finished runs at two or more k" if stem == "dice_vs_shots" else "finished runs"
+            lines.append(f"- {stem}: not drawn (it needs {needs}).")
+            continue
+        written += plots.save_figure(figure, out, stem)
+        lines.append(f"![{stem}]({stem}.png)")
+    written.append(out / "report.md")
+    written[-1].write_text("\n".join(lines) + "\n")
+    return written
+
+
+def _statistics_markdown(compared: pd.DataFrame) -> str:
+    rows = []
+    for row in compared.itertuples():
+        info = method_info(row.method)
+        rows.append({
+            "Task": f"{dataset_display(row.dataset)} {task_display(row.dataset, row.task)}",
+            "Budget": row.budget, "Method": info.display,
+            "Labels": row.labels, "k": "–" if info.training_free else row.shots, "Runs": row.runs,
+            "Dice × 100 [95 % CI]": f"{100 * row.mean:.2f} [{100 * row.ci_low:.2f}, {100 * row.ci_high:.2f}]",
+            "Reference labels": row.reference_labels or "–", "Pairs": _count(row.pairs),
+            "p": _p(row.p), "p (Holm)": _p(row.p_holm), "Significant": "yes" if row.significant else "",
+        })  # fmt: skip
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _count(value: float) -> str:
+    return "–" if pd.isna(value) else str(int(value))
+
+
+def _p(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.3g}"

@@ -1,0 +1,189 @@
+"""The qualitative figure, like the paper's Fig. 2: test images, one column per method, each method's
+predicted contour over the image with the ground-truth contour in another colour.
+
+Predictions come from the files the runner saves beside the records (``runner.prediction_path``: the
+first few test cases by id, binarised), images and ground truth from the dataset plugin. Per method one
+run is shown: by default the configuration with the most training samples (all data before any k), then
+the label regimes in the order mask, box, box-noisy, then the lowest draw and seed; ``shots`` and
+``labels`` narrow the choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bench.data import load_task
+from bench.errors import BenchError
+from bench.report.names import (
+    GROUP_ORDER,
+    LABEL_ORDER,
+    dataset_display,
+    method_info,
+    shots_text,
+    task_display,
+)
+from bench.runner import prediction_path
+
+DEFAULT_IMAGES = 4
+PANEL_INCHES = 2.3
+TRUTH_COLOUR = "#ffd60a"  # yellow, dashed: visible on grey-scale images and distinct from the prediction
+PREDICTION_COLOUR = "#ff2d55"
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    """Case id → boolean mask from a predictions file written by the runner."""
+    try:
+        with np.load(path) as saved:
+            return {str(case): saved[f"mask_{i}"].astype(bool) for i, case in enumerate(saved["ids"])}
+    except (OSError, ValueError, KeyError) as error:
+        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+
+
+def _rank(record: dict) -> tuple:
+    spec = record["spec"]
+    labels = LABEL_ORDER.index(spec["labels"]) if spec["labels"] in LABEL_ORDER else len(LABEL_ORDER)
+    most_samples = -(float("inf") if spec["shots"] is None else spec["shots"])
+    return (most_samples, labels, spec["draw"], spec["seed"], record["run_id"])
+
+
+def _matches_shots(record: dict, shots: str) -> bool:
+    value = record["spec"]["shots"]
+    return shots == ("all" if value is None else str(value))
+
+
+def _method_order(method: str) -> tuple:
+    info = method_info(method)
+    return (GROUP_ORDER.index(info.group), info.display.lower(), method)
+
+
+def choose_runs(
+    records: list[dict],
+    results: Path,
+    task: str,
+    dataset: str | None = None,
+    shots: str | None = None,
+    labels: str | None = None,
+) -> tuple[str, list[dict]]:
+    """(dataset, one finished run per method with a predictions file), in the table's method order."""
+    done = [r for r in records if r.get("status") == "ok"]
+    finished = [r for r in done if r["spec"]["task"] == task and dataset in (None, r["spec"]["dataset"])]
+    datasets = sorted({r["spec"]["dataset"] for r in finished})
+    if not datasets:
+        known = sorted({f"{r['spec']['dataset']}/{r['spec']['task']}" for r in done})
+        where = f" in {dataset}" if dataset else ""
+        finished_tasks = ", ".join(known) or "none"
+        raise BenchError(
+            f"no finished runs of task '{task}'{where} in '{results}' (finished: {finished_tasks})"
+        )
+    if len(datasets) > 1:
+        raise BenchError(f"task '{task}' has runs in {', '.join(datasets)}; choose one with --dataset")
+    finished = [
+        r for r in finished
+        if (shots is None or _matches_shots(r, shots)) and labels in (None, r["spec"]["labels"])
+    ]  # fmt: skip
+    saved = [r for r in finished if prediction_path(results, r["experiment"], r["run_id"]).exists()]
+    if not saved:
+        raise BenchError(
+            f"none of the {len(finished)} matching finished runs of {datasets[0]}/{task} has a predictions"
+            " file (runs recorded before predictions were saved must be run again)"
+        )
+    chosen: dict[str, dict] = {}
+    for record in sorted(saved, key=_rank):
+        chosen.setdefault(record["spec"]["method"], record)
+    return datasets[0], [chosen[method] for method in sorted(chosen, key=_method_order)]
+
+
+def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: int) -> list[str]:
+    """The given ids (each must have saved predictions), else ``count`` of them drawn with ``seed``."""
+    if ids:
+        unknown = [case for case in ids if case not in available]
+        if unknown:
+            raise BenchError(
+                f"no saved predictions of {', '.join(unknown)} in every chosen run;"
+                f" saved: {', '.join(available) or 'none'}"
+            )
+        return list(ids)
+    if not available:
+        raise BenchError("the chosen runs have no saved test case in common")
+    size = min(count, len(available))
+    picked = np.random.default_rng(seed).choice(len(available), size=size, replace=False)
+    return [available[i] for i in sorted(picked)]
+
+
+def _contour(ax, mask: np.ndarray, colour: str, style: str) -> None:
+    if mask.any() and not mask.all():  # a constant mask has no contour (matplotlib would warn)
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.3, linestyles=style)
+
+
+def _panel(ax, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray | None = None) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if prediction is not None:
+        _contour(ax, prediction, PREDICTION_COLOUR, "solid")
+    _contour(ax, truth, TRUTH_COLOUR, "dashed")  # on top: a perfect prediction still shows both
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _title(record: dict) -> str:
+    spec = record["spec"]
+    info = method_info(spec["method"])
+    k = shots_text("all" if spec["shots"] is None else str(spec["shots"]), info.training_free)
+    config = spec["labels"] + ("" if k == "–" else f", k={k}")
+    return f"{info.display}\n{config}"
+
+
+def qualitative_figure(
+    records: list[dict],
+    results: Path,
+    task: str,
+    dataset: str | None = None,
+    ids: list[str] | None = None,
+    images: int = DEFAULT_IMAGES,
+    seed: int = 0,
+    shots: str | None = None,
+    labels: str | None = None,
+    data_root: Path | None = None,
+) -> Figure:
+    """Rows: test images; columns: the image with its ground truth, then one per method."""
+    dataset, runs = choose_runs(records, results, task, dataset, shots, labels)
+    predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
+    common = sorted(set.intersection(*(set(p) for p in predictions)))
+    cases = choose_ids(common, ids, images, seed)
+    samples = load_task(dataset, task, data_root).by_id("test")
+    missing = [case for case in cases if case not in samples]
+    if missing:
+        names = ", ".join(missing)
+        raise BenchError(f"{names} not in the test split of {dataset}/{task}: the split has changed")
+
+    columns = 1 + len(runs)
+    figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * len(cases) + 0.6), layout="constrained")
+    axes = figure.subplots(len(cases), columns, squeeze=False)
+    for row, case in enumerate(cases):
+        sample = samples[case]
+        _panel(axes[row, 0], sample.image, sample.mask)
+        axes[row, 0].set_ylabel(case)
+        for column, (record, predicted) in enumerate(zip(runs, predictions, strict=True), start=1):
+            ax = axes[row, column]
+            mask = predicted[case]
+            if mask.shape != sample.mask.shape:
+                raise BenchError(f"saved prediction of {case} in {record['run_id']} has shape {mask.shape},"
+                                 f" the image {sample.mask.shape}: the dataset has changed")  # fmt: skip
+            _panel(ax, sample.image, sample.mask, mask)
+            dice = {c["id"]: c["dice"] for c in record["cases"]}.get(case)
+            if dice is not None:
+                ax.text(0.03, 0.97, f"Dice {dice:.2f}", transform=ax.transAxes, va="top", fontsize=8,
+                        color="white", bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0})
+    axes[0, 0].set_title(f"{dataset_display(dataset)} {task_display(dataset, task)}\nimage + ground truth",
+                         fontsize=9)  # fmt: skip
+    for column, record in enumerate(runs, start=1):
+        axes[0, column].set_title(_title(record), fontsize=9)
+    handles = [
+        Line2D([], [], color=TRUTH_COLOUR, linestyle="--", label="ground truth"),
+        Line2D([], [], color=PREDICTION_COLOUR, label="prediction (probability > 0.5)"),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return figure

@@ -1,0 +1,155 @@
+"""`acdc`: right and left ventricle in cine MRI (ACDC challenge, Bernard et al., IEEE TMI 2018).
+
+The end-diastole volume of each patient (frame named by ``ED`` in its ``Info.cfg``), sliced along z.
+Labels: 1 RV cavity, 2 myocardium, 3 LV cavity. Preprocessing as in the paper: percentile clip/rescale
+over the 3-D volume, then per slice in-plane resampling to 1×1 mm (bilinear image, nearest-neighbour
+labels) and centre-crop/pad to 256×256; a slice is kept only if all three structures cover at least 10
+pixels. The split is the paper's fixed one: official training patients 001–100 minus ten validation
+patients, those ten, and the official testing patients 101–150.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.data import center_crop_or_pad, percentile_to_uint8
+from bench.registry import DATASETS
+from bench.release import Case, ReleaseDataset, Slice, UnreadableFile, check_labels
+
+SIZE = (256, 256)
+TARGET_SPACING_MM = 1.0
+LABELS = (1, 2, 3)
+MIN_PIXELS = 10
+VAL_PATIENTS = frozenset({12, 22, 49, 52, 57, 58, 59, 73, 96, 100})
+LAST_TRAINING_PATIENT = 100
+PATIENT_FOLDER = re.compile(r"patient(\d{3})")
+SMALL_STRUCTURE = f"slice without all of RV, myocardium and LV (≥{MIN_PIXELS} px each)"
+
+
+def read_ed_frame(info: Path) -> int:
+    """The end-diastole frame number from a patient's ``Info.cfg`` (lines like ``ED: 1``)."""
+    try:
+        text = info.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UnreadableFile(info, f"cannot be read ({error})") from error
+    match = re.search(r"^\s*ED\s*:\s*(\d+)\s*$", text, re.MULTILINE)
+    if match is None:
+        raise UnreadableFile(info, "has no 'ED: <frame>' line")
+    return int(match.group(1))
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """The volume as z×rows×cols and its in-plane (row_mm, col_mm) spacing.
+
+    NIfTI stores x first; rows are taken along y so that (row_mm, col_mm) = (zoom_y, zoom_x).
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        image = nib.load(str(path))
+    except ImageFileError as error:
+        raise UnreadableFile(path, f"not a NIfTI image ({error})") from error
+    volume = np.asanyarray(image.dataobj)
+    if volume.ndim == 4 and volume.shape[3] == 1:
+        volume = volume[..., 0]
+    if volume.ndim != 3:
+        raise UnreadableFile(path, f"expected a 3-D volume, found shape {volume.shape}")
+    zooms = image.header.get_zooms()
+    return np.ascontiguousarray(np.transpose(volume, (2, 1, 0))), (float(zooms[1]), float(zooms[0]))
+
+
+def resample_slice(array: np.ndarray, spacing: tuple[float, float], interpolation: int) -> np.ndarray:
+    """One slice resampled to 1×1 mm pixels: the shape scales by the spacing, the field of view stays."""
+    rows = max(1, round(array.shape[0] * spacing[0] / TARGET_SPACING_MM))
+    cols = max(1, round(array.shape[1] * spacing[1] / TARGET_SPACING_MM))
+    return cv2.resize(array, (cols, rows), interpolation=interpolation)
+
+
+@DATASETS.register("acdc")
+class ACDC(ReleaseDataset):
+    name = "acdc"
+    display_name = "ACDC"
+    tasks = ("rv", "lv")
+    task_display = {"rv": "Right ventricle", "lv": "Left ventricle"}
+    task_labels = {"rv": 1, "lv": 3}
+    preprocessing_version = 1
+    case_kind = "patientNNN folders with Info.cfg"
+    layout = (
+        "<data_root>/acdc/training/patientNNN/ (001–100) and <data_root>/acdc/testing/patientNNN/ (101–150), "
+        "each with Info.cfg, patientNNN_frameXX.nii.gz and patientNNN_frameXX_gt.nii.gz "
+        "(an extra database/ level above training/ and testing/ is fine)"
+    )
+    homepage = "https://www.creatis.insa-lyon.fr/Challenge/acdc/"
+
+    def find_cases(self) -> tuple[list[Case], list[str]]:
+        infos = [
+            *self.folder.glob("*/patient*/Info.cfg"),
+            *self.folder.glob("*/*/patient*/Info.cfg"),
+            *self.folder.glob("patient*/Info.cfg"),
+        ]
+        by_patient: dict[str, Path] = {}
+        for info in sorted(infos):
+            match = PATIENT_FOLDER.fullmatch(info.parent.name)
+            if match is None:
+                continue
+            pid = info.parent.name
+            if pid in by_patient:
+                raise self.missing(f"{pid} twice ({by_patient[pid].parent} and {info.parent}); keep one copy")
+            by_patient[pid] = info
+        cases = []
+        for pid, info in sorted(by_patient.items()):
+            files = (
+                info,
+                *sorted(info.parent.glob(f"{pid}_frame[0-9][0-9].nii.gz")),
+                *sorted(info.parent.glob(f"{pid}_frame[0-9][0-9]_gt.nii.gz")),
+            )
+            cases.append(Case(pid, pid, files))
+        return cases, [f"end-diastole volumes of {len(cases)} patients, sliced along z"]
+
+    def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
+        info = case.files[0]
+        frame = read_ed_frame(info)
+        image_path = info.parent / f"{case.id}_frame{frame:02d}.nii.gz"
+        label_path = info.parent / f"{case.id}_frame{frame:02d}_gt.nii.gz"
+        for path in (image_path, label_path):
+            if path not in case.files:
+                raise UnreadableFile(path, "missing (named by ED in Info.cfg)")
+        volume, spacing = read_volume(image_path)
+        labels, _ = read_volume(label_path)
+        if labels.shape != volume.shape:
+            raise UnreadableFile(label_path, f"shape {labels.shape} differs from the image's {volume.shape}")
+        labels = check_labels(labels, {0, *LABELS}, label_path)
+        scaled = percentile_to_uint8(volume)  # over the whole volume, as the paper does
+        kept: list[Slice] = []
+        left_out: list[tuple[str, str]] = []
+        for z in range(volume.shape[0]):
+            slice_id = f"{case.id}_s{z:02d}"
+            pixels = center_crop_or_pad(resample_slice(scaled[z], spacing, cv2.INTER_LINEAR), SIZE)
+            # INTER_NEAREST_EXACT samples at pixel centres like INTER_LINEAR; plain INTER_NEAREST is shifted
+            label_map = center_crop_or_pad(resample_slice(labels[z], spacing, cv2.INTER_NEAREST_EXACT), SIZE)
+            counts = np.bincount(label_map.ravel(), minlength=len(LABELS) + 1)
+            if min(counts[list(LABELS)]) < MIN_PIXELS:
+                left_out.append((slice_id, SMALL_STRUCTURE))
+                continue
+            resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
+            kept.append(
+                Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing)
+            )
+        return kept, left_out
+
+    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
+        parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for sample_id in ids:
+            number = int(PATIENT_FOLDER.match(subjects[sample_id]).group(1))  # type: ignore[union-attr]
+            if number > LAST_TRAINING_PATIENT:
+                parts["test"].append(sample_id)
+            elif number in VAL_PATIENTS:
+                parts["val"].append(sample_id)
+            else:
+                parts["train"].append(sample_id)
+        return parts

@@ -1,0 +1,135 @@
+"""`hc18`: fetal head in 2-D ultrasound (HC18 challenge training set, Zenodo DOI 10.5281/zenodo.1327317).
+
+The release draws the head circumference as a thin ellipse outline; the task mask is the filled inside of
+that outline. Preprocessing as in the paper: percentile clip/rescale per image, centre-crop/pad to
+640×640, spacing from the release's CSV. Only the ``NNN_HC`` image of each subject is used; the
+``NNN_2HC``/``NNN_3HC`` repeats are left out so that no subject can straddle two splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.data import center_crop_or_pad, percentile_to_uint8, seeded_split
+from bench.registry import DATASETS
+from bench.release import Case, ReleaseDataset, Slice, UnreadableFile
+
+SIZE = (640, 640)
+CSV_NAME = "training_set_pixel_size_and_HC.csv"
+FIRST_IMAGE = re.compile(r"(\d{3})_HC\.png")
+REPEAT_IMAGE = re.compile(r"\d{3}_\dHC\.png")
+OPEN_OUTLINE = "outline does not enclose exactly one region"
+OUTSIDE_CROP = "head outside the 640×640 crop"
+
+
+def read_gray(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise UnreadableFile(path, "not a readable image")
+    return image
+
+
+def fill_outline(outline: np.ndarray) -> np.ndarray | None:
+    """The filled region inside a closed outline (bool), or None unless it encloses exactly one region.
+
+    The inner contour is the border of the outline's one hole; filling it keeps the inner edge of the
+    drawn line, so the mask's perimeter is the drawn circumference.
+    """
+    contours, hierarchy = cv2.findContours(
+        (outline > 0).astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE
+    )
+    if hierarchy is None:
+        return None
+    holes = [contour for contour, links in zip(contours, hierarchy[0], strict=True) if links[3] >= 0]
+    if len(holes) != 1:
+        return None
+    filled = np.zeros(outline.shape, np.uint8)
+    cv2.drawContours(filled, holes, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+@DATASETS.register("hc18")
+class HC18(ReleaseDataset):
+    name = "hc18"
+    display_name = "HC18"
+    tasks = ("head",)
+    task_display = {"head": "Fetal head"}
+    task_labels = {"head": 1}
+    preprocessing_version = 1
+    case_kind = "NNN_HC.png images"
+    layout = (
+        f"<data_root>/hc18/training_set/NNN_HC.png with NNN_HC_Annotation.png beside each, and "
+        f"<data_root>/hc18/{CSV_NAME}"
+    )
+    homepage = "https://zenodo.org/records/1327317"
+    split_fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+    def _csv_path(self) -> Path:
+        # the release ships the CSV beside the unpacked folder; some mirrors put it inside
+        for candidate in (self.folder / CSV_NAME, self.folder / "training_set" / CSV_NAME):
+            if candidate.is_file():
+                return candidate
+        raise self.missing(f"no {CSV_NAME}")
+
+    def _pixel_sizes(self, path: Path) -> dict[str, float]:
+        sizes: dict[str, float] = {}
+        try:
+            with path.open(newline="") as stream:
+                for row in csv.DictReader(stream):
+                    sizes[row["filename"].strip()] = float(row["pixel size(mm)"])
+        except (OSError, KeyError, ValueError, UnicodeDecodeError) as error:
+            raise self.missing(f"an unreadable {path.name} ({type(error).__name__}: {error})") from error
+        return sizes
+
+    def find_cases(self) -> tuple[list[Case], list[str]]:
+        images = self.folder / "training_set"
+        if not images.is_dir():
+            raise self.missing("no training_set folder")
+        pixel_sizes = self._pixel_sizes(self._csv_path())
+        names = sorted(path.name for path in images.iterdir())
+        cases = []
+        for name in names:
+            match = FIRST_IMAGE.fullmatch(name)
+            if match:
+                image = images / name
+                files = tuple(
+                    p for p in (image, image.with_name(f"{image.stem}_Annotation.png")) if p.exists()
+                )
+                cases.append(Case(image.stem, match.group(1), files, (pixel_sizes.get(name),)))
+        repeats = sum(1 for name in names if REPEAT_IMAGE.fullmatch(name))
+        notes = [f"{repeats} repeat images (_2HC/_3HC) of the same subjects left out, as in the paper"]
+        return cases, notes
+
+    def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
+        image_path = case.files[0]
+        annotation_path = image_path.with_name(f"{case.id}_Annotation.png")
+        if annotation_path not in case.files:
+            raise UnreadableFile(annotation_path, "missing")
+        (pixel_size,) = case.extra
+        if pixel_size is None or not pixel_size > 0:
+            raise UnreadableFile(image_path, f"no valid pixel size in {CSV_NAME}")
+        image = read_gray(image_path)
+        outline = read_gray(annotation_path)
+        if outline.shape != image.shape:
+            raise UnreadableFile(
+                annotation_path, f"size {outline.shape} differs from the image's {image.shape}"
+            )
+        filled = fill_outline(outline)
+        if filled is None:
+            return [], [(case.id, OPEN_OUTLINE)]
+        mask = center_crop_or_pad(filled, SIZE, fill=False)
+        if not mask.any():
+            return [], [(case.id, OUTSIDE_CROP)]
+        pixels = center_crop_or_pad(percentile_to_uint8(image), SIZE)
+        spacing = (float(pixel_size), float(pixel_size))
+        return [
+            Slice(case.id, case.subject, pixels, mask.astype(np.uint8), spacing, image.shape, spacing)
+        ], []
+
+    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
+        return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)

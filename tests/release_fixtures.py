@@ -1,0 +1,105 @@
+"""Tiny releases written in the exact on-disk formats of HC18, CAMUS and ACDC, for the loader tests."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HC18_CSV = "training_set_pixel_size_and_HC.csv"
+
+
+def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray, dict]:
+    """An ultrasound-like image and the release-style annotation: a 2-px ellipse outline (0/255)."""
+    rng = np.random.default_rng(index)
+    centre = (shape[1] // 2 + int(rng.integers(-10, 10)), shape[0] // 2 + int(rng.integers(-8, 8)))
+    axes = (int(rng.integers(25, 40)), int(rng.integers(18, 30)))
+    angle = float(rng.uniform(0, 180))
+    image = rng.integers(0, 60, size=shape).astype(np.uint8)
+    cv2.ellipse(image, centre, axes, angle, 0, 360, 200, thickness=3)
+    outline = np.zeros(shape, np.uint8)
+    cv2.ellipse(outline, centre, axes, angle, 0, 360, 255, thickness=2)
+    return image, outline, {"centre": centre, "axes": axes, "angle": angle}
+
+
+def write_hc18_release(root: Path, count: int = 10, open_outline: tuple[int, ...] = ()) -> Path:
+    """``root/hc18`` in the release layout with ``count`` subjects (plus one ``_2HC`` repeat each).
+
+    Subjects listed in ``open_outline`` get an outline with a gap, which encloses no region.
+    """
+    folder = root / "hc18"
+    images = folder / "training_set"
+    images.mkdir(parents=True)
+    rows = []
+    for index in range(count):
+        for suffix in ("HC", "2HC"):
+            image, outline, _ = draw_head(index * 10 + len(suffix))
+            if suffix == "HC" and index in open_outline:
+                outline[:, outline.shape[1] // 2 - 3 : outline.shape[1] // 2 + 3] = 0
+            name = f"{index:03d}_{suffix}"
+            cv2.imwrite(str(images / f"{name}.png"), image)
+            cv2.imwrite(str(images / f"{name}_Annotation.png"), outline)
+            rows.append((f"{name}.png", 0.1 + index / 100, 100.0))
+    with (folder / HC18_CSV).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["filename", "pixel size(mm)", "head circumference (mm)"])
+        writer.writerows(rows)
+    return folder
+
+
+def write_camus_patient(
+    root: Path,
+    number: int,
+    image: np.ndarray,
+    labels: np.ndarray,
+    spacing: tuple[float, float],
+    fmt: str = "nifti",
+) -> Path:
+    """One CAMUS patient's 2CH_ED image and ground truth, given as rows×cols with (row_mm, col_mm) spacing.
+
+    ``nifti``: the current release, ``camus/database_nifti/…/*.nii.gz`` with x (columns) as the first axis;
+    ``mhd``: the original release, ``camus/training/…/*.mhd`` + ``.raw``, written by SimpleITK.
+    """
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    pid = f"patient{number:04d}"
+    folder = root / "camus" / ("database_nifti" if fmt == "nifti" else "training") / pid
+    folder.mkdir(parents=True)
+    for suffix, array in (("", image), ("_gt", labels)):
+        stem = folder / f"{pid}_2CH_ED{suffix}"
+        if fmt == "nifti":
+            affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), f"{stem}.nii.gz")
+        else:
+            itk = sitk.GetImageFromArray(array)
+            itk.SetSpacing((spacing[1], spacing[0]))
+            sitk.WriteImage(itk, f"{stem}.mhd")
+    return folder
+
+
+def write_acdc_patient(
+    root: Path,
+    number: int,
+    frames: dict[int, tuple[np.ndarray, np.ndarray]],
+    ed: int,
+    spacing: tuple[float, float, float],
+) -> Path:
+    """One ACDC patient: ``Info.cfg`` and ``patientNNN_frameXX(_gt).nii.gz`` for each frame.
+
+    Volumes are given as z×rows×cols with spacing (row_mm, col_mm, slice_mm); the files hold x, y, z.
+    """
+    import nibabel as nib
+
+    pid = f"patient{number:03d}"
+    folder = root / "acdc" / ("training" if number <= 100 else "testing") / pid
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text(f"ED: {ed}\nES: {max(frames)}\nGroup: NOR\nHeight: 180.0\nNbFrame: 30\n")
+    affine = np.diag([spacing[1], spacing[0], spacing[2], 1.0])
+    for frame, (volume, labels) in frames.items():
+        for suffix, array in (("", volume), ("_gt", labels)):
+            data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+            nib.save(nib.Nifti1Image(data, affine), str(folder / f"{pid}_frame{frame:02d}{suffix}.nii.gz"))
+    return folder

@@ -1,0 +1,96 @@
+"""Hand-written run records for the report tests, with the keys and layout bench/runner.py writes.
+
+The report reads only class attributes of method plugins, so the test methods here are attribute-only
+classes registered for one test by the ``report_methods`` fixture of the report tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.data import write_json_atomic
+from bench.runner import RECORD_VERSION, SAVED_PREDICTIONS, prediction_path, record_path, save_predictions
+from bench.spec import RunSpec
+
+
+def _method(name: str, display: str, group: str, training_free: bool = False) -> type:
+    attributes = {"name": name, "display_name": display, "group": group, "training_free": training_free}
+    return type(display.replace(" ", ""), (), attributes)
+
+
+TEST_METHODS = {
+    "rep-medsam": _method("rep-medsam", "MedSAM", "Promptable", training_free=True),
+    "rep-unet": _method("rep-unet", "UNet", "Automatic — fully trained"),
+    "rep-autosam": _method("rep-autosam", "AutoSAM", "Automatic — adapted"),
+    # a display name with LaTeX's special characters, to see them escaped
+    "rep-ours": _method("rep-ours", "Prompt_module & 100%", "Ours"),
+}
+
+
+def write_record(
+    results: Path,
+    method: str,
+    dice: dict[str, float],
+    *,
+    dataset: str = "synthetic",
+    task: str = "ellipse",
+    labels: str = "mask",
+    shots: int | None = 10,
+    draw: int = 0,
+    seed: int = 0,
+    budget: str = "quick",
+    backbone: str | None = None,
+    experiment: str = "exp",
+    fit_seconds: float = 10.0,
+    epochs: int | None = 20,
+    status: str = "ok",
+    error: str | None = None,
+) -> dict:
+    """Write one record like ``runner.run_one`` does; ``dice`` maps test-case ids to their Dice."""
+    spec = RunSpec(method, dataset, task, labels, shots, draw, seed, budget, backbone)
+    ok = status == "ok"
+    cases = [
+        {"id": case, "dice": value, "hd95": round(40.0 * (1 - value), 3), "tp": 100, "fp": 5, "fn": 5}
+        for case, value in dice.items()
+    ]
+    record = {
+        "record_version": RECORD_VERSION,
+        "run_id": spec.run_id,
+        "experiment": experiment,
+        "spec": spec.canonical(),
+        "status": status,
+        "error": error,
+        "cases": cases if ok else [],
+        "started": "2024-06-01T10:00:00+00:00",
+        "finished": "2024-06-01T10:01:00+00:00",
+        "versions": {"python": "3.11.7"},
+        "git_rev": None,
+        "device": "cpu (x86_64, 2 threads)",
+    }
+    if ok:
+        record.update(
+            mean_dice=float(np.mean(list(dice.values()))),
+            support_ids=[f"syn{i:03d}" for i in range(shots or 3)],
+            hparams={"epochs": epochs} if epochs is not None else {},
+            fit_seconds=fit_seconds,
+            infer_seconds_per_image=0.02,
+            peak_memory_mb=512.0,
+            params_total=1_000_000,
+            params_trainable=250_000,
+        )
+    else:
+        record["traceback"] = f"Traceback (most recent call last):\n{error}"
+    write_json_atomic(record_path(results, experiment, spec.run_id), record)
+    return record
+
+
+def write_predictions(
+    results: Path, record: dict, masks: dict[str, np.ndarray], experiment: str = "exp"
+) -> Path:
+    """The run's predictions file, written by the runner's own writer."""
+    path = prediction_path(results, experiment, record["run_id"])
+    ids = list(masks)
+    save_predictions(path, ids, [masks[case].astype(np.float32) for case in ids], SAVED_PREDICTIONS)
+    return path
