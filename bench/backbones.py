@@ -227,16 +227,14 @@ class Backbone:
         return low_res
 
     def to_image(self, low_res: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        # the low-res map covers the whole input frame: keep the part the image occupies, then resize
         height, width = self.input_shape(shape)
-        if (height, width) != (self.input_size, self.input_size):
-            # the low-res map covers the whole padded frame: drop the padding before resizing
-            if low_res.shape[-1] != self.input_size:
-                low_res = F.interpolate(low_res, (self.input_size,) * 2, mode="bilinear", align_corners=False)
-            low_res = low_res[..., :height, :width]
-        return F.interpolate(low_res, tuple(shape), mode="bilinear", align_corners=False)
+        rows = round(height * low_res.shape[-2] / self.input_size)
+        cols = round(width * low_res.shape[-1] / self.input_size)
+        return F.interpolate(low_res[..., :rows, :cols], tuple(shape), mode="bilinear", align_corners=False)
 
 
-def _grey_as_float(image: np.ndarray) -> np.ndarray:
+def _as_float(image: np.ndarray) -> np.ndarray:
     if image.ndim not in (2, 3):
         raise BenchError(f"backbones take H×W (or H×W×3) images, not an array of shape {image.shape}")
     return image.astype(np.float32)
@@ -298,7 +296,7 @@ class LiteMedSAM(Backbone):
 
         height, width = self.input_shape(image.shape[:2])
         # resizing before repeating the grey channel gives the same pixels at a third of the cost
-        resized = cv2.resize(_grey_as_float(image), (width, height), interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(_as_float(image), (width, height), interpolation=cv2.INTER_AREA)
         padded = np.zeros((self.input_size, self.input_size, 3), dtype=np.float32)
         padded[:height, :width] = _three_channels(_min_max(resized))
         return _to_chw(padded)
@@ -329,7 +327,7 @@ class MedSAMViTB(Backbone):
 
         # bicubic like MedSAM's own skimage resize (order 3); in float so over/undershoot is not clipped
         size = (self.input_size, self.input_size)
-        resized = cv2.resize(_grey_as_float(image), size, interpolation=cv2.INTER_CUBIC)
+        resized = cv2.resize(_as_float(image), size, interpolation=cv2.INTER_CUBIC)
         return _to_chw(_three_channels(_min_max(resized)).astype(np.float32))
 
 

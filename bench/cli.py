@@ -8,7 +8,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,7 +32,7 @@ ItemT = TypeVar("ItemT")
 
 REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
 PluginOption = Annotated[
-    Optional[list[Path]], typer.Option("--plugin", help="A Python file that registers extra plugins.")
+    list[Path] | None, typer.Option("--plugin", help="A Python file that registers extra plugins.")
 ]
 
 
@@ -58,7 +58,7 @@ def _load_plugins(plugins: list[Path] | None) -> None:
 @app.command("ls")
 @user_errors
 def list_plugins(
-    kind: Annotated[Optional[str], typer.Argument(help="methods, datasets or backbones (default: all)")] = None,
+    kind: Annotated[str | None, typer.Argument(help="methods, datasets or backbones (default: all)")] = None,
     plugin: PluginOption = None,
 ) -> None:
     """List registered plugins (built-ins are listed without importing their code)."""
@@ -107,20 +107,20 @@ class _ProgressBars:
 def run(
     methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
     datasets: Annotated[str, typer.Option(help="Comma-separated dataset names.")] = "synthetic",
-    tasks: Annotated[Optional[str], typer.Option(help="Tasks (structures); default: every task.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Tasks (structures); default: every task.")] = None,
     shots: Annotated[str, typer.Option(help="Training images per run: integers and/or 'all'.")] = "10",
     labels: Annotated[
-        Optional[str], typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
+        str | None, typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
     ] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
-    draws: Annotated[Optional[int], typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
     budget: Annotated[str, typer.Option(help="auto (paper on CUDA, else quick), paper or quick.")] = "auto",
     backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint file for ViT backbones.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Folder holding the dataset releases.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
     results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
     experiment: Annotated[str, typer.Option(help="Subfolder of --results for this grid.")] = "default",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
     jobs: Annotated[int, typer.Option(help="Parallel runs for pool/slurm executors.")] = 1,
@@ -128,12 +128,13 @@ def run(
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
-    from bench import data, spec as specs, store
+    from bench import data, store
+    from bench import spec as specs
     from bench.executors import execute
     from bench.runner import resolve_device
 
     _load_plugins(plugin)
-    method_names = METHODS.names() if methods.strip() == "all" else specs._split(methods)
+    method_names = METHODS.names() if methods.strip() == "all" else specs.split_list(methods)
     if not method_names:
         raise BenchError("--methods names no method")
     resolved_budget = specs.resolve_budget(budget)
@@ -142,10 +143,10 @@ def run(
         BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
     planned = specs.expand_grid(
         methods=method_names,
-        datasets=specs._split(datasets),
-        tasks=specs._split(tasks) if tasks else None,
+        datasets=specs.split_list(datasets),
+        tasks=specs.split_list(tasks) if tasks else None,
         shots=specs.parse_shots(shots),
-        labels=specs._split(labels) if labels else None,
+        labels=specs.split_list(labels) if labels else None,
         seeds=specs.parse_ints(seeds, "--seeds") if seeds else None,
         draws=draws,
         budget=resolved_budget,
@@ -153,10 +154,8 @@ def run(
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
         overrides=specs.parse_overrides(set_ or []),
     )
-    for method_name in method_names:  # unknown --set keys fail before anything runs
-        METHODS.get(method_name).resolve_hparams(resolved_budget, specs.parse_overrides(set_ or []))
     runnable = [p.spec for p in planned if p.skip_reason is None]
-    statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable} if results.exists() else {}
+    statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable}
     to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
     skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
 
@@ -202,7 +201,8 @@ def run(
             to_run, results, experiment, data_root, device, executor, jobs,
             on_done=on_done, progress_factory=bars.for_run,
         )  # fmt: skip
-    console.print(f"{len(to_run) - len(failures)} ok, {len(failures)} failed; records in {results / experiment / 'runs'}")
+    runs_folder = results / experiment / "runs"
+    console.print(f"{len(to_run) - len(failures)} ok, {len(failures)} failed; records in {runs_folder}")
     if failures:
         raise typer.Exit(1)
 
@@ -291,7 +291,7 @@ def figure(
     records = store.load_records(results, experiment)
     if not records:
         raise BenchError(f"no run records under '{results}'")
-    chosen = specs._split(ids) if ids else None
+    chosen = specs.split_list(ids) if ids else None
     drawn = qualitative_figure(
         records, results, task, dataset, chosen, images, seed, shots, labels, data_root
     )

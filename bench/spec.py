@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -64,7 +65,7 @@ class PlannedRun:
 
 def parse_shots(text: str) -> list[int | None]:
     shots: list[int | None] = []
-    for part in _split(text):
+    for part in split_list(text):
         if part == "all":
             shots.append(None)
             continue
@@ -80,7 +81,7 @@ def parse_shots(text: str) -> list[int | None]:
 
 def parse_ints(text: str, flag: str, minimum: int = 0) -> list[int]:
     values = []
-    for part in _split(text):
+    for part in split_list(text):
         try:
             value = int(part)
         except ValueError as error:
@@ -158,9 +159,20 @@ def expand_grid(
                     f"{', '.join(sorted(all_tasks))}.{did_you_mean(task, sorted(all_tasks))}"
                 )
 
+    unknown_keys = {key for key, _ in overrides} - {
+        f.name for cls in method_classes.values() for f in dataclasses.fields(cls.HParams)
+    }
+    if unknown_keys:
+        raise BenchError(
+            f"no selected method has the hyper-parameter {', '.join(sorted(unknown_keys))} (--set)"
+        )
+
     planned: list[PlannedRun] = []
     seen: set[str] = set()
     for method_name, method_cls in method_classes.items():
+        # an override applies to the methods that have that hyper-parameter, and only keys their run ids
+        own_fields = {f.name for f in dataclasses.fields(method_cls.HParams)}
+        method_overrides = tuple((key, value) for key, value in overrides if key in own_fields)
         regimes = list(labels) if labels else list(method_cls.default_labels)
         for dataset_name, dataset_cls in dataset_classes.items():
             dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in tasks]
@@ -179,7 +191,7 @@ def expand_grid(
                                 budget=budget,
                                 backbone=backbone if method_cls.uses_backbone else None,
                                 checkpoint=checkpoint if method_cls.uses_backbone else None,
-                                overrides=overrides,
+                                overrides=method_overrides,
                             )
                             if spec.run_id in seen:
                                 continue
@@ -197,7 +209,7 @@ def _draws_and_seeds(
     return [(draw, seed) for draw in draw_range for seed in seeds]
 
 
-def _split(text: str) -> list[str]:
+def split_list(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 

@@ -46,7 +46,7 @@ def test_unknown_method_suggests_the_closest(tmp_path) -> None:
         (["--datasets", "synthetc"], "Did you mean 'synthetic'?"),
         (["--tasks", "nope"], "unknown task 'nope'"),
         (["--budget", "huge"], "--budget takes auto, paper or quick"),
-        (["--set", "epocs=3"], "unet has no hyper-parameter epocs"),
+        (["--set", "epocs=3"], "no selected method has the hyper-parameter epocs"),
         (["--labels", "boxes"], "--labels takes mask, box, box-noisy"),
     ],
 )

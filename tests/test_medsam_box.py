@@ -89,10 +89,11 @@ def test_litemedsam_follows_the_box_on_synthetic_ellipses() -> None:
 
 @pytest.mark.skipif(not (SHARED_DATA / "hc18").is_dir(), reason="the HC18 release is not in ../shared/data")
 def test_litemedsam_on_real_hc18_images_and_float16_storage() -> None:
-    samples = load_task("hc18", "head", SHARED_DATA).test[:3]
+    samples = load_task("hc18", "head", SHARED_DATA).test[::35]  # 4 images spread over the test split
     predicted = predict("litemedsam", samples, dataset="hc18")
     stored_dice = [dice(p, s) for p, s in zip(predicted, samples, strict=True)]
-    assert np.mean(stored_dice) > 0.9, stored_dice
+    # on the whole split the mean is ≈ 95; a preprocessing or box-geometry bug drops far below these
+    assert np.mean(stored_dice) > 0.9 and min(stored_dice) > 0.8, stored_dice
 
     # the same prompts on float32 embeddings straight from the encoder: float16 storage changes nothing
     backbone = load_backbone("litemedsam")

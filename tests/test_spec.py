@@ -91,3 +91,15 @@ def test_unknown_names_fail_before_planning(fake_methods) -> None:
         expand_grid(["fake-threshold"], ["synthetic"], ["elipse"], [10], None, None, None, "quick", "litemedsam")
     with pytest.raises(BenchError, match="--labels"):
         expand_grid(["fake-threshold"], ["synthetic"], None, [10], ["boxes"], None, None, "quick", "litemedsam")
+
+
+def test_overrides_key_only_the_methods_that_have_them(fake_methods) -> None:
+    overrides = parse_overrides(["encoder=resnet18"])
+    planned = expand_grid(["unet", "fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick",
+                          "litemedsam", overrides=overrides)  # fmt: skip
+    by_method = {p.spec.method: p.spec for p in planned}
+    assert by_method["unet"].overrides == (("encoder", "resnet18"),)
+    assert by_method["fake-threshold"].overrides == ()
+    with pytest.raises(BenchError, match="no selected method has the hyper-parameter encoder"):
+        expand_grid(["fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick", "litemedsam",
+                    overrides=overrides)  # fmt: skip
