@@ -45,7 +45,7 @@ class UNet(Method):
         # paper: 200 epochs of Adam at the dataset's resolution (the paper's UNet baseline)
         "paper": UNetParams(),
         # quick: a small encoder at 128 px so a 10-shot run takes well under a minute on 2 CPU cores
-        "quick": UNetParams(encoder="resnet18", epochs=60, input_size=128),
+        "quick": UNetParams(encoder="resnet18", epochs=40, input_size=128),
     }
     tiny = {"epochs": 2, "input_size": 64}
 
