@@ -55,14 +55,14 @@ def test_the_module_has_the_papers_shapes_and_parameter_count() -> None:
 
 
 def test_unknown_init_is_a_user_error() -> None:
-    with pytest.raises(BenchError, match="init must be box or default"):
+    with pytest.raises(BenchError, match="init must be support-box or box or default"):
         PromptModule(hparams(init="xavier"))
 
 
 def test_box_init_starts_the_sparse_head_at_the_whole_image_box_prompt() -> None:
     train = items()
     torch.manual_seed(0)
-    boxed = PromptModule(hparams(epochs=0))
+    boxed = PromptModule(hparams(epochs=0, init="box"))
     ctx = context(boxed.hparams)
     boxed.fit(train, ctx)
     torch.manual_seed(0)
@@ -84,6 +84,29 @@ def test_box_init_starts_the_sparse_head_at_the_whole_image_box_prompt() -> None
     assert (sparse_plain - prompt).abs().mean() > 0.5 * scale
     # only the sparse head is touched
     assert torch.equal(dense_boxed, dense_plain)
+
+
+@pytest.mark.parametrize("labels", ["box", "mask"])
+def test_support_box_init_starts_at_the_box_holding_every_training_box(labels: str) -> None:
+    train = items(labels)
+    torch.manual_seed(0)
+    method = PromptModule(hparams(epochs=0))  # support-box is the default
+    ctx = context(method.hparams, labels)
+    method.fit(train, ctx)
+    backbone = ctx.backbone
+    # in the input frame each image is scaled by its own longest side, so the union takes its top from the
+    # 48×80 image's box and its other sides from the square images' boxes
+    corners = []
+    for item in train:
+        box = tight_box(item.mask) if labels == "mask" else item.box
+        corners.append(backbone.box_to_input(box, item.image.shape[:2])[0].tolist())
+    corners = np.array(corners)
+    expected = [corners[:, 0].min(), corners[:, 1].min(), corners[:, 2].max(), corners[:, 3].max()]
+    assert expected[1] == corners[1, 1] and expected[0] == corners[0, 0] < corners[1, 0]
+    whole = backbone.box_to_input(Box(0, 0, 63, 63), (64, 64))[0].tolist()
+    assert expected != whole
+    prompt, _ = backbone.embed_boxes(torch.tensor([expected]))
+    assert torch.allclose(method.head.sparse.bias, prompt.reshape(-1))
 
 
 def test_gradients_reach_the_module_and_nothing_of_the_backbone() -> None:
@@ -196,5 +219,5 @@ def test_a_recorded_run(tmp_path) -> None:
     assert record["status"] == "ok", record.get("traceback")
     assert record["params_trainable"] == TRAINABLE
     assert record["params_total"] > TRAINABLE
-    assert record["hparams"]["init"] == "box" and record["hparams"]["epochs"] == 1
+    assert record["hparams"]["init"] == "support-box" and record["hparams"]["epochs"] == 1
     assert all(0.0 <= case["dice"] <= 1.0 for case in record["cases"])
