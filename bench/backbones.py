@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 
 from bench.data import Box
-from bench.embedding_cache import cached_embeddings, embedding_counts
+from bench.embedding_cache import EMBEDDING_SHAPE, cached_embeddings, embedding_counts
 from bench.errors import BenchError
 
 __all__ = [
@@ -59,8 +59,6 @@ __all__ = [
     "load_backbone",
 ]
 
-EMBEDDING_SHAPE = (256, 64, 64)
-LOW_RES_SIZE = 256
 
 BoxLike = Box | Sequence[float] | torch.Tensor
 
@@ -339,6 +337,15 @@ class _SAMViT(Backbone):
     encode_batch_size = 2
     sam_kind: ClassVar[str]
 
+    def __init__(
+        self, model: torch.nn.Module, checkpoint_digest: str, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__(model, checkpoint_digest, device)
+        # CPU copies: preprocessing runs in a loader thread, and reading them off the GPU per image would
+        # wait for the encoder's queued kernels
+        self._pixel_mean = self.model.pixel_mean.cpu()
+        self._pixel_std = self.model.pixel_std.cpu()
+
     @classmethod
     def build_model(cls) -> torch.nn.Module:
         return _build_sam(cls.sam_kind)
@@ -357,8 +364,7 @@ class _SAMViT(Backbone):
 
         rgb = _three_channels(image).astype(np.uint8)
         resized = torch.from_numpy(ResizeLongestSide(self.input_size).apply_image(rgb)).permute(2, 0, 1)
-        mean, std = self.model.pixel_mean.cpu(), self.model.pixel_std.cpu()
-        normalised = (resized.float() - mean) / std
+        normalised = (resized.float() - self._pixel_mean) / self._pixel_std
         height, width = normalised.shape[-2:]
         return F.pad(normalised, (0, self.input_size - width, 0, self.input_size - height))
 

@@ -163,7 +163,7 @@ def run(
         _print_plan(planned, statuses, resolved_budget)
         return
     if to_run:
-        _check_writable(results / experiment / "runs", results)
+        _check_writable(store.runs_folder(results, experiment), results)
     for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
         with console.status(f"loading {dataset_name}/{task_name}"):
             data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
@@ -199,10 +199,12 @@ def run(
 
         execute(
             to_run, results, experiment, data_root, device, executor, jobs,
-            on_done=on_done, progress_factory=bars.for_run,
+            on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
         )  # fmt: skip
-    runs_folder = results / experiment / "runs"
-    console.print(f"{len(to_run) - len(failures)} ok, {len(failures)} failed; records in {runs_folder}")
+    console.print(
+        f"{len(to_run) - len(failures)} ok, {len(failures)} failed; "
+        f"records in {store.runs_folder(results, experiment)}"
+    )
     if failures:
         raise typer.Exit(1)
 

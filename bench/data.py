@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import BenchError
-from bench.paths import cache_dir
+from bench.paths import atomic_write, cache_dir
 
 LABEL_REGIMES = ("mask", "box", "box-noisy")
 
@@ -156,9 +154,7 @@ def eval_items(
             sample.id,
             sample.image,
             sample.spacing,
-            box=box_for_regime(sample, dataset, task, labels if labels != "mask" else "box")
-            if with_prompt
-            else None,
+            box=box_for_regime(sample, dataset, task, labels) if with_prompt else None,
         )
         for sample in samples
     ]
@@ -169,17 +165,8 @@ def eval_items(
 
 def write_json_atomic(path: Path, payload: object) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=1, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", fsync=True) as stream:
+        json.dump(payload, stream, indent=1, sort_keys=True)
 
 
 def persisted(path: Path, make: Callable[[], object]) -> object:
@@ -321,6 +308,8 @@ class Dataset:
         raise NotImplementedError
 
 
+# One plugin object per dataset and data root, so that the tasks of one release share its scan and cache
+_PLUGIN_MEMO: dict[tuple[str, str], Dataset] = {}
 _TASK_MEMO: dict[tuple[str, str, str], Task] = {}
 
 
@@ -335,7 +324,9 @@ def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> T
             + did_you_mean(task, list(dataset_cls.tasks))
         )
     plugin = dataset_cls(Path(data_root) if data_root is not None else None)
-    key = (dataset, task, str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else "")
+    root = str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else ""
+    plugin = _PLUGIN_MEMO.setdefault((dataset, root), plugin)
+    key = (dataset, task, root)
     if key not in _TASK_MEMO:
         _TASK_MEMO[key] = plugin.load(task)
     return _TASK_MEMO[key]

@@ -149,15 +149,20 @@ def _receive(response, partial: Path, have: int, name: str, progress: Progress) 
         raise BenchError(f"{interrupted} ({partial.stat().st_size} of {total} bytes received)")
 
 
-def _hc18_present(folder: Path) -> bool:
-    return (folder / HC18_FILES[1].name).is_file() and any((folder / "training_set").glob("*_HC.png"))
+def _hc18_present(plugin) -> bool:
+    """Whether the release is already there, by the loader's own rules (the CSV may sit inside the folder)."""
+    try:
+        plugin.csv_path()
+    except BenchError:
+        return False
+    return any((plugin.folder / "training_set").glob("*_HC.png"))
 
 
 def download_hc18(data_root: Path | None, console: Console) -> Path:
     """Download, verify and unpack the HC18 training set into ``<data_root>/hc18``; returns that folder."""
     plugin = DATASETS.get("hc18")(data_root)
     folder = plugin.folder
-    if _hc18_present(folder):
+    if _hc18_present(plugin):
         _say(console, f"HC18 is already in {folder}; nothing to download.")
         return folder
     try:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.method import no_progress
-from bench.paths import cache_dir
+from bench.paths import atomic_write, cache_dir
 
 if TYPE_CHECKING:
     from bench.backbones import Backbone
@@ -75,31 +73,21 @@ class EmbeddingStore:
         path = self.path(digest)
         try:
             array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, EOFError):  # damaged on disk: encode again, the rename replaces it
+        except (OSError, ValueError, EOFError):  # missing, or damaged on disk: encode (again)
             return None
         return array if array.shape == EMBEDDING_SHAPE else None
 
     def put(self, digest: str, array: np.ndarray) -> None:
-        target = self.path(digest)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{digest[:16]}.", suffix=".tmp")
+            # no fsync: a killed process cannot lose page-cache data, and a file damaged by a power cut
+            # fails to load and is re-encoded; syncing 2 MB per image would slow every first run
+            with atomic_write(self.path(digest)) as stream:
+                np.save(stream, array, allow_pickle=False)
         except OSError as error:
             raise BenchError(
                 f"cannot write the embedding cache under '{self.folder}' ({error.strerror}); "
                 "point $BENCH_CACHE at a writable folder"
             ) from error
-        try:
-            # no fsync: a killed process cannot lose page-cache data, and a file damaged by a power cut
-            # fails to load and is re-encoded; syncing 2 MB per image would slow every first run
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, array, allow_pickle=False)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
 
 def _describe(store: EmbeddingStore, backbone: Backbone) -> None:
@@ -107,17 +95,14 @@ def _describe(store: EmbeddingStore, backbone: Backbone) -> None:
     note = store.folder / "backbone.json"
     if note.exists():
         return
-    store.folder.mkdir(parents=True, exist_ok=True)
     payload = {
         "backbone": backbone.name,
         "checkpoint_sha256": backbone.checkpoint_digest,
         "preprocessing": backbone.preprocessing,
         "dtype": str(STORE_DTYPE).removeprefix("torch."),
     }
-    handle, temporary = tempfile.mkstemp(dir=store.folder, prefix=".backbone.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
+    with atomic_write(note, "w") as stream:
         json.dump(payload, stream, indent=1)
-    os.replace(temporary, note)
 
 
 def cached_embeddings(

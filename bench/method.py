@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
@@ -38,7 +38,6 @@ class RunContext:
     hparams: Any
     device: torch.device
     progress: Callable[..., Iterator] = no_progress
-    extras: dict = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -114,10 +113,11 @@ class Method(ABC):
 
         return [value for value in vars(self).values() if isinstance(value, torch.nn.Module)]
 
-    def parameter_counts(self) -> tuple[int, int]:
-        """(total, trainable) parameters over ``modules()``, each parameter counted once."""
+    def parameter_counts(self, frozen: Sequence[torch.nn.Module] = ()) -> tuple[int, int]:
+        """(total, trainable) parameters over ``modules()`` and ``frozen`` (the backbone the harness lends a
+        method that uses one), each parameter counted once."""
         seen: dict[int, Any] = {}
-        for module in self.modules():
+        for module in [*self.modules(), *frozen]:
             for parameter in module.parameters():
                 seen[id(parameter)] = parameter
         total = sum(p.numel() for p in seen.values())

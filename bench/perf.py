@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +16,21 @@ import numpy as np
 import torch
 
 from bench.backbones import Backbone
-from bench.embedding_cache import cached_embeddings
+from bench.embedding_cache import EMBEDDING_SHAPE, cached_embeddings
+from bench.timing import Stopwatch
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _seconds(run: Callable[[], object], device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    run()
-    _synchronize(device)
-    return time.perf_counter() - start
+def _median_rates(
+    harness: Callable[[], object], reference: Callable[[], object], images: int, repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Images per second of each path: the two alternate ``repeats`` times and the median run counts."""
+    harness_seconds, reference_seconds = [], []
+    for _ in range(repeats):
+        for run, seconds in ((harness, harness_seconds), (reference, reference_seconds)):
+            with Stopwatch(device) as clock:
+                run()
+            seconds.append(clock.seconds)
+    return images / statistics.median(harness_seconds), images / statistics.median(reference_seconds)
 
 
 def _images(count: int, shape: tuple[int, int], seed: int) -> list[np.ndarray]:
@@ -92,10 +92,7 @@ def encode_benchmark(
             cached_embeddings(backbone, pictures, batch_size=size, root=Path(root))
 
     bare()  # warm-up: first-call allocations and kernel selection are not what is measured
-    harness_seconds, bare_seconds = [], []
-    for _ in range(repeats):
-        harness_seconds.append(_seconds(harness, backbone.device))
-        bare_seconds.append(_seconds(bare, backbone.device))
+    harness_rate, bare_rate = _median_rates(harness, bare, images, repeats, backbone.device)
     return Comparison(
         what="encode",
         harness="harness path (cached_embeddings, empty cache)",
@@ -104,15 +101,15 @@ def encode_benchmark(
         device=str(backbone.device),
         images=images,
         batch_size=size,
-        harness_per_second=images / statistics.median(harness_seconds),
-        reference_per_second=images / statistics.median(bare_seconds),
+        harness_per_second=harness_rate,
+        reference_per_second=bare_rate,
     )
 
 
 def decode_benchmark(backbone: Backbone, images: int = 16, repeats: int = 3, seed: int = 0) -> Comparison:
     """One box per image: ``Backbone.decode`` on the whole batch against a loop of one-image decodes."""
     generator = torch.Generator().manual_seed(seed)
-    embeddings = torch.randn((images, 256, 64, 64), generator=generator).to(backbone.device)
+    embeddings = torch.randn((images, *EMBEDDING_SHAPE), generator=generator).to(backbone.device)
     corners = torch.rand((images, 2), generator=generator) * backbone.input_size / 2
     boxes = torch.cat([corners, corners + backbone.input_size / 3], dim=1).to(backbone.device)
 
@@ -126,10 +123,7 @@ def decode_benchmark(backbone: Backbone, images: int = 16, repeats: int = 3, see
             backbone.decode(embeddings[index : index + 1], *backbone.embed_boxes(boxes[index : index + 1]))
 
     one_by_one()  # warm-up
-    batched_seconds, loop_seconds = [], []
-    for _ in range(repeats):
-        batched_seconds.append(_seconds(batched, backbone.device))
-        loop_seconds.append(_seconds(one_by_one, backbone.device))
+    batched_rate, loop_rate = _median_rates(batched, one_by_one, images, repeats, backbone.device)
     return Comparison(
         what="decode",
         harness="batched decode (one prompt per image)",
@@ -138,6 +132,6 @@ def decode_benchmark(backbone: Backbone, images: int = 16, repeats: int = 3, see
         device=str(backbone.device),
         images=images,
         batch_size=images,
-        harness_per_second=images / statistics.median(batched_seconds),
-        reference_per_second=images / statistics.median(loop_seconds),
+        harness_per_second=batched_rate,
+        reference_per_second=loop_rate,
     )

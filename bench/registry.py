@@ -55,6 +55,11 @@ class Registry(Generic[T]):
             self._lazy.pop(name, None)
         return None
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (loaded or lazy); a no-op when it is not registered."""
+        self._loaded.pop(name, None)
+        self._lazy.pop(name, None)
+
     def _scan_entry_points(self) -> None:
         if self._entry_points_scanned or self.entry_point_group is None:
             return

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 import tempfile
 import warnings
@@ -30,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import Dataset, Sample, Task, persisted, stable_seed
+from bench.data import Dataset, Sample, Task, persisted, seeded_split, stable_seed
 from bench.errors import BenchError
-from bench.paths import cache_dir
+from bench.paths import atomic_write, cache_dir
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.json"
@@ -123,25 +122,17 @@ def _save_arrays_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     Ultrasound and MR pixels deflate only about 2× but then take 4× longer to load; label maps shrink
     100× or more. Storing the images raw keeps the cached load of a dataset to about a second.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w", allowZip64=True) as archive:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy")
-                info.compress_type = zipfile.ZIP_STORED if name == "images" else zipfile.ZIP_DEFLATED
-                with archive.open(info, "w", force_zip64=True) as stream:
-                    np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file, zipfile.ZipFile(file, "w", allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy")
+            info.compress_type = zipfile.ZIP_STORED if name == "images" else zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
 
 
 class ReleaseDataset(Dataset):
     """Base of the plugins that read a downloaded release. Subclasses implement ``find_cases``,
-    ``read_case`` and ``split_parts`` and set the class attributes below."""
+    ``read_case`` (and ``split_parts`` where the release has its own split) and set the class attributes below."""
 
     preprocessing_version: int = 1  # bump whenever read_case changes its output: old caches are then unused
     task_labels: dict[str, int] = {}
@@ -168,10 +159,11 @@ class ReleaseDataset(Dataset):
         """
         raise NotImplementedError
 
-    def split_parts(
-        self, ids: list[str], subjects: dict[str, str]
-    ) -> dict[str, list[str]]:  # pragma: no cover
-        raise NotImplementedError
+    split_fractions: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
+        """A seeded split by subject with ``split_fractions``; a release with an official split overrides it."""
+        return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)
 
     # --- shared machinery -------------------------------------------------------------------------------
 

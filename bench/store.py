@@ -9,8 +9,21 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.spec import shots_label
 
 SPEC_COLUMNS = ("method", "dataset", "task", "labels", "shots", "draw", "seed", "budget", "backbone")
+
+
+def runs_folder(results: Path, experiment: str) -> Path:
+    return Path(results) / experiment / "runs"
+
+
+def record_path(results: Path, experiment: str, run_id: str) -> Path:
+    return runs_folder(results, experiment) / f"{run_id}.json"
+
+
+def prediction_path(results: Path, experiment: str, run_id: str) -> Path:
+    return Path(results) / experiment / "predictions" / f"{run_id}.npz"
 
 
 def record_files(results: Path, experiment: str | None = None) -> list[Path]:
@@ -33,7 +46,7 @@ def load_records(results: Path, experiment: str | None = None) -> list[dict]:
 
 
 def existing_status(results: Path, experiment: str, run_id: str) -> str | None:
-    path = Path(results) / experiment / "runs" / f"{run_id}.json"
+    path = record_path(results, experiment, run_id)
     if not path.exists():
         return None
     try:
@@ -49,7 +62,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         spec = record.get("spec", {})
         cases = record.get("cases") or []
         row = {column: spec.get(column) for column in SPEC_COLUMNS}
-        row["shots"] = "all" if spec.get("shots") is None else str(spec.get("shots"))
+        row["shots"] = shots_label(spec.get("shots"))
         row.update(
             run_id=record.get("run_id"),
             experiment=record.get("experiment"),
@@ -78,7 +91,7 @@ def cases_frame(records: list[dict]) -> pd.DataFrame:
             continue
         spec = record["spec"]
         base = {column: spec.get(column) for column in SPEC_COLUMNS}
-        base["shots"] = "all" if spec.get("shots") is None else str(spec.get("shots"))
+        base["shots"] = shots_label(spec.get("shots"))
         base["run_id"] = record["run_id"]
         for case in record.get("cases", []):
             rows.append({**base, "case": case["id"], **{k: v for k, v in case.items() if k != "id"}})

@@ -44,7 +44,7 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak allocated CUDA memory on a GPU; on a CPU the process's peak resident set size.
 
     The CPU figure is process-wide: with the inline executor it is the maximum over every run so far in
-    that process, so compare CPU peaks from the process-pool executor (one run per process).
+    that process, so compare CPU peaks from the process-pool executor (one run per process on Python ≥ 3.11).
     """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import center_crop_or_pad, percentile_to_uint8, seeded_split
+from bench.data import center_crop_or_pad, percentile_to_uint8
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, Slice, UnreadableFile, check_labels
 
@@ -61,8 +61,6 @@ class CAMUS(ReleaseDataset):
     )
     homepage = "https://www.creatis.insa-lyon.fr/Challenge/camus/"
     # the paper's 350/50/100 patients of the 500 of the release; fractions, so a partial copy splits alike
-    split_fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
-
     def find_cases(self) -> tuple[list[Case], list[str]]:
         for base in (self.folder / sub for sub in RELEASE_FOLDERS):
             patients = sorted(path for path in base.glob("patient*") if path.is_dir())
@@ -99,5 +97,3 @@ class CAMUS(ReleaseDataset):
         pixels = center_crop_or_pad(percentile_to_uint8(image), SIZE)
         return [Slice(case.id, case.subject, pixels, labels, spacing, image.shape, spacing)], []
 
-    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
-        return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)

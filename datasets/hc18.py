@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.data import center_crop_or_pad, percentile_to_uint8, seeded_split
+from bench.data import center_crop_or_pad, percentile_to_uint8
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, Slice, UnreadableFile
 
@@ -67,9 +67,7 @@ class HC18(ReleaseDataset):
         f"<data_root>/hc18/{CSV_NAME}"
     )
     homepage = "https://zenodo.org/records/1327317"
-    split_fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
-
-    def _csv_path(self) -> Path:
+    def csv_path(self) -> Path:
         # the release ships the CSV beside the unpacked folder; some mirrors put it inside
         for candidate in (self.folder / CSV_NAME, self.folder / "training_set" / CSV_NAME):
             if candidate.is_file():
@@ -90,7 +88,7 @@ class HC18(ReleaseDataset):
         images = self.folder / "training_set"
         if not images.is_dir():
             raise self.missing("no training_set folder")
-        pixel_sizes = self._pixel_sizes(self._csv_path())
+        pixel_sizes = self._pixel_sizes(self.csv_path())
         names = sorted(path.name for path in images.iterdir())
         cases = []
         for name in names:
@@ -131,5 +129,3 @@ class HC18(ReleaseDataset):
             Slice(case.id, case.subject, pixels, mask.astype(np.uint8), spacing, image.shape, spacing)
         ], []
 
-    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
-        return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)

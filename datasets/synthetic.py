@@ -13,6 +13,8 @@ Everything is drawn from ``default_rng(seed, index)``, so the data is identical 
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -120,12 +122,17 @@ class Synthetic(Dataset):
     needs_data_root = False
     seed = 0
 
+    @functools.cached_property
+    def _generated(self) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Every image with both masks, made once for all tasks."""
+        return [generate_image(self.seed, index) for index in range(sum(SPLIT_SIZES.values()))]
+
     def load(self, task: str) -> Task:
         splits: dict[str, list[Sample]] = {name: [] for name in SPLIT_SIZES}
         index = 0
         for split, count in SPLIT_SIZES.items():
             for _ in range(count):
-                image, masks = generate_image(self.seed, index)
+                image, masks = self._generated[index]
                 sample_id = f"syn{index:03d}"
                 splits[split].append(Sample(sample_id, image, masks[task], None, subject=sample_id))
                 index += 1

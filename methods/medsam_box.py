@@ -42,7 +42,6 @@ class MedSAMBox(Method):
     @torch.inference_mode()
     def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:
         backbone = ctx.backbone
-        self.sam = backbone.model  # counted in the record's parameters (all frozen)
         embeddings = ctx.embeddings([item.image for item in items])
         size = self.hparams.decode_batch_size
         outputs: list[np.ndarray] = []

@@ -109,11 +109,6 @@ class PromptModule(Method):
             raise BenchError(f"prompt-module init must be {' or '.join(INITS)}, not '{hparams.init}'")
         self.head = PromptHead()
 
-    def _use_backbone(self, ctx: RunContext):
-        backbone = ctx.backbone
-        self.sam = backbone.model  # frozen: counted in params_total, not in params_trainable
-        return backbone
-
     def _logits_at_own_size(self, backbone, embeddings: torch.Tensor, shapes: list[tuple[int, int]]) -> list:
         sparse, dense = self.head(embeddings)
         low_res = backbone.decode(embeddings, sparse, dense)
@@ -132,7 +127,7 @@ class PromptModule(Method):
 
     def fit(self, train: list[TrainItem], ctx: RunContext) -> None:
         hp = self.hparams
-        backbone = self._use_backbone(ctx)
+        backbone = ctx.backbone
         embeddings = ctx.embeddings([item.image for item in train]).to(ctx.device)
         shapes = [item.image.shape[:2] for item in train]
         self.head.to(ctx.device).train()
@@ -166,7 +161,7 @@ class PromptModule(Method):
 
     @torch.no_grad()
     def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:
-        backbone = self._use_backbone(ctx)
+        backbone = ctx.backbone
         self.head.to(ctx.device).eval()
         embeddings = ctx.embeddings([item.image for item in items])
         size = self.hparams.decode_batch_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,33 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
-@pytest.fixture
-def fake_methods():
-    """Register the fake methods of tests/fakes.py for one test."""
+@contextmanager
+def registered_methods(methods: dict[str, type]) -> Iterator[dict[str, type]]:
+    """Register ``methods`` for the duration of the block, then forget them."""
     from bench.registry import METHODS
+
+    for name, cls in methods.items():
+        METHODS.register(name, cls)
+    try:
+        yield methods
+    finally:
+        for name in methods:
+            METHODS.unregister(name)
+
+
+@pytest.fixture
+def fake_methods() -> Iterator[dict[str, type]]:
+    """Register the fake methods of tests/fakes.py for one test."""
     from tests.fakes import FAKES
 
-    for name, cls in FAKES.items():
-        METHODS.register(name, cls)
-    yield FAKES
-    for name in FAKES:
-        METHODS._loaded.pop(name, None)
+    with registered_methods(FAKES) as methods:
+        yield methods
+
+
+@pytest.fixture
+def report_methods() -> Iterator[dict[str, type]]:
+    """Register the attribute-only methods of tests/report_records.py for one test."""
+    from tests.report_records import TEST_METHODS
+
+    with registered_methods(TEST_METHODS) as methods:
+        yield methods

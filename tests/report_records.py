@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import write_json_atomic
-from bench.runner import RECORD_VERSION, SAVED_PREDICTIONS, prediction_path, record_path, save_predictions
+from bench.runner import RECORD_VERSION, SAVED_PREDICTIONS, save_predictions
 from bench.spec import RunSpec
+from bench.store import prediction_path, record_path
 
 
 def _method(name: str, display: str, group: str, training_free: bool = False) -> type:

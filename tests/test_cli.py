@@ -80,7 +80,7 @@ def test_missing_data_root_is_one_line_and_writes_no_record(tmp_path, fake_metho
         result = invoke("run", "--methods", "fake-threshold", "--datasets", "needs-folder", "--data-root",
                         str(tmp_path / "nowhere"), "--results", str(tmp_path / "r"))  # fmt: skip
     finally:
-        DATASETS._loaded.pop("needs-folder")
+        DATASETS.unregister("needs-folder")
     assert_one_line_error(result, "needs-folder: no folder at")
     assert not list((tmp_path / "r").rglob("*.json"))
 

@@ -122,6 +122,16 @@ def test_download_resumes_verifies_unpacks_and_checks(tmp_path, hc18_server):
     assert again.exit_code == 0 and "already" in again.output and len(hc18_server.ranges) == 3
 
 
+def test_download_accepts_a_mirror_with_the_csv_inside_the_image_folder(tmp_path, hc18_server):
+    root = tmp_path / "data"
+    assert invoke("data", "download", "hc18", "--data-root", str(root)).exit_code == 0
+    requests = len(hc18_server.ranges)
+    (root / "hc18" / HC18_CSV).rename(root / "hc18" / "training_set" / HC18_CSV)  # a layout the loader reads
+    again = invoke("data", "download", "hc18", "--data-root", str(root))
+    assert again.exit_code == 0 and "already" in again.output, again.output
+    assert len(hc18_server.ranges) == requests
+
+
 def test_download_with_a_wrong_checksum_fails_and_discards_the_file(tmp_path, hc18_server, monkeypatch):
     wrong = tuple(download.RemoteFile(r.url, r.name, "0" * 32, r.unpack) for r in download.HC18_FILES)
     monkeypatch.setattr(download, "HC18_FILES", wrong)

@@ -37,7 +37,7 @@ class FewEllipses(Dataset):
 def few_ellipses():
     DATASETS.register(FewEllipses.name, FewEllipses)
     yield FewEllipses
-    DATASETS._loaded.pop(FewEllipses.name, None)
+    DATASETS.unregister(FewEllipses.name)
 
 
 def spec(labels: str = "box", backbone: str = "tiny-sam-test", dataset: str = "few-ellipses") -> RunSpec:

@@ -134,7 +134,7 @@ def test_fit_leaves_the_backbone_unchanged_and_records_the_trainable_count() -> 
     after = ctx.backbone.model.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert any(not torch.equal(a, b) for a, b in zip(head_before, method.head.parameters(), strict=True))
-    total, trainable = method.parameter_counts()
+    total, trainable = method.parameter_counts([ctx.backbone.model])
     assert trainable == TRAINABLE
     assert total == TRAINABLE + sum(p.numel() for p in ctx.backbone.model.parameters())
 

@@ -34,6 +34,18 @@ def test_decorator_registration() -> None:
     assert "widget" in reg
 
 
+def test_unregister_forgets_loaded_and_lazy_entries() -> None:
+    reg: Registry = Registry("thing")
+    reg.register("lazy", "json:JSONDecoder")
+    reg.register("loaded", dict)
+    reg.unregister("lazy")
+    reg.unregister("loaded")
+    reg.unregister("never-registered")
+    assert reg.names() == []
+    with pytest.raises(UnknownNameError):
+        reg.get("loaded")
+
+
 def test_unknown_name_lists_known_names_and_closest_match() -> None:
     reg: Registry = Registry("method")
     for name in ("unet", "prompt-module", "medsam-box"):
@@ -84,7 +96,7 @@ def test_plugin_file_registers_a_method(tmp_path) -> None:
     try:
         assert METHODS.get("from-file-test").__name__ == "FromFile"
     finally:
-        METHODS._loaded.pop("from-file-test")
+        METHODS.unregister("from-file-test")
 
 
 def test_broken_plugin_file_is_one_line(tmp_path) -> None:

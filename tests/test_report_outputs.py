@@ -11,12 +11,11 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.data import load_task
-from bench.registry import METHODS
 from bench.report import plots
 from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR, load_predictions
 from bench.report.names import method_palette
 from bench.runner import SAVED_PREDICTIONS, save_predictions
-from tests.report_records import TEST_METHODS, write_predictions, write_record
+from tests.report_records import write_predictions, write_record
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]
 TRAINED = (("rep-unet", "mask", 0.6), ("rep-autosam", "mask", 0.7), ("rep-ours", "box", 0.8))
@@ -25,13 +24,7 @@ FIT_SECONDS = {"rep-unet": 30.0, "rep-autosam": 50.0, "rep-ours": 10.0}
 EPOCHS = {"rep-unet": 60, "rep-autosam": 25, "rep-ours": 20}
 
 
-@pytest.fixture(autouse=True)
-def report_methods():
-    for name, cls in TEST_METHODS.items():
-        METHODS.register(name, cls)
-    yield
-    for name in TEST_METHODS:
-        METHODS._loaded.pop(name, None)
+pytestmark = pytest.mark.usefixtures("report_methods")
 
 
 @pytest.fixture
@@ -133,6 +126,24 @@ def test_report_without_reference_runs_still_writes_and_says_why(grid, tmp_path)
     text = (out / "report.md").read_text()
     assert "No finished runs of the reference `prompt-module`" in text
     assert (out / "dice_vs_shots.png").exists() and not (out / "statistics.csv").exists()
+
+
+def test_plots_of_mixed_budgets_show_the_paper_budget_only(tmp_path, monkeypatch) -> None:
+    results = tmp_path / "results"
+    for budget, dice in (("quick", 0.2), ("paper", 0.9)):
+        for seed in (0, 1):
+            write_record(results, "rep-unet", dict.fromkeys(IDS, dice), seed=seed, budget=budget)
+    plotted: list[set] = []
+
+    def record_budgets(frame, *args, **kwargs):
+        plotted.append(set(frame["budget"]))
+        return None
+
+    for name in ("per_case_dice", "dice_versus_shots", "dice_versus_fit_time"):
+        monkeypatch.setattr(plots, name, record_budgets)
+    _report(results, tmp_path / "report")
+    assert "The plots show the **paper** budget only." in (tmp_path / "report" / "report.md").read_text()
+    assert plotted == [{"paper"}] * 3
 
 
 def test_pareto_front_keeps_only_undominated_configurations() -> None:

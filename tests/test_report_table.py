@@ -13,8 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.registry import METHODS
-from tests.report_records import TEST_METHODS, write_record
+from tests.report_records import write_record
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]
 NUMBER = re.compile(r"\d+\.\d\d")
@@ -22,13 +21,7 @@ NUMBER = re.compile(r"\d+\.\d\d")
 GRID = [("rep-unet", "mask", 0.60), ("rep-autosam", "mask", 0.70), ("rep-ours", "box", 0.78)]
 
 
-@pytest.fixture(autouse=True)
-def report_methods():
-    for name, cls in TEST_METHODS.items():
-        METHODS.register(name, cls)
-    yield
-    for name in TEST_METHODS:
-        METHODS._loaded.pop(name, None)
+pytestmark = pytest.mark.usefixtures("report_methods")
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from bench import data
-from bench.runner import record_path, run_one
+from bench.executors import execute
+from bench.runner import run_one
 from bench.spec import RunSpec
-from bench.store import load_records, runs_frame
+from bench.store import load_records, record_path, runs_frame
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"run_id", "spec", "status", "error", "cases", "fit_seconds", "infer_seconds_per_image",
@@ -114,3 +115,25 @@ def test_grid_killed_with_sigkill_resumes_only_what_is_missing(tmp_path) -> None
     assert len(list(runs.glob("*.json"))) == 12
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert "Nothing left to run." in again.stdout
+
+
+def test_pool_workers_load_plugin_files_and_a_dead_worker_fails_only_its_runs(tmp_path) -> None:
+    plugin = tmp_path / "fakes_plugin.py"
+    plugin.write_text(PLUGIN + textwrap.dedent(
+        """
+        import os
+        class Dies(FAKES["fake-threshold"]):
+            name = "fake-dies"
+            def fit(self, train, ctx):
+                os._exit(3)
+        METHODS.register("fake-dies", Dies)
+        """
+    ))  # fmt: skip
+    # one worker runs them in order: the plugin's method succeeds, then its worker dies
+    specs = [spec_for("fake-threshold", shots=3), spec_for("fake-dies", shots=3)]
+    summaries = execute(specs, tmp_path, "exp", None, "cpu", executor="pool", jobs=1, plugins=[plugin])
+    by_id = {summary["run_id"]: summary for summary in summaries}
+    assert by_id[specs[0].run_id]["status"] == "ok", by_id[specs[0].run_id]["error"]
+    lost = by_id[specs[1].run_id]
+    assert lost["status"] == "failed" and lost["error"].startswith("worker lost: ")
+    assert not record_path(tmp_path, "exp", specs[1].run_id).exists()  # so a re-run runs it again

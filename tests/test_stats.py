@@ -8,21 +8,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench import store
-from bench.registry import METHODS
 from bench.report import stats
-from tests.report_records import TEST_METHODS, write_record
+from tests.report_records import write_record
 
 REFERENCE = [0.2, 0.9, 0.4, 0.7, 0.5, 0.3]
 IDS = [f"syn{140 + i:03d}" for i in range(len(REFERENCE))]
 
 
-@pytest.fixture(autouse=True)
-def report_methods():
-    for name, cls in TEST_METHODS.items():
-        METHODS.register(name, cls)
-    yield
-    for name in TEST_METHODS:
-        METHODS._loaded.pop(name, None)
+pytestmark = pytest.mark.usefixtures("report_methods")
 
 
 def test_holm_matches_the_hand_computed_step_down() -> None:

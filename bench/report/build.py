@@ -88,6 +88,12 @@ def write_report(
         lines.append(f"No finished runs of `{reference}`; choose the reference with `--reference`.")
 
     lines += ["", "## Plots", ""]
+    # a plot averages runs per configuration: runs of two budgets must not meet there
+    budgets = set(runs["budget"].dropna())
+    plotted = "paper" if "paper" in budgets else min(budgets, default=None)
+    if len(budgets) > 1:
+        lines += [f"The plots show the **{plotted}** budget only.", ""]
+        runs, cases = runs[runs["budget"] == plotted], cases[cases["budget"] == plotted]
     figures = {
         "dice_per_case": plots.per_case_dice(cases) if not cases.empty else None,
         "dice_vs_shots": plots.dice_versus_shots(runs),

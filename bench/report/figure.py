@@ -1,7 +1,7 @@
 """The qualitative figure, like the paper's Fig. 2: test images, one column per method, each method's
 predicted contour over the image with the ground-truth contour in another colour.
 
-Predictions come from the files the runner saves beside the records (``runner.prediction_path``: the
+Predictions come from the files the runner saves beside the records (``store.prediction_path``: the
 first few test cases by id, binarised), images and ground truth from the dataset plugin. Per method one
 run is shown: by default the configuration with the most training samples (all data before any k), then
 the label regimes in the order mask, box, box-noisy, then the lowest draw and seed; ``shots`` and
@@ -26,7 +26,8 @@ from bench.report.names import (
     shots_text,
     task_display,
 )
-from bench.runner import prediction_path
+from bench.spec import shots_label
+from bench.store import prediction_path
 
 DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3
@@ -52,7 +53,7 @@ def _rank(record: dict) -> tuple:
 
 def _matches_shots(record: dict, shots: str) -> bool:
     value = record["spec"]["shots"]
-    return shots == ("all" if value is None else str(value))
+    return shots == shots_label(value)
 
 
 def _method_order(method: str) -> tuple:
@@ -131,7 +132,7 @@ def _panel(ax, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray | No
 def _title(record: dict) -> str:
     spec = record["spec"]
     info = method_info(spec["method"])
-    k = shots_text("all" if spec["shots"] is None else str(spec["shots"]), info.training_free)
+    k = shots_text(shots_label(spec["shots"]), info.training_free)
     config = spec["labels"] + ("" if k == "–" else f", k={k}")
     return f"{info.display}\n{config}"
 

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-import seaborn as sns
 
 from bench.errors import BenchError
 from bench.method import GROUPS
@@ -100,5 +99,7 @@ def method_palette(names: Iterable[str] = ()) -> dict[str, tuple[float, float, f
     """
     registered = METHODS.names()
     ordered = registered + sorted(set(names) - set(registered))
+    import seaborn as sns  # only the plots need it; `bench table` should not pay for importing it
+
     colours = sns.color_palette("tab10" if len(ordered) <= 10 else "tab20", len(ordered))
     return {method_info(name).display: colour for name, colour in zip(ordered, colours, strict=True)}
