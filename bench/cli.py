@@ -241,9 +241,7 @@ def table(
     from bench import store
     from bench.report.table import render_table
 
-    records = store.load_records(results, experiment)
-    if not records:
-        raise BenchError(f"no run records under '{results}'")
+    records = store.require_records(results, experiment)
     cases = store.cases_frame(records) if stats else None
     runs = store.runs_frame(records)
     text = render_table(runs, metric=metric, fmt=format, cases=cases, reference=reference)
@@ -290,9 +288,7 @@ def figure(
     from bench.report.figure import qualitative_figure
     from bench.report.plots import save_figure
 
-    records = store.load_records(results, experiment)
-    if not records:
-        raise BenchError(f"no run records under '{results}'")
+    records = store.require_records(results, experiment)
     chosen = specs.split_list(ids) if ids else None
     drawn = qualitative_figure(
         records, results, task, dataset, chosen, images, seed, shots, labels, data_root

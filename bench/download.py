@@ -189,9 +189,9 @@ def download_hc18(data_root: Path | None, console: Console) -> Path:
         fetched = downloads / remote.name
         if remote.unpack:
             _unpack(fetched, folder, plugin.own_folder)
+            fetched.unlink()
         else:
-            shutil.copyfile(fetched, folder / remote.name)
-        fetched.unlink()
+            fetched.replace(folder / remote.name)  # the downloads folder is inside the release folder
     _say(console, f"HC18 training set ready in {folder} (licence CC BY 4.0; cite van den Heuvel et al. 2018)")
     return folder
 

@@ -42,8 +42,7 @@ class Registry(Generic[T]):
         if obj is None:
 
             def decorator(target: T) -> T:
-                self._loaded[name] = target
-                self._lazy.pop(name, None)
+                self.register(name, target)
                 return target
 
             return decorator

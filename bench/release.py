@@ -16,6 +16,7 @@ writable (a read-only shared copy) they go to ``cache_dir()/datasets/<name>/<has
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import stat
@@ -180,7 +181,7 @@ class ReleaseDataset(Dataset):
         if not self.folder.is_dir():
             raise self.missing("no release folder")
 
-    @property
+    @functools.cached_property
     def state_folder(self) -> Path:
         """Where the split and cache files are written: the own folder if writable, else the user cache."""
         if folder_is_writable(self.own_folder):

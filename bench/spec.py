@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -147,7 +148,7 @@ def expand_grid(
     for regime in labels or ():
         if regime not in LABEL_REGIMES:
             raise BenchError(f"--labels takes {', '.join(LABEL_REGIMES)}, not '{regime}'")
-    seed_list = list(seeds) if seeds else list(PAPER_SEEDS if budget == "paper" else (0,))
+    seed_list = _unique(list(seeds)) if seeds else list(PAPER_SEEDS if budget == "paper" else (0,))
     draw_count = draws if draws is not None else (PAPER_DRAWS if budget == "paper" else 1)
     if draw_count < 1:
         raise BenchError("--draws must be at least 1")
@@ -173,35 +174,32 @@ def expand_grid(
         )
 
     planned: list[PlannedRun] = []
-    seen: set[str] = set()
     for method_name, method_cls in method_classes.items():
         # an override applies to the methods that have that hyper-parameter, and only keys their run ids
         own_fields = {f.name for f in dataclasses.fields(method_cls.HParams)}
         method_overrides = tuple((key, value) for key, value in overrides if key in own_fields)
-        regimes = list(labels) if labels else list(method_cls.default_labels)
+        regimes = _unique(list(labels or method_cls.default_labels))
+        # a training-free method does not depend on the training set: one run, whatever --shots says
+        method_shots = [None] if method_cls.training_free else _unique(list(shots))
+        uses_backbone = method_cls.uses_backbone
         for dataset_name, dataset_cls in dataset_classes.items():
             dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in tasks]
-            for task in dataset_tasks:
-                for regime in regimes:
-                    for shot in shots:
-                        for draw, seed in _draws_and_seeds(method_cls, shot, draw_count, seed_list):
-                            spec = RunSpec(
-                                method=method_name,
-                                dataset=dataset_name,
-                                task=task,
-                                labels=regime,
-                                shots=None if method_cls.training_free else shot,
-                                draw=draw,
-                                seed=seed,
-                                budget=budget,
-                                backbone=backbone if method_cls.uses_backbone else None,
-                                checkpoint=checkpoint if method_cls.uses_backbone else None,
-                                overrides=method_overrides,
-                            )
-                            if spec.run_id in seen:
-                                continue
-                            seen.add(spec.run_id)
-                            planned.append(PlannedRun(spec, method_cls.skip(spec)))
+            for task, regime, shot in itertools.product(dataset_tasks, regimes, method_shots):
+                for draw, seed in _draws_and_seeds(method_cls, shot, draw_count, seed_list):
+                    spec = RunSpec(
+                        method=method_name,
+                        dataset=dataset_name,
+                        task=task,
+                        labels=regime,
+                        shots=shot,
+                        draw=draw,
+                        seed=seed,
+                        budget=budget,
+                        backbone=backbone if uses_backbone else None,
+                        checkpoint=checkpoint if uses_backbone else None,
+                        overrides=method_overrides,
+                    )
+                    planned.append(PlannedRun(spec, method_cls.skip(spec)))
     return planned
 
 

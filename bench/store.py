@@ -45,6 +45,14 @@ def load_records(results: Path, experiment: str | None = None) -> list[dict]:
     return records
 
 
+def require_records(results: Path, experiment: str | None = None) -> list[dict]:
+    """``load_records``, or one error line when there is nothing to report on."""
+    records = load_records(results, experiment)
+    if not records:
+        raise BenchError(f"no run records under '{results}'")
+    return records
+
+
 def existing_status(results: Path, experiment: str, run_id: str) -> str | None:
     path = record_path(results, experiment, run_id)
     if not path.exists():
@@ -55,14 +63,22 @@ def existing_status(results: Path, experiment: str, run_id: str) -> str | None:
         return None
 
 
+def _spec_row(spec: dict) -> dict:
+    """The spec columns of a frame row. ``backbone`` is "" for methods without one: it is a group key, and
+    pandas drops or never matches a missing key."""
+    row = {column: spec.get(column) for column in SPEC_COLUMNS}
+    row["shots"] = shots_label(spec.get("shots"))
+    row["backbone"] = spec.get("backbone") or ""
+    return row
+
+
 def runs_frame(records: list[dict]) -> pd.DataFrame:
     """One row per run: the spec columns, status, mean Dice/HD95 and the cost figures."""
     rows = []
     for record in records:
         spec = record.get("spec", {})
         cases = record.get("cases") or []
-        row = {column: spec.get(column) for column in SPEC_COLUMNS}
-        row["shots"] = shots_label(spec.get("shots"))
+        row = _spec_row(spec)
         row.update(
             run_id=record.get("run_id"),
             experiment=record.get("experiment"),
@@ -89,10 +105,7 @@ def cases_frame(records: list[dict]) -> pd.DataFrame:
     for record in records:
         if record.get("status") != "ok":
             continue
-        spec = record["spec"]
-        base = {column: spec.get(column) for column in SPEC_COLUMNS}
-        base["shots"] = shots_label(spec.get("shots"))
-        base["run_id"] = record["run_id"]
+        base = {**_spec_row(record["spec"]), "run_id": record["run_id"]}
         for case in record.get("cases", []):
             rows.append({**base, "case": case["id"], **{k: v for k, v in case.items() if k != "id"}})
     return pd.DataFrame(rows)

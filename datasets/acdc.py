@@ -125,18 +125,18 @@ class ACDC(ReleaseDataset):
             raise UnreadableFile(label_path, f"shape {labels.shape} differs from the image's {volume.shape}")
         labels = check_labels(labels, {0, *LABELS}, label_path)
         scaled = percentile_to_uint8(volume)  # over the whole volume, as the paper does
+        resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
         kept: list[Slice] = []
         left_out: list[tuple[str, str]] = []
         for z in range(volume.shape[0]):
             slice_id = f"{case.id}_s{z:02d}"
-            pixels = center_crop_or_pad(resample_slice(scaled[z], spacing, cv2.INTER_LINEAR), SIZE)
             # INTER_NEAREST_EXACT samples at pixel centres like INTER_LINEAR; plain INTER_NEAREST is shifted
             label_map = center_crop_or_pad(resample_slice(labels[z], spacing, cv2.INTER_NEAREST_EXACT), SIZE)
             counts = np.bincount(label_map.ravel(), minlength=len(LABELS) + 1)
             if min(counts[list(LABELS)]) < MIN_PIXELS:
                 left_out.append((slice_id, SMALL_STRUCTURE))
                 continue
-            resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
+            pixels = center_crop_or_pad(resample_slice(scaled[z], spacing, cv2.INTER_LINEAR), SIZE)
             kept.append(
                 Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing)
             )

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bench.datasets.hc18 import CSV_NAME
 
-HC18_CSV = "training_set_pixel_size_and_HC.csv"
+HC18_CSV = CSV_NAME
 
 
-def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray, dict]:
+def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray]:
     """An ultrasound-like image and the release-style annotation: a 2-px ellipse outline (0/255)."""
     rng = np.random.default_rng(index)
     centre = (shape[1] // 2 + int(rng.integers(-10, 10)), shape[0] // 2 + int(rng.integers(-8, 8)))
@@ -21,7 +22,7 @@ def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarr
     cv2.ellipse(image, centre, axes, angle, 0, 360, 200, thickness=3)
     outline = np.zeros(shape, np.uint8)
     cv2.ellipse(outline, centre, axes, angle, 0, 360, 255, thickness=2)
-    return image, outline, {"centre": centre, "axes": axes, "angle": angle}
+    return image, outline
 
 
 def write_hc18_release(root: Path, count: int = 10, open_outline: tuple[int, ...] = ()) -> Path:
@@ -35,7 +36,7 @@ def write_hc18_release(root: Path, count: int = 10, open_outline: tuple[int, ...
     rows = []
     for index in range(count):
         for suffix in ("HC", "2HC"):
-            image, outline, _ = draw_head(index * 10 + len(suffix))
+            image, outline = draw_head(index * 10 + len(suffix))
             if suffix == "HC" and index in open_outline:
                 outline[:, outline.shape[1] // 2 - 3 : outline.shape[1] // 2 + 3] = 0
             name = f"{index:03d}_{suffix}"

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 from bench import store
-from bench.errors import BenchError
 from bench.report import plots, stats, timing
 from bench.report.names import dataset_display, method_info, task_display
 
@@ -31,9 +30,7 @@ def write_report(
     results: Path, out: Path, experiment: str | None = None, reference: str = stats.DEFAULT_REFERENCE
 ) -> list[Path]:
     """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written."""
-    records = store.load_records(results, experiment)
-    if not records:
-        raise BenchError(f"no run records under '{results}'")
+    records = store.require_records(results, experiment)
     runs, cases = store.runs_frame(records), store.cases_frame(records)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -152,6 +152,7 @@ def qualitative_figure(
     """Rows: test images; columns: the image with its ground truth, then one per method."""
     dataset, runs = choose_runs(records, results, task, dataset, shots, labels)
     predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
+    dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
     cases = choose_ids(common, ids, images, seed)
     samples = load_task(dataset, task, data_root).by_id("test")
@@ -167,14 +168,14 @@ def qualitative_figure(
         sample = samples[case]
         _panel(axes[row, 0], sample.image, sample.mask)
         axes[row, 0].set_ylabel(case)
-        for column, (record, predicted) in enumerate(zip(runs, predictions, strict=True), start=1):
+        for column, (record, predicted, dices) in enumerate(zip(runs, predictions, dice_by_case, strict=True), 1):
             ax = axes[row, column]
             mask = predicted[case]
             if mask.shape != sample.mask.shape:
                 raise BenchError(f"saved prediction of {case} in {record['run_id']} has shape {mask.shape},"
                                  f" the image {sample.mask.shape}: the dataset has changed")  # fmt: skip
             _panel(ax, sample.image, sample.mask, mask)
-            dice = {c["id"]: c["dice"] for c in record["cases"]}.get(case)
+            dice = dices.get(case)
             if dice is not None:
                 ax.text(0.03, 0.97, f"Dice {dice:.2f}", transform=ax.transAxes, va="top", fontsize=8,
                         color="white", bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.report.names import LABEL_ORDER
 
@@ -45,14 +44,9 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return adjusted
 
 
-def with_backbone_key(cases: pd.DataFrame) -> pd.DataFrame:
-    """Methods without the SAM backbone have none: "" keeps them a group key (NaN never equals itself)."""
-    return cases.assign(backbone=cases["backbone"].fillna(""))
-
-
 def per_case(cases: pd.DataFrame, metric: str = "dice") -> pd.Series:
     """The metric per configuration and case id, averaged over the configuration's runs."""
-    return with_backbone_key(cases).groupby([*CONFIG, "case"])[metric].mean()
+    return cases.groupby([*CONFIG, "case"])[metric].mean()
 
 
 def paired_wilcoxon(reference: pd.Series, other: pd.Series) -> tuple[float, float, int]:
@@ -63,6 +57,8 @@ def paired_wilcoxon(reference: pd.Series, other: pd.Series) -> tuple[float, floa
     differences = joined["other"] - joined["reference"]
     if np.allclose(differences, 0):  # nothing to rank: SciPy would divide by zero on the way to p = 1
         return 0.0, 1.0, len(joined)
+    from scipy import stats  # imported here: `bench table` without --stats never needs SciPy
+
     result = stats.wilcoxon(joined["other"], joined["reference"])
     return float(result.statistic), float(result.pvalue), len(joined)
 
@@ -78,6 +74,8 @@ def bootstrap_ci(
     runs = [np.asarray(run, dtype=float) for run in runs]
     if not runs or any(run.size < 2 for run in runs):
         return float("nan"), float("nan")
+    from scipy import stats
+
     result = stats.bootstrap(
         tuple(runs), _mean_of_run_means, n_resamples=resamples, confidence_level=confidence,
         method="percentile", vectorized=True, rng=np.random.default_rng(seed),
@@ -106,7 +104,6 @@ def compare(
     """
     if cases.empty:
         return pd.DataFrame()
-    cases = with_backbone_key(cases)
     values = per_case(cases, metric)
     rows = []
     for config, group in cases.groupby(CONFIG, sort=True):

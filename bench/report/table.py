@@ -140,7 +140,6 @@ def summarise(runs: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     finished = runs[(runs["status"] == "ok") & runs[metric].notna()].copy()
     scale = 100.0 if metric == "dice" else 1.0
     finished["value"] = finished[metric] * scale
-    finished["backbone"] = finished["backbone"].fillna("")  # a key, and NaN never equals itself
     keys = ["method", "labels", "shots", "budget", "backbone", "dataset", "task"]
     grouped = finished.groupby(keys, dropna=False)["value"]
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=0), runs="count").reset_index()

@@ -30,7 +30,6 @@ def cost_table(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
     epochs = pd.to_numeric(finished["epochs"], errors="coerce")
     finished["seconds_per_epoch"] = finished["fit_seconds"] / epochs.where(epochs > 0)
     finished["infer_ms_per_image"] = finished["infer_seconds_per_image"] * 1000.0
-    finished["backbone"] = finished["backbone"].fillna("")  # a group key: NaN never equals itself
     grouped = finished.groupby(COST_KEYS, dropna=False)
     table = grouped.agg(
         runs=("run_id", "count"),
