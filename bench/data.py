@@ -56,6 +56,11 @@ class Sample:
         return tight_box(self.mask)
 
 
+# What a run record copies from ``Task.info`` into its ``dataset_info``: the preprocessing, and how much of the
+# structure it kept inside the frame (``bench.release.kept_summary``), so that a table can footnote it
+RECORDED_TASK_INFO = ("preprocessing", "structure_kept")
+
+
 @dataclass
 class Task:
     """One structure of one dataset, split into train/val/test Samples."""
@@ -66,6 +71,9 @@ class Task:
     val: list[Sample]
     test: list[Sample]
     info: dict = field(default_factory=dict)
+    # a preprocessing variant (``hc18-whole``) names the dataset whose split and support draws it shares, so
+    # both variants train and score the same images
+    split_of: str | None = None
 
     def by_id(self, split: str) -> dict[str, Sample]:
         return {sample.id: sample for sample in getattr(self, split)}
@@ -216,7 +224,8 @@ def support_ids(task: Task, shots: int | None, draw: int) -> list[str]:
     """The training ids of support draw ``draw`` with ``shots`` images (None = all), written once.
 
     The file lives under the cache (``supports/<dataset>/<task>/k<shots>_d<draw>.json``) and every method
-    and seed reuses it. The draw is seeded from its names, so a deleted file is re-drawn identically.
+    and seed reuses it. The draw is seeded from its names, so a deleted file is re-drawn identically. A
+    preprocessing variant uses the draws of the dataset it shares its split with (``Task.split_of``).
     """
     train_ids = sorted(sample.id for sample in task.train)
     if shots is None:
@@ -225,12 +234,13 @@ def support_ids(task: Task, shots: int | None, draw: int) -> list[str]:
         raise BenchError(
             f"{task.dataset}/{task.name} has {len(train_ids)} training images; cannot draw {shots} shots"
         )
-    path = cache_dir() / "supports" / task.dataset / task.name / f"k{shots}_d{draw}.json"
+    dataset = task.split_of or task.dataset
+    path = cache_dir() / "supports" / dataset / task.name / f"k{shots}_d{draw}.json"
 
     def draw_support() -> dict:
-        rng = np.random.default_rng(stable_seed("support", task.dataset, task.name, shots, draw))
+        rng = np.random.default_rng(stable_seed("support", dataset, task.name, shots, draw))
         chosen = sorted(train_ids[index] for index in rng.choice(len(train_ids), size=shots, replace=False))
-        return {"dataset": task.dataset, "task": task.name, "shots": shots, "draw": draw, "ids": chosen}
+        return {"dataset": dataset, "task": task.name, "shots": shots, "draw": draw, "ids": chosen}
 
     payload = persisted(path, draw_support)
     ids = list(payload["ids"])  # type: ignore[index]
@@ -254,6 +264,55 @@ def percentile_to_uint8(values: np.ndarray, low: float = 0.5, high: float = 99.5
         return np.zeros(values.shape, dtype=np.uint8)
     scaled = (np.clip(values, lower, upper) - lower) / (upper - lower)
     return np.round(scaled * 255).astype(np.uint8)
+
+
+def fitting_spacing(shape: tuple[int, int], spacing: tuple[float, float], size: tuple[int, int]) -> float:
+    """The finest isotropic spacing (mm) at which the whole image, ``shape`` pixels of ``spacing``, fits in
+    ``size`` (rows, cols)."""
+    return max(shape[0] * spacing[0] / size[0], shape[1] * spacing[1] / size[1])
+
+
+def resampled_geometry(
+    shape: tuple[int, int], spacing: tuple[float, float], target: float, size: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """The shape of an image resampled to ``target`` mm per pixel, never larger than ``size``, and the
+    (row_mm, col_mm) spacing it really has: whole pixels make it differ from ``target`` by under a pixel's
+    worth over the image, and that is what a distance in mm must use."""
+    rows = min(size[0], max(1, round(shape[0] * spacing[0] / target)))
+    cols = min(size[1], max(1, round(shape[1] * spacing[1] / target)))
+    return (rows, cols), (shape[0] * spacing[0] / rows, shape[1] * spacing[1] / cols)
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An image resized to ``shape`` (rows, cols) by area averaging, which does not alias when shrinking."""
+    import cv2  # here, so that importing bench.data stays cheap for the commands that only list things
+
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map resized to ``shape`` (rows, cols): each output pixel takes the label that covers most of it.
+
+    Nearest-neighbour would drop or double whole rows when shrinking by a non-integer factor; the area vote
+    keeps each structure's area and outline to within a pixel. Ties go to the lower label (background).
+    """
+    import cv2
+
+    values = np.unique(labels)
+    one_hot = (labels[..., None] == values).astype(np.float32)
+    shares = cv2.resize(one_hot, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    if shares.ndim == 2:  # OpenCV drops a channel axis of length one
+        shares = shares[..., None]
+    return values[shares.argmax(axis=-1)].astype(labels.dtype)
+
+
+def kept_fractions(before: np.ndarray, after: np.ndarray, values: Sequence[int]) -> tuple[float, ...]:
+    """Per label value, the share of its pixels in ``before`` that are still in ``after``: what a crop left of
+    each structure (both maps on the same pixel grid). NaN for a value ``before`` does not hold."""
+    length = max(values) + 1
+    had = np.bincount(before.ravel(), minlength=length)
+    has = np.bincount(after.ravel(), minlength=length)
+    return tuple(float(has[value] / had[value]) if had[value] else float("nan") for value in values)
 
 
 def center_crop_or_pad(array: np.ndarray, size: tuple[int, int], fill: int | float | bool = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import shutil
 import tempfile
 import urllib.error
@@ -20,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,10 +34,11 @@ from rich.progress import (
 
 from bench.errors import BenchError
 from bench.registry import DATASETS
-from bench.release import SPLITS, ReleaseDataset, folder_is_writable
+from bench.release import LOSS_NAMED, SPLITS, Inventory, ReleaseDataset, folder_is_writable, kept_summary
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
+SHOWN_IDS = 20  # ids named per structure by `bench data check`; records carry them all
 
 
 @dataclass(frozen=True)
@@ -222,10 +225,10 @@ def download(dataset: str, data_root: Path | None, console: Console) -> None:
     if plugin is None:
         _say(console, f"'{dataset}' is generated on the fly; there is nothing to download.")
         return
-    if dataset == "hc18":
+    if plugin.release_name == "hc18":
         download_hc18(data_root, console)
         return
-    _say(console, REGISTRATION.get(dataset, f"Get {plugin.display_name} from {plugin.homepage}."))
+    _say(console, REGISTRATION.get(plugin.release_name, f"Get {plugin.display_name} from {plugin.homepage}."))
     _say(console, f"Then unpack it so that the layout is: {plugin.layout}")
     _say(console, f"with <data_root> = {plugin.data_root} (set it with --data-root or $BENCH_DATA).")
 
@@ -233,6 +236,34 @@ def download(dataset: str, data_root: Path | None, console: Console) -> None:
 def _span(values, unit: str = "", digits: int = 0) -> str:
     low, high = min(values), max(values)
     return f"{low:.{digits}f}{unit}" if low == high else f"{low:.{digits}f}–{high:.{digits}f}{unit}"
+
+
+def _percent(fraction: float) -> str:
+    """A share as a percentage rounded down, so that only a structure kept whole reads 100.0 %."""
+    return f"{math.floor(fraction * 1000 + 1e-9) / 10:.1f} %"
+
+
+def _kept_lines(plugin: ReleaseDataset, inventory: Inventory) -> list[str]:
+    """Per task: how many images the preprocessing cut the structure in, how much of it they kept, and which
+    lost more than ``LOSS_NAMED`` of its pixels."""
+    lines = [f"  kept:      share of each structure's pixels inside the {inventory.images.shape[1]}×"
+             f"{inventory.images.shape[2]} frame, over the usable images"]  # fmt: skip
+    for column, task in enumerate(plugin.tasks):
+        summary = kept_summary(inventory.ids, inventory.kept[:, column])
+        if not summary["cut"]:
+            lines.append(f"             {task}: none of {summary['images']} images cut (100 % kept)")
+            continue
+        lines.append(
+            f"             {task}: {summary['cut']} of {summary['images']} images cut; "
+            f"kept min {_percent(summary['min'])}, median {_percent(summary['median'])} "
+            f"({_percent(summary['median_of_cut'])} over the cut ones)"
+        )
+        lost = summary["lost_over_10pct"]
+        if lost:
+            more = len(lost) - SHOWN_IDS
+            shown = ", ".join(lost[:SHOWN_IDS]) + (f", … ({more} more)" if more > 0 else "")
+            lines.append(f"             {task}: {len(lost)} lost more than {LOSS_NAMED:.0%}: {shown}")
+    return lines
 
 
 def check(dataset: str, data_root: Path | None, console: Console) -> None:
@@ -266,9 +297,13 @@ def check(dataset: str, data_root: Path | None, console: Console) -> None:
             _span(inventory.spacings.ravel(), " mm", 3),
             _span(inventory.source_spacings.ravel(), " mm", 3),
         )
+        resampled = int((~np.isclose(inventory.spacings, inventory.source_spacings).all(axis=1)).sum())
         lines += [
             f"  size:      {height}×{width} after preprocessing (source {_span(rows)} × {_span(cols)} px)",
             f"  spacing:   {spacing} per pixel" + (f" (source {source})" if source != spacing else ""),
+            f"  preproc.:  {plugin.preprocessing}",
+            f"  resampled: {resampled} of {len(inventory.ids)} images",
+            *_kept_lines(plugin, inventory),
         ]
     lines += [
         "  split:     "

@@ -38,6 +38,14 @@ def _run_in_worker(
     return {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
 
 
+def check_executor(executor: str, jobs: int) -> None:
+    """Fail in one line, before anything runs, on an executor name or a job count that cannot work."""
+    if executor not in EXECUTORS:
+        raise BenchError(f"--executor takes {', '.join(EXECUTORS)}, not '{executor}'")
+    if jobs < 1:
+        raise BenchError(f"--jobs takes an integer ≥ 1, not {jobs}")
+
+
 def _lost(spec: RunSpec, error: BaseException) -> dict:
     """The summary of a run whose process or job died before it could write its own failure record."""
     return {"run_id": spec.run_id, "status": "failed", "error": f"worker lost: {type(error).__name__}: {error}"}
@@ -61,6 +69,7 @@ def execute(
     memory, a signal, a scheduler time-out) fails the runs it takes down — in a pool, every run not finished
     by then — with one summary each and no record, so running the command again runs them.
     """
+    check_executor(executor, jobs)
     summaries: list[dict] = []
 
     def finished(spec: RunSpec, summary: dict) -> None:
@@ -77,7 +86,7 @@ def execute(
         # process (Python ≥ 3.11): its peak resident set is then the run's own, and memory never carries over
         context = multiprocessing.get_context("spawn")
         fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, **fresh) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, **fresh) as pool:
             futures = {
                 pool.submit(_run_in_worker, spec, results, experiment, data_root, device, tuple(plugins)): spec
                 for spec in specs
@@ -95,7 +104,7 @@ def execute(
         folder = Path(results) / experiment / "submitit"
         cluster = "slurm" if executor == "slurm" else "local"
         submitter = submitit.AutoExecutor(folder=folder, cluster=cluster)
-        submitter.update_parameters(timeout_min=240, slurm_array_parallelism=max(1, jobs))
+        submitter.update_parameters(timeout_min=240, slurm_array_parallelism=jobs)
         count = len(specs)
         submitted = submitter.map_array(
             _run_in_worker,
@@ -113,6 +122,4 @@ def execute(
             except Exception as error:  # submitit's UncompletedJobError, FailedJobError
                 summary = _lost(spec, error)
             finished(spec, summary)
-    else:
-        raise BenchError(f"--executor takes {', '.join(EXECUTORS)}, not '{executor}'")
     return summaries

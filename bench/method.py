@@ -7,6 +7,10 @@ seeds, timing, metrics and storage belong to the harness.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import numpy as np
 
 from bench.data import TestItem, TrainItem
+from bench.descriptions import GROUPS  # noqa: F401 (plugins and the contract tests read it from here)
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -22,7 +27,6 @@ if TYPE_CHECKING:
 
     from bench.spec import RunSpec
 
-GROUPS = ("Promptable", "Automatic — fully trained", "Automatic — adapted", "Ours")
 ItemT = TypeVar("ItemT")
 
 
@@ -69,6 +73,7 @@ class Method(ABC):
     default_labels: ClassVar[tuple[str, ...]]  # what `bench run` uses when --labels is not given
     uses_backbone: ClassVar[bool] = False
     training_free: ClassVar[bool] = False  # deterministic and untrained: run once per task, not per seed
+    learns_weights: ClassVar[bool] = True  # False: fit reads the support set but trains nothing (PerSAM)
     prompted: ClassVar[bool] = False  # receives each test image's box as a prompt
     HParams: ClassVar[type]
     budgets: ClassVar[dict[str, Any]]  # {"paper": HParams(...), "quick": HParams(...)}
@@ -89,15 +94,26 @@ class Method(ABC):
     @classmethod
     def resolve_hparams(cls, budget: str, overrides: Iterable[tuple[str, object]] = ()) -> Any:
         """The budget's hyper-parameters with ``--set key=value`` overrides applied (unknown keys fail)."""
-        base = cls.budgets[budget]
-        known = {f.name for f in dataclasses.fields(base)}
-        changes = dict(overrides)
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise BenchError(
-                f"{cls.name} has no hyper-parameter {', '.join(unknown)}; it has {', '.join(sorted(known))}"
-            )
-        return dataclasses.replace(base, **changes)
+        return dataclasses.replace(cls.budgets[budget], **dict(cls.coerce_overrides(overrides)))
+
+    @classmethod
+    def coerce_overrides(cls, overrides: Iterable[tuple[str, object]]) -> tuple[tuple[str, object], ...]:
+        """``overrides`` converted to the declared types of the hyper-parameters; a key the method lacks or
+        a value that does not fit its type is the user's mistake and fails with one line."""
+        types = typing.get_type_hints(cls.HParams)
+        known = sorted(types)
+        coerced = []
+        for key, value in overrides:
+            if key not in types:
+                raise BenchError(f"{cls.name} has no hyper-parameter {key}; it has {', '.join(known)}")
+            try:
+                coerced.append((key, _coerce(value, types[key])))
+            except (TypeError, ValueError):
+                shown = value if isinstance(value, str) else json.dumps(value)
+                raise BenchError(
+                    f"--set {key}={shown}: {cls.name}'s hyper-parameter {key} takes {_type_name(types[key])}"
+                ) from None
+        return tuple(sorted(coerced))
 
     @abstractmethod
     def fit(self, train: list[TrainItem], ctx: RunContext) -> None:
@@ -123,3 +139,82 @@ class Method(ABC):
         total = sum(p.numel() for p in seen.values())
         trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
         return total, trainable
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _coerce(value: object, annotation: Any) -> object:
+    """``value`` (as ``--set`` parsed it: JSON where it parses, else text) as an instance of ``annotation``.
+
+    Handles what hyper-parameters are declared as: int, float, bool, str, ``X | None`` and tuples.
+    Raises TypeError or ValueError when the value does not fit.
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(value)
+    if origin is tuple:
+        items = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_coerce(item, items[0]) for item in value)
+        if items and len(items) != len(value):
+            raise ValueError(value)
+        return tuple(_coerce(item, kind) for kind, item in zip(items, value, strict=True)) if items else tuple(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, int)) and str(value).lower() in _TRUE | _FALSE:
+            return str(value).lower() in _TRUE
+        raise ValueError(value)
+    if annotation is int:
+        if isinstance(value, str):  # an item of a comma-separated tuple
+            value = json.loads(value.strip())
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise ValueError(value)
+    if annotation is float:
+        if isinstance(value, str):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(value)
+        if not math.isfinite(value):
+            raise ValueError(value)
+        return float(value)
+    if annotation is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise TypeError(value)
+        return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise TypeError(value)
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    """'an int', 'a float or None', 'a tuple of int' — for the one-line error."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is tuple:
+        kinds = [a.__name__ for a in typing.get_args(annotation) if a is not Ellipsis]
+        return f"a comma-separated tuple of {' and '.join(dict.fromkeys(kinds)) or 'values'}"
+    name = getattr(annotation, "__name__", str(annotation))
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"

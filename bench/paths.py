@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ def atomic_write(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp")
     try:
         with os.fdopen(handle, mode) as stream:
             yield stream
@@ -44,3 +45,38 @@ def atomic_write(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator[
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# Names the writing process in its temporary files: one killed with SIGKILL cannot remove its own, and
+# ``remove_stale_temporaries`` then knows which are orphans (host and process id, so a shared file system
+# used by jobs on other machines is left alone).
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")  # the dots of the file name separate its parts
+
+
+_WRITER = f"{_host()}-{os.getpid()}"
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files in ``folder`` left by killed processes of this machine; returns how many."""
+    removed = 0
+    host = _host()
+    for temporary in Path(folder).glob(".*.tmp"):
+        writer = temporary.name.rsplit(".", 3)
+        if len(writer) != 4:
+            continue
+        writer_host, _, pid = writer[1].rpartition("-")
+        if writer_host == host and pid.isdigit() and not _process_alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True

@@ -74,6 +74,12 @@ class Registry(Generic[T]):
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def target(self, name: str) -> str | None:
+        """The ``"module:attribute"`` a lazy entry (built-in or entry point) will import; None when ``name``
+        is loaded already or unknown."""
+        self._scan_entry_points()
+        return self._lazy.get(name)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()
 
@@ -126,11 +132,17 @@ BACKBONES: Registry = Registry("backbone", "bench.backbones")
 
 # Built-ins, lazily: listing them imports nothing heavy.
 METHODS.register("unet", "bench.methods.unet:UNet")
+METHODS.register("transunet", "bench.methods.transunet:TransUNet")
 METHODS.register("prompt-module", "bench.methods.prompt_module:PromptModule")
 METHODS.register("medsam-box", "bench.methods.medsam_box:MedSAMBox")
+METHODS.register("autosam", "bench.methods.autosam:AutoSAM")
+METHODS.register("persam", "bench.methods.persam:PerSAM")
+METHODS.register("persam-f", "bench.methods.persam:PerSAMF")
 DATASETS.register("synthetic", "bench.datasets.synthetic:Synthetic")
 DATASETS.register("hc18", "bench.datasets.hc18:HC18")
+DATASETS.register("hc18-whole", "bench.datasets.hc18:HC18Whole")
 DATASETS.register("camus", "bench.datasets.camus:CAMUS")
+DATASETS.register("camus-whole", "bench.datasets.camus:CAMUSWhole")
 DATASETS.register("acdc", "bench.datasets.acdc:ACDC")
 BACKBONES.register("litemedsam", "bench.backbones:LiteMedSAM")
 BACKBONES.register("medsam-vit-b", "bench.backbones:MedSAMViTB")

@@ -8,10 +8,16 @@ the rest the same way for every release:
   fails a published filter (an open outline, a missing structure) is counted without a warning;
 * the preprocessed arrays are cached in one ``.npz`` per dataset, named after the preprocessing version
   and a fingerprint of the release files, so a new version or a changed file makes a new cache;
-* the split file is written once and read back ever after.
+* the split file is written once and read back ever after;
+* how much of each structure the preprocessing kept inside the fixed frame is measured per slice
+  (``Slice.kept``), cached with the arrays, summarised by ``bench data check`` and put in ``Task.info``.
 
-Both files live in the release's own subfolder ``<data_root>/<name>/.bench``; when that folder is not
-writable (a read-only shared copy) they go to ``cache_dir()/datasets/<name>/<hash of the release path>``.
+A preprocessing variant (``hc18-whole``) is a subclass with its own name that sets ``variant_of``: it reads
+the same release folder and shares its split file, so both preprocessings score the same images.
+
+Both files live in the release's own subfolder ``<data_root>/<release>/.bench``; when that folder is not
+writable (a read-only shared copy) they go to ``cache_dir()/datasets/<release>/<hash of the release path>``.
+``<release>`` is the plugin's name, or for a variant the name of the plugin it is a variant of.
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import Dataset, Sample, Task, persisted, seeded_split, stable_seed
+from bench.data import (
+    Dataset,
+    Sample,
+    Task,
+    center_crop_or_pad,
+    kept_fractions,
+    persisted,
+    seeded_split,
+    stable_seed,
+)
 from bench.errors import BenchError
 from bench.paths import atomic_write, cache_dir
 
@@ -40,6 +55,10 @@ READ_FAILURE = "unreadable"
 UNEXPECTED_LABELS = "unexpected label values"
 # Broken files are warned about at every load; cases a published filter leaves out are only counted.
 WARNED_REASONS = (READ_FAILURE, UNEXPECTED_LABELS)
+# 2: the kept fraction of each structure is stored per slice. Part of every cache file's fingerprint.
+CACHE_FORMAT = 2
+# A structure that lost more than this share of its pixels to the preprocessing is named by id.
+LOSS_NAMED = 0.1
 
 
 class UnreadableFile(Exception):
@@ -73,6 +92,8 @@ class Slice:
     spacing: tuple[float, float]  # mm per pixel after preprocessing (row, col)
     source_shape: tuple[int, int]
     source_spacing: tuple[float, float]
+    # per task of the plugin, in its order: the share of the structure's pixels left inside the frame
+    kept: tuple[float, ...]
 
 
 @dataclass
@@ -86,6 +107,7 @@ class Inventory:
     spacings: np.ndarray  # N×2 float (row_mm, col_mm)
     source_shapes: np.ndarray  # N×2 int
     source_spacings: np.ndarray  # N×2 float
+    kept: np.ndarray  # N×tasks float, Slice.kept; NaN where the structure is not in the source
     found: int  # cases scanned
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     notes: list[str] = field(default_factory=list)
@@ -97,6 +119,24 @@ class Inventory:
         for name, reason in self.excluded:
             grouped.setdefault(reason, []).append(name)
         return grouped
+
+
+def kept_summary(ids: list[str], kept: np.ndarray) -> dict:
+    """How much of one structure the preprocessing kept over some images: how many it cut at all, the least
+    and the median share of pixels kept (over all images and over the cut ones), and the ids that lost more
+    than ``LOSS_NAMED``. Images without the structure (NaN) are left out."""
+    present = ~np.isnan(kept)
+    ids = [sample_id for sample_id, has in zip(ids, present, strict=True) if has]
+    kept = kept[present]
+    cut = kept < 1
+    return {
+        "images": len(ids),
+        "cut": int(cut.sum()),
+        "min": round(float(kept.min()), 4) if len(ids) else None,
+        "median": round(float(np.median(kept)), 4) if len(ids) else None,
+        "median_of_cut": round(float(np.median(kept[cut])), 4) if cut.any() else None,
+        "lost_over_10pct": [sample_id for sample_id, value in zip(ids, kept, strict=True) if value < 1 - LOSS_NAMED],
+    }
 
 
 def folder_is_writable(folder: Path) -> bool:
@@ -136,6 +176,9 @@ class ReleaseDataset(Dataset):
     ``read_case`` (and ``split_parts`` where the release has its own split) and set the class attributes below."""
 
     preprocessing_version: int = 1  # bump whenever read_case changes its output: old caches are then unused
+    preprocessing: str = ""  # one line: the geometry of read_case (resampling, frame), for summaries and records
+    frame_size: tuple[int, int] = (0, 0)  # (rows, cols) every preprocessed image is centre-cropped/padded to
+    variant_of: type[ReleaseDataset] | None = None  # the plugin whose release and split a variant shares
     task_labels: dict[str, int] = {}
     layout: str = ""  # one line: the files expected under <data_root>/<name>
     homepage: str = ""
@@ -168,13 +211,44 @@ class ReleaseDataset(Dataset):
 
     # --- shared machinery -------------------------------------------------------------------------------
 
+    @property
+    def release_name(self) -> str:
+        """The release's folder name under the data root: a variant reads the release of ``variant_of``."""
+        return self.variant_of.name if self.variant_of is not None else self.name
+
+    @property
+    def folder(self) -> Path:
+        return self.data_root / self.release_name
+
+    def resample(
+        self, pixels: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """The image and label map on the grid the fixed frame is cut from, and its spacing: the paper's
+        recipes keep the release's own pixels; a ``-whole`` variant resamples here."""
+        return pixels, labels, spacing
+
+    def to_frame(
+        self, pixels: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[float, ...]]:
+        """``resample``, then centre-crop/pad image and labels to ``frame_size``: the framed image, labels and
+        spacing, and what each structure kept (``Slice.kept``)."""
+        pixels, labels, spacing = self.resample(pixels, labels, spacing)
+        labels_in_frame = center_crop_or_pad(labels, self.frame_size)
+        kept = self.kept(labels, labels_in_frame)
+        return center_crop_or_pad(pixels, self.frame_size), labels_in_frame, spacing, kept
+
+    def kept(self, before: np.ndarray, after: np.ndarray) -> tuple[float, ...]:
+        """``Slice.kept``: per task, the share of the structure's pixels in ``before`` (the label map on the
+        grid the frame is cut from) still in ``after`` (the label map in the frame)."""
+        return kept_fractions(before, after, [self.task_labels[task] for task in self.tasks])
+
     def missing(self, what: str) -> BenchError:
         """The error for a release that is not where it should be: which, where, and the layout expected."""
         return BenchError(
             f"{self.display_name} ({self.name}): {what} under '{self.folder}'. "
             f"Expected layout: {self.layout}. "
-            f"See `bench data download {self.name}`; point --data-root (or $BENCH_DATA) at the folder that "
-            f"holds '{self.name}/'."
+            f"See `bench data download {self.release_name}`; point --data-root (or $BENCH_DATA) at the folder "
+            f"that holds '{self.release_name}/'."
         )
 
     def require_folder(self) -> None:
@@ -187,10 +261,10 @@ class ReleaseDataset(Dataset):
         if folder_is_writable(self.own_folder):
             return self.own_folder
         key = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()[:16]
-        return cache_dir() / "datasets" / self.name / key
+        return cache_dir() / "datasets" / self.release_name / key
 
     def _fingerprint(self, cases: list[Case]) -> str:
-        digest = hashlib.sha256(f"{self.name}\x1f{self.preprocessing_version}".encode())
+        digest = hashlib.sha256(f"{self.name}\x1f{self.preprocessing_version}\x1f{CACHE_FORMAT}".encode())
         for case in cases:
             digest.update(f"\x1e{case.id}\x1f{case.subject}\x1f{case.extra!r}".encode())
             for path in case.files:
@@ -236,7 +310,9 @@ class ReleaseDataset(Dataset):
                 excluded.append((f"{where.as_posix()}: {error.detail}", error.reason))
                 continue
             except self.read_errors as error:
-                excluded.append((f"{case.id}: {type(error).__name__}: {error}", READ_FAILURE))
+                # some readers (SimpleITK) put a multi-line C++ trace in the message: its first line says it
+                first_line = next(iter(str(error).strip().splitlines()), "")
+                excluded.append((f"{case.id}: {type(error).__name__}: {first_line}", READ_FAILURE))
                 continue
             slices.extend(kept)
             excluded.extend(left_out)
@@ -245,6 +321,7 @@ class ReleaseDataset(Dataset):
             labels = np.stack([s.labels for s in slices])
         else:
             images = labels = np.zeros((0, 0, 0), np.uint8)
+        tasks = len(self.tasks)
         return Inventory(
             ids=[s.id for s in slices],
             subjects=[s.subject for s in slices],
@@ -253,6 +330,7 @@ class ReleaseDataset(Dataset):
             spacings=np.array([s.spacing for s in slices], np.float64).reshape(-1, 2),
             source_shapes=np.array([s.source_shape for s in slices], np.int64).reshape(-1, 2),
             source_spacings=np.array([s.source_spacing for s in slices], np.float64).reshape(-1, 2),
+            kept=np.array([s.kept for s in slices], np.float64).reshape(-1, tasks),
             found=len(cases),
             excluded=excluded,
             notes=notes,
@@ -274,6 +352,7 @@ class ReleaseDataset(Dataset):
                     "spacings": inventory.spacings,
                     "source_shapes": inventory.source_shapes,
                     "source_spacings": inventory.source_spacings,
+                    "kept": inventory.kept,
                     "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
                 },
             )
@@ -296,6 +375,7 @@ class ReleaseDataset(Dataset):
                     spacings=arrays["spacings"],
                     source_shapes=arrays["source_shapes"],
                     source_spacings=arrays["source_spacings"],
+                    kept=arrays["kept"],
                     found=meta["found"],
                     excluded=[tuple(item) for item in meta["excluded"]],
                     notes=notes,
@@ -311,13 +391,18 @@ class ReleaseDataset(Dataset):
         return own if own.exists() else self.state_folder / SPLIT_FILE
 
     def split(self) -> dict[str, list[str]]:
-        """The train/val/test ids, written once to the split file and read back on every later load."""
-        inventory = self.inventory()
-        subjects = dict(zip(inventory.ids, inventory.subjects, strict=True))
+        """The train/val/test ids, written once to the split file and read back on every later load.
+
+        A variant shares the split file of ``variant_of`` (same folder) and, when none is written yet, makes it
+        from that plugin's images: an image only the variant can use would otherwise move the split.
+        """
 
         def make() -> dict:
-            parts = self.split_parts(sorted(inventory.ids), subjects)
-            return {"dataset": self.name, **{name: parts[name] for name in SPLITS}}
+            source = self if self.variant_of is None else self.variant_of(self.data_root)
+            inventory = source.inventory()
+            subjects = dict(zip(inventory.ids, inventory.subjects, strict=True))
+            parts = source.split_parts(sorted(inventory.ids), subjects)
+            return {"dataset": source.name, **{name: parts[name] for name in SPLITS}}
 
         payload = persisted(self.split_file(), make)
         if not isinstance(payload, dict) or any(not isinstance(payload.get(name), list) for name in SPLITS):
@@ -327,8 +412,8 @@ class ReleaseDataset(Dataset):
         return {name: list(payload[name]) for name in SPLITS}
 
     def split_seed(self) -> int:
-        """The seed of a random split: derived from the dataset's name, so a re-made split is the same."""
-        return stable_seed("split", self.name) % 2**32
+        """The seed of a random split: derived from the release's name, so a re-made split is the same."""
+        return stable_seed("split", self.release_name) % 2**32
 
     def load(self, task: str) -> Task:
         inventory = self.inventory()
@@ -343,13 +428,21 @@ class ReleaseDataset(Dataset):
                 "they are left out",
                 stacklevel=2,
             )
-        if unlisted:
+        if unlisted and self.variant_of is not None:
+            warnings.warn(
+                f"{self.name}: {len(unlisted)} images usable only under this preprocessing (e.g. {unlisted[0]}) "
+                f"are not in the split it shares with {self.variant_of.name} and are left out, so that both "
+                "score the same images",
+                stacklevel=2,
+            )
+        elif unlisted:
             warnings.warn(
                 f"{self.name}: {len(unlisted)} usable images are not in the split file '{self.split_file()}' "
                 f"(e.g. {unlisted[0]}) and are left out; delete the file to re-split",
                 stacklevel=2,
             )
         label = self.task_labels[task]
+        column = self.tasks.index(task)
         samples: dict[str, list[Sample]] = {}
         for name in SPLITS:
             samples[name] = []
@@ -375,8 +468,19 @@ class ReleaseDataset(Dataset):
             "split_file": str(self.split_file()),
             "cache_file": str(inventory.cache_file),
             "preprocessing_version": self.preprocessing_version,
+            "preprocessing": self.preprocessing,
+            # over the usable images of the release and over the test images a run scores
+            "structure_kept": {
+                "release": kept_summary(inventory.ids, inventory.kept[:, column]),
+                "test": kept_summary(
+                    [s.id for s in samples["test"]], inventory.kept[[index[s.id] for s in samples["test"]], column]
+                ),
+            },
         }
-        return Task(self.name, task, samples["train"], samples["val"], samples["test"], info=info)
+        split_of = self.variant_of.name if self.variant_of is not None else None
+        return Task(
+            self.name, task, samples["train"], samples["val"], samples["test"], info=info, split_of=split_of
+        )
 
 
 def check_labels(labels: np.ndarray, allowed: set[int], path: Path) -> np.ndarray:

@@ -15,17 +15,17 @@ import numpy as np
 import torch
 
 from bench import data
+from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.embedding_cache import embedding_counts
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics
 from bench.paths import atomic_write
-from bench.registry import METHODS
+from bench.registry import DATASETS, METHODS
 from bench.spec import RunSpec
-from bench.store import prediction_path, record_path
+from bench.store import RECORD_VERSION, prediction_path, record_path
 from bench.timing import Stopwatch, peak_memory_mb, reset_peak_memory
 
-RECORD_VERSION = 1
 # Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
 # saves the same images and a grid's predictions stay a few megabytes.
 SAVED_PREDICTIONS = 8
@@ -38,9 +38,15 @@ _VERSIONED_PACKAGES = (
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {name} was asked for, but CUDA is not available on this machine")
-    return torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -107,6 +113,7 @@ def run_one(
     try:
         torch_device = resolve_device(device)
         record["device"] = device_name(torch_device)
+        record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
         saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
         record.update(_execute(spec, torch_device, data_root, progress, saved))
         record["status"] = "ok"
@@ -147,6 +154,8 @@ def _execute(
     save_predictions(saved[0], [s.id for s in task.test], probabilities, saved[1])
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     return {
+        DATASET_INFO: describe_dataset(DATASETS.get(spec.dataset), spec.dataset, spec.task, task.test)
+        | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])),
         "support_ids": support,

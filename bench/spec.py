@@ -71,7 +71,7 @@ class PlannedRun:
 
 def parse_shots(text: str) -> list[int | None]:
     shots: list[int | None] = []
-    for part in split_list(text):
+    for part in names_in(text, "--shots"):
         if part == "all":
             shots.append(None)
             continue
@@ -85,15 +85,16 @@ def parse_shots(text: str) -> list[int | None]:
     return _unique(shots)
 
 
-def parse_ints(text: str, flag: str, minimum: int = 0) -> list[int]:
+def parse_ints(text: str, flag: str, minimum: int = 0, maximum: int = 2**32 - 1) -> list[int]:
+    """Comma-separated integers in [minimum, maximum] (the default maximum is the largest NumPy seed)."""
     values = []
-    for part in split_list(text):
+    for part in names_in(text, flag):
         try:
             value = int(part)
         except ValueError as error:
             raise BenchError(f"{flag} takes integers ≥ {minimum} separated by commas, not '{part}'") from error
-        if value < minimum:
-            raise BenchError(f"{flag} takes integers ≥ {minimum}, not {value}")
+        if not minimum <= value <= maximum:
+            raise BenchError(f"{flag} takes integers from {minimum} to {maximum}, not {value}")
         values.append(value)
     return _unique(values)
 
@@ -177,7 +178,9 @@ def expand_grid(
     for method_name, method_cls in method_classes.items():
         # an override applies to the methods that have that hyper-parameter, and only keys their run ids
         own_fields = {f.name for f in dataclasses.fields(method_cls.HParams)}
-        method_overrides = tuple((key, value) for key, value in overrides if key in own_fields)
+        # converted to the declared types here, so a bad value fails before anything runs and `epochs=3.0`
+        # keys the same run as `epochs=3`
+        method_overrides = method_cls.coerce_overrides((key, value) for key, value in overrides if key in own_fields)
         regimes = _unique(list(labels or method_cls.default_labels))
         # a training-free method does not depend on the training set: one run, whatever --shots says
         method_shots = [None] if method_cls.training_free else _unique(list(shots))
@@ -214,6 +217,14 @@ def _draws_and_seeds(
 
 def split_list(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def names_in(text: str, flag: str) -> list[str]:
+    """``split_list`` of a flag the user gave: an empty value is a mistake, not "use the default"."""
+    parts = split_list(text)
+    if not parts:
+        raise BenchError(f"{flag} was given an empty value")
+    return parts
 
 
 def _unique(values: list) -> list:

@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
+from bench.descriptions import DATASET_INFO, METHOD_INFO
 from bench.errors import BenchError
 from bench.spec import shots_label
 
+# The format of the records this version writes (2: records describe their method and dataset, see
+# ``bench.descriptions``); a record of a newer format is skipped, not misread
+RECORD_VERSION = 2
+_EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# What the report reads from a record, checked when records are loaded so a hand-edited file is skipped by name
+_TEXT_SPEC_KEYS = ("method", "dataset", "task", "labels", "budget")
+_METRICS = ("dice", "hd95")
+_NUMBER_KEYS = ("fit_seconds", "infer_seconds_per_image", "peak_memory_mb", "params_total", "params_trainable")
 SPEC_COLUMNS = ("method", "dataset", "task", "labels", "shots", "draw", "seed", "budget", "backbone")
+# What a record says about its plugins (``bench.descriptions``), as frame columns: None in records written
+# before records described themselves. ``bench.report.names.Names`` reads them.
+DESCRIPTION_COLUMNS = {
+    METHOD_INFO: {"display_name": "method_display", "group": "group", "training_free": "training_free",
+                  "prompted": "prompted"},
+    DATASET_INFO: {"display_name": "dataset_display", "task_display": "task_display", "tasks": "dataset_tasks",
+                   "spacing_unit": "spacing_unit"},
+}  # fmt: skip
+
+
+def experiment_folder(results: Path, experiment: str) -> Path:
+    """``results/experiment``; the name must be one plain folder name, so records never land elsewhere."""
+    if not _EXPERIMENT_NAME.fullmatch(experiment or "") or experiment in (".", ".."):
+        raise BenchError(
+            f"--experiment takes one folder name of letters, digits, '.', '_' and '-', not '{experiment}'"
+        )
+    return Path(results) / experiment
 
 
 def runs_folder(results: Path, experiment: str) -> Path:
-    return Path(results) / experiment / "runs"
+    return experiment_folder(results, experiment) / "runs"
 
 
 def record_path(results: Path, experiment: str, run_id: str) -> Path:
@@ -23,13 +50,19 @@ def record_path(results: Path, experiment: str, run_id: str) -> Path:
 
 
 def prediction_path(results: Path, experiment: str, run_id: str) -> Path:
-    return Path(results) / experiment / "predictions" / f"{run_id}.npz"
+    return predictions_folder(results, experiment) / f"{run_id}.npz"
+
+
+def predictions_folder(results: Path, experiment: str) -> Path:
+    return experiment_folder(results, experiment) / "predictions"
 
 
 def record_files(results: Path, experiment: str | None = None) -> list[Path]:
     results = Path(results)
     if not results.is_dir():
         raise BenchError(f"results folder '{results}' does not exist")
+    if experiment is not None:
+        experiment_folder(results, experiment)
     pattern = f"{experiment}/runs/*.json" if experiment else "*/runs/*.json"
     return sorted(results.glob(pattern))
 
@@ -39,10 +72,52 @@ def load_records(results: Path, experiment: str | None = None) -> list[dict]:
     records = []
     for path in record_files(results, experiment):
         try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as error:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             warnings.warn(f"skipping unreadable record {path}: {error}", stacklevel=2)
+            continue
+        problem = record_problem(record)
+        if problem:
+            warnings.warn(f"skipping record {path}: {problem}", stacklevel=2)
+            continue
+        records.append(record)
     return records
+
+
+def record_problem(record: object) -> str | None:
+    """Why ``record`` cannot be reported on (a hand-edited or foreign file, a newer format), or None."""
+    if not isinstance(record, dict):
+        return "not a run record (no JSON object)"
+    version = record.get("record_version", 1)
+    if not isinstance(version, int) or version > RECORD_VERSION:
+        return f"record_version {version!r} is newer than this medsam-bench reads ({RECORD_VERSION}); upgrade it"
+    spec = record.get("spec")
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(key), str) for key in _TEXT_SPEC_KEYS):
+        return f"its spec lacks one of {', '.join(_TEXT_SPEC_KEYS)}"
+    if not (spec.get("shots") is None or _is_int(spec.get("shots"))) or not all(
+        _is_int(spec.get(key)) for key in ("draw", "seed")
+    ):
+        return "its spec's shots, draw or seed is not an integer"
+    if record.get("status") not in ("ok", "failed"):
+        return f"status {record.get('status')!r} is neither ok nor failed"
+    cases = record.get("cases")
+    if not isinstance(cases, list) or not all(
+        isinstance(case, dict) and isinstance(case.get("id"), str) and all(_is_number(case.get(m)) for m in _METRICS)
+        for case in cases
+    ):
+        return f"its cases are not a list of {{id, {', '.join(_METRICS)}}} with numbers"
+    for key in _NUMBER_KEYS:
+        if record.get(key) is not None and not _is_number(record[key]):
+            return f"{key} is not a number"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def require_records(results: Path, experiment: str | None = None) -> list[dict]:
@@ -72,13 +147,27 @@ def _spec_row(spec: dict) -> dict:
     return row
 
 
+def _description_row(record: dict) -> dict:
+    """The description columns of a frame row, and when the record was finished (the newest record's
+    description is the one shown when a plugin was renamed between runs)."""
+    row = {}
+    for field, columns in DESCRIPTION_COLUMNS.items():
+        described = record.get(field)
+        described = described if isinstance(described, dict) else {}  # absent, or a hand-edited file
+        for key, column in columns.items():
+            value = described.get(key)
+            row[column] = tuple(value) if isinstance(value, list) else value
+    row["finished"] = record.get("finished")
+    return row
+
+
 def runs_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run: the spec columns, status, mean Dice/HD95 and the cost figures."""
+    """One row per run: the spec and description columns, status, mean Dice/HD95 and the cost figures."""
     rows = []
     for record in records:
         spec = record.get("spec", {})
         cases = record.get("cases") or []
-        row = _spec_row(spec)
+        row = {**_spec_row(spec), **_description_row(record)}
         row.update(
             run_id=record.get("run_id"),
             experiment=record.get("experiment"),
@@ -105,7 +194,7 @@ def cases_frame(records: list[dict]) -> pd.DataFrame:
     for record in records:
         if record.get("status") != "ok":
             continue
-        base = {**_spec_row(record["spec"]), "run_id": record["run_id"]}
+        base = {**_spec_row(record["spec"]), **_description_row(record), "run_id": record["run_id"]}
         for case in record.get("cases", []):
             rows.append({**base, "case": case["id"], **{k: v for k, v in case.items() if k != "id"}})
     return pd.DataFrame(rows)

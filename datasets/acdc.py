@@ -27,6 +27,7 @@ MIN_PIXELS = 10
 VAL_PATIENTS = frozenset({12, 22, 49, 52, 57, 58, 59, 73, 96, 100})
 LAST_TRAINING_PATIENT = 100
 PATIENT_FOLDER = re.compile(r"patient(\d{3})")
+INFO_NAME = "Info.cfg"
 SMALL_STRUCTURE = f"slice without all of RV, myocardium and LV (≥{MIN_PIXELS} px each)"
 
 
@@ -78,7 +79,8 @@ class ACDC(ReleaseDataset):
     task_display = {"rv": "Right ventricle", "lv": "Left ventricle"}
     task_labels = {"rv": 1, "lv": 3}
     preprocessing_version = 1
-    case_kind = "patientNNN folders with Info.cfg"
+    preprocessing = "paper: per slice resampled to 1×1 mm, centre crop/pad to 256×256"
+    case_kind = "patientNNN folders"
     layout = (
         "<data_root>/acdc/training/patientNNN/ (001–100) and <data_root>/acdc/testing/patientNNN/ (101–150), "
         "each with Info.cfg, patientNNN_frameXX.nii.gz and patientNNN_frameXX_gt.nii.gz "
@@ -87,32 +89,36 @@ class ACDC(ReleaseDataset):
     homepage = "https://www.creatis.insa-lyon.fr/Challenge/acdc/"
 
     def find_cases(self) -> tuple[list[Case], list[str]]:
-        infos = [
-            *self.folder.glob("*/patient*/Info.cfg"),
-            *self.folder.glob("*/*/patient*/Info.cfg"),
-            *self.folder.glob("patient*/Info.cfg"),
+        # every patient folder is a case, with or without its Info.cfg, so that one lacking it is named in
+        # the exclusions rather than silently not counted
+        folders = [
+            path
+            for pattern in ("*/patient*", "*/*/patient*", "patient*")
+            for path in self.folder.glob(pattern)
+            if PATIENT_FOLDER.fullmatch(path.name) and path.is_dir()
         ]
         by_patient: dict[str, Path] = {}
-        for info in sorted(infos):
-            match = PATIENT_FOLDER.fullmatch(info.parent.name)
-            if match is None:
-                continue
-            pid = info.parent.name
+        for folder in sorted(folders):
+            pid = folder.name
             if pid in by_patient:
-                raise self.missing(f"{pid} twice ({by_patient[pid].parent} and {info.parent}); keep one copy")
-            by_patient[pid] = info
+                raise self.missing(f"{pid} twice ({by_patient[pid]} and {folder}); keep one copy")
+            by_patient[pid] = folder
         cases = []
-        for pid, info in sorted(by_patient.items()):
+        for pid, folder in sorted(by_patient.items()):
+            info = folder / INFO_NAME
             files = (
-                info,
-                *sorted(info.parent.glob(f"{pid}_frame[0-9][0-9].nii.gz")),
-                *sorted(info.parent.glob(f"{pid}_frame[0-9][0-9]_gt.nii.gz")),
+                *((info,) if info.is_file() else ()),
+                *sorted(folder.glob(f"{pid}_frame[0-9][0-9].nii.gz")),
+                *sorted(folder.glob(f"{pid}_frame[0-9][0-9]_gt.nii.gz")),
             )
-            cases.append(Case(pid, pid, files))
-        return cases, [f"end-diastole volumes of {len(cases)} patients, sliced along z"]
+            cases.append(Case(pid, pid, files, (folder.relative_to(self.folder).as_posix(),)))
+        return cases, ["the end-diastole volume of each patient (frame named by Info.cfg), sliced along z"]
 
     def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
-        info = case.files[0]
+        (folder,) = case.extra
+        info = self.folder / folder / INFO_NAME
+        if info not in case.files:
+            raise UnreadableFile(info, "missing (it names the end-diastole frame)")
         frame = read_ed_frame(info)
         image_path = info.parent / f"{case.id}_frame{frame:02d}.nii.gz"
         label_path = info.parent / f"{case.id}_frame{frame:02d}_gt.nii.gz"
@@ -126,21 +132,23 @@ class ACDC(ReleaseDataset):
         labels = check_labels(labels, {0, *LABELS}, label_path)
         scaled = percentile_to_uint8(volume)  # over the whole volume, as the paper does
         resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
-        kept: list[Slice] = []
+        usable: list[Slice] = []
         left_out: list[tuple[str, str]] = []
         for z in range(volume.shape[0]):
             slice_id = f"{case.id}_s{z:02d}"
             # INTER_NEAREST_EXACT samples at pixel centres like INTER_LINEAR; plain INTER_NEAREST is shifted
-            label_map = center_crop_or_pad(resample_slice(labels[z], spacing, cv2.INTER_NEAREST_EXACT), SIZE)
+            resampled_labels = resample_slice(labels[z], spacing, cv2.INTER_NEAREST_EXACT)
+            label_map = center_crop_or_pad(resampled_labels, SIZE)
             counts = np.bincount(label_map.ravel(), minlength=len(LABELS) + 1)
             if min(counts[list(LABELS)]) < MIN_PIXELS:
                 left_out.append((slice_id, SMALL_STRUCTURE))
                 continue
             pixels = center_crop_or_pad(resample_slice(scaled[z], spacing, cv2.INTER_LINEAR), SIZE)
-            kept.append(
-                Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing)
+            kept = self.kept(resampled_labels, label_map)
+            usable.append(
+                Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing, kept)
             )
-        return kept, left_out
+        return usable, left_out
 
     def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
         parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}

@@ -4,7 +4,15 @@ One image per patient, as in the paper: the 2-chamber view at end-diastole. Both
 the current NIfTI one (``database_nifti/patientXXXX/patientXXXX_2CH_ED.nii.gz`` and ``..._gt.nii.gz``) and
 the original MetaImage one (``training/patientXXXX/patientXXXX_2CH_ED.mhd`` + ``.raw``). Labels: 1 LV
 cavity, 2 myocardium, 3 left atrium. Preprocessing: percentile clip/rescale per image, centre-crop/pad to
-512×512 with no resampling; only images showing all three structures are kept.
+512×512 with no resampling; only images showing all three structures in the crop are kept.
+
+The release's images are 0.154 mm per row but 0.308 mm per column and often over 512 rows tall, so the
+paper's crop cuts the far end of the sector, where the left atrium lies. The ``camus-whole`` variant keeps
+every structure whole: each image is resampled to isotropic pixels of the coarser of its two spacings (no
+detail the file has along that axis is lost; the finer axis is averaged down), or coarser still where the
+sector would not fit 512×512 even then, and padded. The frame never depends on the labels, so test images
+are framed without looking at their ground truth. It reads the same release and shares the paper
+variant's split.
 """
 
 from __future__ import annotations
@@ -13,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import center_crop_or_pad, percentile_to_uint8
+from bench.data import (
+    fitting_spacing,
+    percentile_to_uint8,
+    resampled_geometry,
+    resize_image,
+    resize_labels,
+)
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, Slice, UnreadableFile, check_labels
 
@@ -24,6 +38,7 @@ VIEW = "2CH_ED"
 RELEASE_FOLDERS = ("database_nifti", "training", "")
 FORMATS = (".nii.gz", ".mhd")
 MISSING_STRUCTURE = "not all of LV, myocardium and LA labelled"
+OUTSIDE_CROP = "not all of LV, myocardium and LA inside the 512×512 crop"
 NO_GROUND_TRUTH = "no ground truth (_gt) file"
 
 
@@ -48,11 +63,13 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
 @DATASETS.register("camus")
 class CAMUS(ReleaseDataset):
     name = "camus"
+    frame_size = SIZE
     display_name = "CAMUS"
     tasks = ("lv", "la")
     task_display = {"lv": "Left ventricle", "la": "Left atrium"}
     task_labels = {"lv": 1, "la": 3}
-    preprocessing_version = 1
+    preprocessing_version = 2  # 2: a structure the crop removes is its own exclusion reason
+    preprocessing = "paper: centre crop/pad to 512×512 at the file's own (anisotropic) spacing"
     case_kind = "patient folders"
     layout = (
         "<data_root>/camus/database_nifti/patientXXXX/patientXXXX_2CH_ED.nii.gz and "
@@ -91,9 +108,36 @@ class CAMUS(ReleaseDataset):
         labels, _ = read_image(label_path)
         if labels.shape != image.shape:
             raise UnreadableFile(label_path, f"shape {labels.shape} differs from the image's {image.shape}")
-        labels = center_crop_or_pad(check_labels(labels, LABELS | {0}, label_path), SIZE)
+        labels = check_labels(labels, LABELS | {0}, label_path)
         if not LABELS <= set(np.unique(labels).tolist()):
             return [], [(case.id, MISSING_STRUCTURE)]
-        pixels = center_crop_or_pad(percentile_to_uint8(image), SIZE)
-        return [Slice(case.id, case.subject, pixels, labels, spacing, image.shape, spacing)], []
+        pixels, labels_in_frame, resampled, kept = self.to_frame(percentile_to_uint8(image), labels, spacing)
+        if not LABELS <= set(np.unique(labels_in_frame).tolist()):
+            return [], [(case.id, OUTSIDE_CROP)]
+        return [
+            Slice(case.id, case.subject, pixels, labels_in_frame, resampled, image.shape, spacing, kept)
+        ], []
+
+
+@DATASETS.register("camus-whole")
+class CAMUSWhole(CAMUS):
+    """CAMUS with every structure whole: isotropic resampling so the sector fits 512×512, then padding."""
+
+    name = "camus-whole"
+    display_name = "CAMUS (whole)"
+    variant_of = CAMUS
+    preprocessing_version = 1
+    preprocessing = (
+        "whole: resampled to isotropic pixels of the coarser axis' spacing (coarser still where the image "
+        "would not fit), area interpolation, then padded to 512×512"
+    )
+
+    def resample(
+        self, pixels: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        target = max(*spacing, fitting_spacing(labels.shape, spacing, SIZE))
+        shape, resampled = resampled_geometry(labels.shape, spacing, target, SIZE)
+        if shape == labels.shape:
+            return pixels, labels, spacing
+        return resize_image(pixels, shape), resize_labels(labels, shape), resampled
 

@@ -4,6 +4,11 @@ The release draws the head circumference as a thin ellipse outline; the task mas
 that outline. Preprocessing as in the paper: percentile clip/rescale per image, centre-crop/pad to
 640×640, spacing from the release's CSV. Only the ``NNN_HC`` image of each subject is used; the
 ``NNN_2HC``/``NNN_3HC`` repeats are left out so that no subject can straddle two splits.
+
+The release's images are 800 px wide, so the paper's crop cuts the sides of the largest heads. The
+``hc18-whole`` variant keeps every head whole: an image whose head the crop would cut is shrunk to fit
+640×640 (area interpolation) and padded instead, its spacing growing by the same factor; every other image
+is preprocessed exactly as in the paper. It reads the same release and shares the paper variant's split.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.data import center_crop_or_pad, percentile_to_uint8
+from bench.data import (
+    center_crop_or_pad,
+    fitting_spacing,
+    percentile_to_uint8,
+    resampled_geometry,
+    resize_image,
+    resize_labels,
+)
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, Slice, UnreadableFile
 
@@ -56,17 +68,20 @@ def fill_outline(outline: np.ndarray) -> np.ndarray | None:
 @DATASETS.register("hc18")
 class HC18(ReleaseDataset):
     name = "hc18"
+    frame_size = SIZE
     display_name = "HC18"
     tasks = ("head",)
     task_display = {"head": "Fetal head"}
     task_labels = {"head": 1}
     preprocessing_version = 1
+    preprocessing = "paper: centre crop/pad to 640×640 at the release's pixel size"
     case_kind = "NNN_HC.png images"
     layout = (
         f"<data_root>/hc18/training_set/NNN_HC.png with NNN_HC_Annotation.png beside each, and "
         f"<data_root>/hc18/{CSV_NAME}"
     )
     homepage = "https://zenodo.org/records/1327317"
+
     def csv_path(self) -> Path:
         # the release ships the CSV beside the unpacked folder; some mirrors put it inside
         for candidate in (self.folder / CSV_NAME, self.folder / "training_set" / CSV_NAME):
@@ -120,12 +135,34 @@ class HC18(ReleaseDataset):
         filled = fill_outline(outline)
         if filled is None:
             return [], [(case.id, OPEN_OUTLINE)]
-        mask = center_crop_or_pad(filled, SIZE, fill=False)
-        if not mask.any():
+        source_spacing = (float(pixel_size), float(pixel_size))
+        framed = self.to_frame(percentile_to_uint8(image), filled.astype(np.uint8), source_spacing)
+        pixels, mask_in_frame, spacing, kept = framed
+        if not mask_in_frame.any():
             return [], [(case.id, OUTSIDE_CROP)]
-        pixels = center_crop_or_pad(percentile_to_uint8(image), SIZE)
-        spacing = (float(pixel_size), float(pixel_size))
         return [
-            Slice(case.id, case.subject, pixels, mask.astype(np.uint8), spacing, image.shape, spacing)
+            Slice(case.id, case.subject, pixels, mask_in_frame, spacing, image.shape, source_spacing, kept)
         ], []
+
+
+@DATASETS.register("hc18-whole")
+class HC18Whole(HC18):
+    """HC18 with every head whole: shrink-to-fit instead of a crop that would cut the head."""
+
+    name = "hc18-whole"
+    display_name = "HC18 (whole)"
+    variant_of = HC18
+    preprocessing_version = 1
+    preprocessing = (
+        "whole: as the paper, but an image whose head the 640×640 centre crop would cut is shrunk to fit "
+        "(area interpolation) and padded; its spacing grows by the same factor"
+    )
+
+    def resample(
+        self, pixels: np.ndarray, mask: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        if np.count_nonzero(center_crop_or_pad(mask, SIZE)) == np.count_nonzero(mask):
+            return pixels, mask, spacing
+        shape, spacing = resampled_geometry(mask.shape, spacing, fitting_spacing(mask.shape, spacing, SIZE), SIZE)
+        return resize_image(pixels, shape), resize_labels(mask, shape), spacing
 

@@ -11,6 +11,24 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bench-plugin", action="append", default=[], metavar="FILE.py",
+        help="a plugin file to register before collection, so the contract tests run on its methods",
+    )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from bench.errors import BenchError
+    from bench.registry import load_plugin_file
+
+    for path in config.getoption("--bench-plugin"):
+        try:
+            load_plugin_file(path)
+        except BenchError as error:
+            raise pytest.UsageError(f"--bench-plugin: {error}") from None
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path_factory.mktemp("bench-cache")

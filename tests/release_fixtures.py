@@ -7,17 +7,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from bench.datasets.hc18 import CSV_NAME
 
 HC18_CSV = CSV_NAME
 
 
-def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarray, np.ndarray]:
+# A head placed by hand: centre (x, y) and half-axes (x, y) in pixels, axis-aligned.
+Head = tuple[tuple[int, int], tuple[int, int]]
+
+
+def draw_head(
+    index: int, shape: tuple[int, int] = (120, 160), head: Head | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """An ultrasound-like image and the release-style annotation: a 2-px ellipse outline (0/255)."""
     rng = np.random.default_rng(index)
     centre = (shape[1] // 2 + int(rng.integers(-10, 10)), shape[0] // 2 + int(rng.integers(-8, 8)))
     axes = (int(rng.integers(25, 40)), int(rng.integers(18, 30)))
     angle = float(rng.uniform(0, 180))
+    if head is not None:
+        centre, axes = head
+        angle = 0.0
     image = rng.integers(0, 60, size=shape).astype(np.uint8)
     cv2.ellipse(image, centre, axes, angle, 0, 360, 200, thickness=3)
     outline = np.zeros(shape, np.uint8)
@@ -25,10 +35,17 @@ def draw_head(index: int, shape: tuple[int, int] = (120, 160)) -> tuple[np.ndarr
     return image, outline
 
 
-def write_hc18_release(root: Path, count: int = 10, open_outline: tuple[int, ...] = ()) -> Path:
+def write_hc18_release(
+    root: Path,
+    count: int = 10,
+    open_outline: tuple[int, ...] = (),
+    shape: tuple[int, int] = (120, 160),
+    heads: dict[int, Head] | None = None,
+) -> Path:
     """``root/hc18`` in the release layout with ``count`` subjects (plus one ``_2HC`` repeat each).
 
-    Subjects listed in ``open_outline`` get an outline with a gap, which encloses no region.
+    Subjects listed in ``open_outline`` get an outline with a gap, which encloses no region; the ``_HC``
+    image of a subject in ``heads`` shows the head given there (the real images are 540×800 px).
     """
     folder = root / "hc18"
     images = folder / "training_set"
@@ -36,7 +53,8 @@ def write_hc18_release(root: Path, count: int = 10, open_outline: tuple[int, ...
     rows = []
     for index in range(count):
         for suffix in ("HC", "2HC"):
-            image, outline = draw_head(index * 10 + len(suffix))
+            head = (heads or {}).get(index) if suffix == "HC" else None
+            image, outline = draw_head(index * 10 + len(suffix), shape, head)
             if suffix == "HC" and index in open_outline:
                 outline[:, outline.shape[1] // 2 - 3 : outline.shape[1] // 2 + 3] = 0
             name = f"{index:03d}_{suffix}"
@@ -61,10 +79,11 @@ def write_camus_patient(
     """One CAMUS patient's 2CH_ED image and ground truth, given as rows×cols with (row_mm, col_mm) spacing.
 
     ``nifti``: the current release, ``camus/database_nifti/…/*.nii.gz`` with x (columns) as the first axis;
-    ``mhd``: the original release, ``camus/training/…/*.mhd`` + ``.raw``, written by SimpleITK.
+    ``mhd``: the original release, ``camus/training/…/*.mhd`` + ``.raw``, the header written out as the
+    release's is (three dimensions, x first: ``ElementSpacing = col_mm row_mm z_mm``), not by SimpleITK,
+    which the loader reads it with.
     """
     import nibabel as nib
-    import SimpleITK as sitk
 
     pid = f"patient{number:04d}"
     folder = root / "camus" / ("database_nifti" if fmt == "nifti" else "training") / pid
@@ -75,10 +94,34 @@ def write_camus_patient(
             affine = np.diag([spacing[1], spacing[0], 1.0, 1.0])
             nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), f"{stem}.nii.gz")
         else:
-            itk = sitk.GetImageFromArray(array)
-            itk.SetSpacing((spacing[1], spacing[0]))
-            sitk.WriteImage(itk, f"{stem}.mhd")
+            write_metaimage(stem, array, spacing)
     return folder
+
+
+METAIMAGE_TYPES = {np.dtype(np.uint8): "MET_UCHAR", np.dtype(np.float32): "MET_FLOAT"}
+
+
+def write_metaimage(stem: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
+    """``stem.mhd`` + ``stem.raw`` holding a rows×cols array of (row_mm, col_mm) spacing as one z slice."""
+    rows, cols = array.shape
+    header = [
+        "ObjectType = Image",
+        "NDims = 3",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "CompressedData = False",
+        "TransformMatrix = 1 0 0 0 1 0 0 0 1",
+        "Offset = 0 0 0",
+        "CenterOfRotation = 0 0 0",
+        "AnatomicalOrientation = RAI",
+        f"ElementSpacing = {spacing[1]} {spacing[0]} 1.54",
+        f"DimSize = {cols} {rows} 1",
+        f"ElementType = {METAIMAGE_TYPES[array.dtype]}",
+        f"ElementDataFile = {stem.name}.raw",
+    ]
+    Path(f"{stem}.mhd").write_text("\n".join(header) + "\n")
+    # the raw file runs along x (columns) fastest: row-major rows×cols, little-endian
+    Path(f"{stem}.raw").write_bytes(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
 
 
 def write_acdc_patient(

@@ -1,7 +1,8 @@
 """Hand-written run records for the report tests, with the keys and layout bench/runner.py writes.
 
-The report reads only class attributes of method plugins, so the test methods here are attribute-only
-classes registered for one test by the ``report_methods`` fixture of the report tests.
+Records describe their method from the attribute-only classes here, as the runner describes a plugin.
+Written with ``described=False`` they are records of version 1, from before records described themselves:
+the report then asks the registry, where the ``report_methods`` fixture registers these classes.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import write_json_atomic
+from bench.descriptions import DATASET_INFO, METHOD_INFO, declared, describe_dataset, describe_method
+from bench.registry import DATASETS
 from bench.runner import RECORD_VERSION, SAVED_PREDICTIONS, save_predictions
 from bench.spec import RunSpec
 from bench.store import prediction_path, record_path
 
 
-def _method(name: str, display: str, group: str, training_free: bool = False) -> type:
-    attributes = {"name": name, "display_name": display, "group": group, "training_free": training_free}
+def _method(name: str, display: str, group: str, training_free: bool = False, prompted: bool = False) -> type:
+    attributes = {"name": name, "display_name": display, "group": group, "training_free": training_free,
+                  "prompted": prompted}  # fmt: skip
     return type(display.replace(" ", ""), (), attributes)
 
 
 TEST_METHODS = {
-    "rep-medsam": _method("rep-medsam", "MedSAM", "Promptable", training_free=True),
+    "rep-medsam": _method("rep-medsam", "MedSAM", "Promptable", training_free=True, prompted=True),
     "rep-unet": _method("rep-unet", "UNet", "Automatic — fully trained"),
     "rep-autosam": _method("rep-autosam", "AutoSAM", "Automatic — adapted"),
     # a display name with LaTeX's special characters, to see them escaped
@@ -48,8 +52,16 @@ def write_record(
     epochs: int | None = 20,
     status: str = "ok",
     error: str | None = None,
+    method_info: dict | None = None,
+    described: bool = True,
+    spacing_unit: str = "px",
+    finished: str = "2024-06-01T10:01:00+00:00",
 ) -> dict:
-    """Write one record like ``runner.run_one`` does; ``dice`` maps test-case ids to their Dice."""
+    """Write one record like ``runner.run_one`` does; ``dice`` maps test-case ids to their Dice.
+
+    ``method_info`` is the record's description of its method (default: from ``TEST_METHODS``, none for
+    other names); ``described=False`` writes a version-1 record, without descriptions.
+    """
     spec = RunSpec(method, dataset, task, labels, shots, draw, seed, budget, backbone)
     ok = status == "ok"
     cases = [
@@ -57,7 +69,7 @@ def write_record(
         for case, value in dice.items()
     ]
     record = {
-        "record_version": RECORD_VERSION,
+        "record_version": RECORD_VERSION if described else 1,
         "run_id": spec.run_id,
         "experiment": experiment,
         "spec": spec.canonical(),
@@ -65,11 +77,19 @@ def write_record(
         "error": error,
         "cases": cases if ok else [],
         "started": "2024-06-01T10:00:00+00:00",
-        "finished": "2024-06-01T10:01:00+00:00",
+        "finished": finished,
         "versions": {"python": "3.11.7"},
         "git_rev": None,
         "device": "cpu (x86_64, 2 threads)",
     }
+    if described:
+        if method_info is None and method in TEST_METHODS:
+            method_info = describe_method(TEST_METHODS[method], method)
+        if method_info is not None:
+            record[METHOD_INFO] = method_info
+        if ok:  # the runner takes the unit from the test split's spacings: synthetic has none
+            record[DATASET_INFO] = {**describe_dataset(declared(DATASETS, dataset), dataset, task),
+                                    "spacing_unit": spacing_unit}  # fmt: skip
     if ok:
         record.update(
             mean_dice=float(np.mean(list(dice.values()))),

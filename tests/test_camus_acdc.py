@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from scipy import ndimage
 
 from bench.data import load_task
+from bench.download import check
 from bench.errors import BenchError
+from bench.metrics import case_metrics
 from bench.release import READ_FAILURE, UNEXPECTED_LABELS
 from tests.release_fixtures import write_acdc_patient, write_camus_patient
 
@@ -175,3 +179,40 @@ def test_acdc_broken_files_are_skipped_with_their_names(tmp_path):
     assert "patient003" in messages and "patient005/Info.cfg: has no 'ED: <frame>' line" in messages
     assert {s.subject for s in task.train} == {"patient001"}
     assert task.info["excluded"][UNEXPECTED_LABELS] == 1 and task.info["excluded"][READ_FAILURE] == 2
+
+
+def test_acdc_names_a_patient_folder_without_info_cfg(tmp_path):
+    for number in (1, 12, 101):
+        write_acdc_patient(tmp_path, number, {1: cine(number)}, ed=1, spacing=ACDC_SPACING)
+    no_info = write_acdc_patient(tmp_path, 5, {1: cine(5)}, ed=1, spacing=ACDC_SPACING)
+    (no_info / "Info.cfg").unlink()
+    with pytest.warns(UserWarning, match=r"skipped training/patient005/Info\.cfg: missing"):
+        task = load_task("acdc", "lv", tmp_path)
+    assert {s.subject for s in task.train + task.val + task.test} == {"patient001", "patient012", "patient101"}
+    assert task.info["found"] == 4 and task.info["excluded"][READ_FAILURE] == 1
+    console = Console(file=io.StringIO(), width=200)
+    with pytest.warns(UserWarning, match="patient005"):
+        check("acdc", tmp_path, console)
+    output = console.file.getvalue()
+    assert "found:     4 patientNNN folders" in output
+    assert "1 unreadable: training/patient005/Info.cfg: missing (it names the end-diastole frame)" in output
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "mhd"])
+def test_anisotropic_spacing_reaches_the_sample_and_hd95_in_row_col_order(tmp_path, fmt):
+    """The release's own anisotropy (0.154 mm rows, 0.308 mm columns): MetaImage lists ElementSpacing x
+    first, NIfTI stores x first, and both must come out as (row_mm, col_mm)."""
+    spacing = (0.154, 0.308)
+    for number in range(1, 11):
+        write_camus_patient(tmp_path, number, *echo(number), spacing, fmt=fmt)
+    samples = all_samples(load_task("camus", "lv", tmp_path))
+    assert len(samples) == 10
+    for sample in samples.values():
+        assert sample.spacing == pytest.approx(spacing)
+    sample = samples["patient0002"]
+    shift = 5
+    # a square LV moved down by 5 rows is 5 × 0.154 mm off; moved right by 5 columns, 5 × 0.308 mm
+    down = np.roll(sample.mask, shift, axis=0).astype(np.float32)
+    right = np.roll(sample.mask, shift, axis=1).astype(np.float32)
+    assert case_metrics(sample.id, down, sample.mask, sample.spacing).hd95 == pytest.approx(shift * spacing[0])
+    assert case_metrics(sample.id, right, sample.mask, sample.spacing).hd95 == pytest.approx(shift * spacing[1])

@@ -42,7 +42,7 @@ def test_unknown_method_suggests_the_closest(tmp_path) -> None:
     ("flags", "fragment"),
     [
         (["--shots", "0"], "--shots takes positive integers or 'all'"),
-        (["--seeds", "-1"], "--seeds takes integers ≥ 0, not -1"),
+        (["--seeds", "-1"], "--seeds takes integers from 0 to 4294967295, not -1"),
         (["--datasets", "synthetc"], "Did you mean 'synthetic'?"),
         (["--tasks", "nope"], "unknown task 'nope'"),
         (["--budget", "huge"], "--budget takes auto, paper or quick"),

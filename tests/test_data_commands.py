@@ -171,7 +171,7 @@ def test_check_fails_with_exit_2_when_missing_or_unusable(tmp_path):
     assert "Expected layout: <data_root>/acdc/training/patientNNN/" in missing.output
     (tmp_path / "acdc").mkdir()
     empty = invoke("data", "check", "acdc", "--data-root", str(tmp_path))
-    assert empty.exit_code == 2 and "no patientNNN folders with Info.cfg found" in empty.output
+    assert empty.exit_code == 2 and "no patientNNN folders found" in empty.output
 
     write_hc18_release(tmp_path, count=1)  # one subject cannot fill three splits
     unusable = invoke("data", "check", "hc18", "--data-root", str(tmp_path))

@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from bench.datasets.hc18 import CSV_NAME, HC18, OPEN_OUTLINE
 from scipy import ndimage
 
 from bench.data import load_task
+from bench.datasets.hc18 import CSV_NAME, HC18, OPEN_OUTLINE, HC18Whole
 from bench.errors import BenchError
 from bench.release import READ_FAILURE
 from tests.release_fixtures import write_hc18_release
@@ -186,3 +186,29 @@ def test_missing_release_names_dataset_place_and_layout(tmp_path):
     (tmp_path / "hc18" / CSV_NAME).unlink()
     with pytest.raises(BenchError, match=f"no {CSV_NAME}"):
         HC18(tmp_path).inventory()
+
+
+@needs_real
+def test_real_whole_variant_shrinks_exactly_the_heads_the_paper_crop_cuts(real, monkeypatch):
+    plugin, task, cache = real
+    monkeypatch.setenv("BENCH_CACHE", str(cache))
+    whole_plugin = HC18Whole(SHARED_DATA)
+    whole = whole_plugin.load("head")
+    for part in ("train", "val", "test"):  # the split file the paper variant wrote, read back
+        assert [s.id for s in getattr(whole, part)] == [s.id for s in getattr(task, part)]
+    paper_kept = dict(zip(plugin.inventory().ids, plugin.inventory().kept[:, 0], strict=True))
+    cut = {sample_id for sample_id, kept in paper_kept.items() if kept < 1}
+    assert cut and np.all(whole_plugin.inventory().kept == 1)
+    assert whole.info["structure_kept"]["release"]["cut"] == 0
+    paper_samples = {s.id: s for s in task.train + task.val + task.test}
+    inventory = whole_plugin.inventory()
+    source_cols = dict(zip(inventory.ids, inventory.source_shapes[:, 1], strict=True))
+    for sample in whole.train + whole.val + whole.test:
+        paper = paper_samples[sample.id]
+        if sample.id in cut:  # shrunk so that the image's columns (wider than tall) fit 640
+            factor = source_cols[sample.id] / 640
+            assert sample.spacing == pytest.approx((paper.spacing[0] * factor, paper.spacing[1] * factor), rel=0.01)
+            source_area = paper.mask.sum() / paper_kept[sample.id]
+            assert sample.mask.sum() * factor**2 == pytest.approx(source_area, rel=0.03)
+        else:
+            assert sample.spacing == paper.spacing and np.array_equal(sample.mask, paper.mask)

@@ -87,5 +87,7 @@ class TestMethodContract:
             np.testing.assert_allclose(a, b, atol=1e-5)
         total, trainable = method.parameter_counts()
         assert 0 <= trainable <= total
-        if not cls.training_free:
+        if cls.training_free or not cls.learns_weights:
+            assert trainable == 0
+        else:
             assert trainable > 0

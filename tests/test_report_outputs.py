@@ -13,7 +13,7 @@ from bench.cli import app
 from bench.data import load_task
 from bench.report import plots
 from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR, load_predictions
-from bench.report.names import method_palette
+from bench.report.names import Names
 from bench.runner import SAVED_PREDICTIONS, save_predictions
 from tests.report_records import write_predictions, write_record
 
@@ -103,7 +103,7 @@ def test_run_status_counts_follow_the_documented_grid(grid) -> None:
 def test_report_plots_are_images_of_the_expected_size_in_consistent_colours(grid, tmp_path) -> None:
     out = tmp_path / "report"
     _report(grid, out, "--reference", "rep-ours")
-    unet_colour = method_palette()["UNet"]
+    unet_colour = Names().palette(["rep-unet"])["UNet"]
     configurations = 1 + 3 * 2  # MedSAM, then three trained methods × two k
     sizes = {
         "dice_per_case": (WIDTH, plots.ROW_HEIGHT * configurations + 1.2),

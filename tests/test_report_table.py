@@ -117,6 +117,16 @@ def test_hd95_table_bolds_the_lowest(grid) -> None:
     assert "HD95" in _table(results, "--format", "md", "--metric", "hd95")
 
 
+def test_hd95_caption_names_each_dataset_unit_from_the_records(tmp_path) -> None:
+    write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, 0.6), dataset="hc18", task="head", spacing_unit="mm")
+    write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, 0.6), spacing_unit="px")
+    caption = _table(tmp_path, "--metric", "hd95").split("Table 1. ")[1]
+    assert caption.startswith("HD95 in mm for HC18; in pixels for Synthetic (lower is better)")
+    write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, 0.6), dataset="camus", task="lv", described=False)
+    caption = _table(tmp_path, "--metric", "hd95").split("Table 1. ")[1]  # CAMUS's record does not say
+    assert caption.startswith("HD95 in mm, in pixels where a dataset has no pixel spacing (lower is better)")
+
+
 def test_csv_and_latex_agree_with_markdown_number_for_number(grid) -> None:
     results, _ = grid
     markdown = _markdown_rows(_table(results, "--format", "md"))[1:]

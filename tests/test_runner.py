@@ -19,7 +19,8 @@ from bench.store import load_records, record_path, runs_frame
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"run_id", "spec", "status", "error", "cases", "fit_seconds", "infer_seconds_per_image",
-               "peak_memory_mb", "params_total", "params_trainable", "device", "versions", "git_rev"}  # fmt: skip
+               "peak_memory_mb", "params_total", "params_trainable", "device", "versions", "git_rev",
+               "method_info", "dataset_info"}  # fmt: skip
 
 
 def spec_for(method: str, labels: str = "mask", **changes) -> RunSpec:
@@ -44,12 +45,18 @@ def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods)
     assert (first["id"], first["tp"], first["fn"]) == (task.test[0].id, int(truth.sum()), 0)
     assert first["fp"] == box_area - truth.sum()
     assert 0 < first["dice"] < 1 and set(first) == {"id", "dice", "hd95", "tp", "fp", "fn"}
+    # the record describes its method and dataset, so reports need neither plugin
+    assert on_disk["method_info"] == {"display_name": "Box fill", "group": "Promptable", "training_free": True,
+                                      "prompted": True, "labels": ["box", "box-noisy"], "uses_backbone": False}
+    assert on_disk["dataset_info"] == {"display_name": "Synthetic", "task_display": "Blob",
+                                       "tasks": ["ellipse", "blob"], "spacing_unit": "px"}  # fmt: skip
 
 
 def test_failure_is_recorded_not_raised(tmp_path, fake_methods) -> None:
     record = run_one(spec_for("fake-exploding"), tmp_path, "exp")
     assert record["status"] == "failed"
     assert record["error"] == "RuntimeError: out of memory (simulated)"
+    assert record["method_info"]["display_name"] == "Threshold"  # named in the report's run status
     assert json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())["status"] == "failed"
 
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import torch
-from bench.methods.unet import UNet, UNetParams
 
 from bench.box_losses import box_loss
 from bench.data import Box, TrainItem, tight_box
 from bench.method import RunContext
+from bench.methods.unet import UNet, UNetParams
 from bench.runner import run_one
 from bench.spec import RunSpec
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from bench import store
 from bench.report import plots, stats, timing
-from bench.report.names import dataset_display, method_info, task_display
+from bench.report.names import Names
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
 
@@ -34,7 +34,8 @@ def write_report(
     runs, cases = store.runs_frame(records), store.cases_frame(records)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    reference_name = method_info(reference).display
+    names = Names(runs)
+    reference_name = names.method(reference).display
     has_reference = reference in set(runs.loc[runs["status"] == "ok", "method"])
 
     lines = [
@@ -49,8 +50,8 @@ def write_report(
     if costs.empty:
         lines.append("No finished runs.")
     else:
-        lines += [timing.cost_markdown(costs, reference), ""]
-        lines += [f"- {sentence}" for sentence in timing.ratio_sentences(costs, reference)]
+        lines += [timing.cost_markdown(costs, reference_name), ""]
+        lines += [f"- {sentence}" for sentence in timing.ratio_sentences(costs, reference, reference_name)]
         if not has_reference:
             lines.append(f"- No finished runs of the reference `{reference}`: no fit-time ratios.")
         lines += ["", timing.COST_NOTES]
@@ -67,8 +68,7 @@ def write_report(
         lines += _listed([f"- `{row.run_id}`: {row.error}" for row in failures.itertuples()])
     if missing:
         lines += ["", "### Missing runs", ""]
-        names = ["method", "dataset", "task", "labels", "shots", "draw", "seed", "budget"]
-        described = [", ".join(f"{n} {v}" for n, v in zip(names, key, strict=True)) for key in missing]
+        described = [", ".join(f"{n} {v}" for n, v in zip(timing.SPEC_KEYS, key, strict=True)) for key in missing]
         lines += _listed([f"- {text}" for text in described])
     written.append(out / "run_status.csv")
     missing_frame = pd.DataFrame(missing, columns=timing.SPEC_KEYS).assign(status="missing")
@@ -80,7 +80,7 @@ def write_report(
         compared = stats.compare(cases, reference)
         written.append(out / "statistics.csv")
         compared.to_csv(written[-1], index=False)
-        lines += [_statistics_markdown(compared), "", stats.PROTOCOL]
+        lines += [_statistics_markdown(compared, names), "", stats.PROTOCOL]
     else:
         lines.append(f"No finished runs of `{reference}`; choose the reference with `--reference`.")
 
@@ -108,12 +108,12 @@ def write_report(
     return written
 
 
-def _statistics_markdown(compared: pd.DataFrame) -> str:
+def _statistics_markdown(compared: pd.DataFrame, names: Names) -> str:
     rows = []
     for row in compared.itertuples():
-        info = method_info(row.method)
+        info = names.method(row.method)
         rows.append({
-            "Task": f"{dataset_display(row.dataset)} {task_display(row.dataset, row.task)}",
+            "Task": names.task_label(row.dataset, row.task),
             "Budget": row.budget, "Method": info.display,
             "Labels": row.labels, "k": "–" if info.training_free else row.shots, "Runs": row.runs,
             "Dice × 100 [95 % CI]": f"{100 * row.mean:.2f} [{100 * row.ci_low:.2f}, {100 * row.ci_high:.2f}]",

@@ -18,16 +18,9 @@ from matplotlib.lines import Line2D
 
 from bench.data import load_task
 from bench.errors import BenchError
-from bench.report.names import (
-    GROUP_ORDER,
-    LABEL_ORDER,
-    dataset_display,
-    method_info,
-    shots_text,
-    task_display,
-)
+from bench.report.names import GROUP_ORDER, LABEL_ORDER, Names, shots_text
 from bench.spec import shots_label
-from bench.store import prediction_path
+from bench.store import prediction_path, runs_frame
 
 DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3
@@ -56,8 +49,8 @@ def _matches_shots(record: dict, shots: str) -> bool:
     return shots == shots_label(value)
 
 
-def _method_order(method: str) -> tuple:
-    info = method_info(method)
+def _method_order(method: str, names: Names) -> tuple:
+    info = names.method(method)
     return (GROUP_ORDER.index(info.group), info.display.lower(), method)
 
 
@@ -68,8 +61,10 @@ def choose_runs(
     dataset: str | None = None,
     shots: str | None = None,
     labels: str | None = None,
+    names: Names | None = None,
 ) -> tuple[str, list[dict]]:
-    """(dataset, one finished run per method with a predictions file), in the table's method order."""
+    """(dataset, one finished run per method with a predictions file), in the table's method order (by the
+    records' ``names``, read from ``records`` when not given)."""
     done = [r for r in records if r.get("status") == "ok"]
     finished = [r for r in done if r["spec"]["task"] == task and dataset in (None, r["spec"]["dataset"])]
     datasets = sorted({r["spec"]["dataset"] for r in finished})
@@ -95,7 +90,8 @@ def choose_runs(
     chosen: dict[str, dict] = {}
     for record in sorted(saved, key=_rank):
         chosen.setdefault(record["spec"]["method"], record)
-    return datasets[0], [chosen[method] for method in sorted(chosen, key=_method_order)]
+    names = names or Names(runs_frame(records))
+    return datasets[0], [chosen[method] for method in sorted(chosen, key=lambda m: _method_order(m, names))]
 
 
 def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: int) -> list[str]:
@@ -129,12 +125,12 @@ def _panel(ax, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray | No
     ax.set_yticks([])
 
 
-def _title(record: dict) -> str:
+def _title(record: dict, names: Names) -> str:
     spec = record["spec"]
-    info = method_info(spec["method"])
+    info = names.method(spec["method"])
     k = shots_text(shots_label(spec["shots"]), info.training_free)
-    config = spec["labels"] + ("" if k == "–" else f", k={k}")
-    return f"{info.display}\n{config}"
+    config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"])
+    return "\n".join([info.display, ", ".join(config)]) if config else info.display
 
 
 def qualitative_figure(
@@ -150,7 +146,8 @@ def qualitative_figure(
     data_root: Path | None = None,
 ) -> Figure:
     """Rows: test images; columns: the image with its ground truth, then one per method."""
-    dataset, runs = choose_runs(records, results, task, dataset, shots, labels)
+    names = Names(runs_frame(records))
+    dataset, runs = choose_runs(records, results, task, dataset, shots, labels, names)
     predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
@@ -179,10 +176,9 @@ def qualitative_figure(
             if dice is not None:
                 ax.text(0.03, 0.97, f"Dice {dice:.2f}", transform=ax.transAxes, va="top", fontsize=8,
                         color="white", bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0})
-    axes[0, 0].set_title(f"{dataset_display(dataset)} {task_display(dataset, task)}\nimage + ground truth",
-                         fontsize=9)  # fmt: skip
+    axes[0, 0].set_title(f"{names.task_label(dataset, task)}\nimage + ground truth", fontsize=9)
     for column, record in enumerate(runs, start=1):
-        axes[0, column].set_title(_title(record), fontsize=9)
+        axes[0, column].set_title(_title(record, names), fontsize=9)
     handles = [
         Line2D([], [], color=TRUTH_COLOUR, linestyle="--", label="ground truth"),
         Line2D([], [], color=PREDICTION_COLOUR, label="prediction (probability > 0.5)"),

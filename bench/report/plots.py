@@ -3,7 +3,7 @@
 Figures are ``matplotlib.figure.Figure`` objects rather than pyplot ones: no GUI backend and no global
 state, so reports can be made in worker processes and tests (matplotlib's recipe for web servers); saving
 renders through Agg (PNG) and the PDF backend. Each method keeps one colour in every figure
-(``names.method_palette``) and each label regime one marker and dash pattern.
+(``names.Names.palette``) and each label regime one marker and dash pattern.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.names import GROUP_ORDER, LABEL_ORDER, annotate, method_palette, shots_sort_key, shots_text
+from bench.report.names import GROUP_ORDER, LABEL_ORDER, Names, shots_sort_key, shots_text
 
 DPI = 150
 PANEL_WIDTH = 4.2  # inches per task
@@ -75,18 +75,22 @@ def _tasks(frame: pd.DataFrame) -> list[str]:
 
 
 def _configuration_labels(frame: pd.DataFrame) -> pd.Series:
-    shots = [shots_text(s, free) for s, free in zip(frame["shots"], frame["training_free"], strict=True)]
-    return pd.Series(
-        [f"{m} · {lab}" + ("" if k == "–" else f" · k={k}")
-         for m, lab, k in zip(frame["method_display"], frame["labels"], shots, strict=True)],
-        index=frame.index,
-    )  # fmt: skip
+    """"UNet · mask · k=10"; without the regime for a method that neither learns from labels nor is prompted
+    with them, without k for a training-free one."""
+    labels = []
+    for row in frame.itertuples():
+        k = shots_text(row.shots, row.training_free)
+        parts = [row.method_display] + ([row.labels] if row.prompted or not row.training_free else [])
+        labels.append(" · ".join(parts + ([] if k == "–" else [f"k={k}"])))
+    return pd.Series(labels, index=frame.index)
 
 
 def per_case_dice(cases: pd.DataFrame) -> Figure:
     """Box plots of per-case Dice (each case averaged over its runs), one panel per task."""
-    frame = annotate(cases)
-    keys = ["task_label", "group", "method", "method_display", "training_free", "labels", "shots", "case"]
+    names = Names(cases)
+    frame = names.annotate(cases)
+    keys = ["task_label", "group", "method", "method_display", "training_free", "prompted", "labels", "shots",
+            "case"]
     frame = frame.groupby(keys, dropna=False)["dice"].mean().reset_index()
     frame["dice"] *= 100
     frame["configuration"] = _configuration_labels(frame)
@@ -96,7 +100,7 @@ def per_case_dice(cases: pd.DataFrame) -> Figure:
         for m, lab, s in zip(frame["method_display"], frame["labels"], frame["shots"], strict=True)
     ]
     order = list(dict.fromkeys(frame.sort_values("_order")["configuration"]))
-    palette = method_palette(frame["method"].unique())
+    palette = names.palette(frame["method"].unique())
     tasks = _tasks(frame)
     figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, ROW_HEIGHT * len(order) + 1.2))
     for ax, task in zip(axes, tasks, strict=True):
@@ -114,12 +118,13 @@ def per_case_dice(cases: pd.DataFrame) -> Figure:
 
 def dice_versus_shots(runs: pd.DataFrame, seed: int = 0) -> Figure | None:
     """Mean Dice per number of training samples with a 95 % bootstrap band over runs; None with < 2 k."""
-    frame = annotate(runs[(runs["status"] == "ok") & (runs["shots"] != "all") & runs["dice"].notna()])
+    names = Names(runs)
+    frame = names.annotate(runs[(runs["status"] == "ok") & (runs["shots"] != "all") & runs["dice"].notna()])
     if frame.empty or frame["shots"].nunique() < 2:
         return None
     frame["k"] = frame["shots"].astype(int)
     frame["dice"] *= 100
-    palette = method_palette(frame["method"].unique())
+    palette = names.palette(frame["method"].unique())
     regimes = _regimes(frame)
     markers, dashes = _styles(regimes)
     tasks = _tasks(frame)
@@ -148,14 +153,15 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
 
 def dice_versus_fit_time(runs: pd.DataFrame) -> Figure | None:
     """Each configuration's mean Dice against its mean fit time, with the cost–quality frontier."""
-    frame = annotate(runs[(runs["status"] == "ok") & runs["dice"].notna() & runs["fit_seconds"].notna()])
+    names = Names(runs)
+    frame = names.annotate(runs[(runs["status"] == "ok") & runs["dice"].notna() & runs["fit_seconds"].notna()])
     if frame.empty:
         return None
     keys = ["task_label", "group", "method", "method_display", "training_free", "labels", "shots"]
     points = frame.groupby(keys, dropna=False)[["dice", "fit_seconds"]].mean().reset_index()
     points["dice"] *= 100
     points["fit_seconds"] = points["fit_seconds"].clip(lower=MIN_FIT_SECONDS)
-    palette = method_palette(points["method"].unique())
+    palette = names.palette(points["method"].unique())
     regimes = _regimes(points)
     markers, _ = _styles(regimes)
     tasks = _tasks(points)

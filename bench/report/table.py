@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from bench.errors import BenchError
 from bench.report import stats as statistics
-from bench.report.names import (
-    AUTOMATIC_GROUPS,
-    GROUP_ORDER,
-    LABEL_ORDER,
-    annotate,
-    method_info,
-    shots_sort_key,
-    shots_text,
-    task_display,
-    task_order,
-)
+from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, LABEL_ORDER, Names, shots_sort_key, shots_text
 
 FORMATS = ("md", "latex", "csv")
 METRICS = ("dice", "hd95")
@@ -48,6 +38,7 @@ class Row:
     training_free: bool
     budget: str
     backbone: str  # "" for methods without the SAM backbone
+    shows_labels: bool = True  # False for a method that neither learns from labels nor is prompted with them
 
     @property
     def shots_text(self) -> str:
@@ -55,11 +46,11 @@ class Row:
 
     @property
     def mask_mark(self) -> str:
-        return "✓" if self.labels == "mask" else ""
+        return "✓" if self.shows_labels and self.labels == "mask" else ""
 
     @property
     def box_mark(self) -> str:
-        return {"box": "✓", "box-noisy": "✓ (noisy)"}.get(self.labels, "")
+        return {"box": "✓", "box-noisy": "✓ (noisy)"}.get(self.labels, "") if self.shows_labels else ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +87,9 @@ class Table1:
     budgets: list[str]
     runs: int
     reference: str | None = None  # the method the significance marks compare with, when computed
+    reference_display: str | None = None
+    # dataset display name → unit of its HD95 ("mm", "px", "mixed"; None for records that do not say)
+    hd95_units: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def mixed_budgets(self) -> bool:
@@ -114,7 +108,7 @@ class Table1:
         if self.metric == "dice":
             what = "Dice × 100 (higher is better)"
         else:
-            what = "HD95 in mm, in pixels where a dataset has no pixel spacing (lower is better)"
+            what = f"{_hd95_units_text(self.hd95_units)} (lower is better)"
         parts = [
             f"{what}: mean ± std over runs (seeds × support draws), {self.runs} finished runs.",
             "Best automatic result per column in bold; – no finished run.",
@@ -126,11 +120,24 @@ class Table1:
             parts.append(f"Budget: {self.budgets[0]}.")
         if self.reference is not None:
             parts.append(
-                f"{MARK} differs from {method_info(self.reference).display} (same structure, budget and"
+                f"{MARK} differs from {self.reference_display} (same structure, budget and"
                 f" training samples) at Holm-adjusted p < {statistics.ALPHA}, two-sided paired Wilcoxon"
                 " signed-rank test on per-case values averaged over runs."
             )
         return " ".join(parts)
+
+
+_UNIT_WORDS = {"mm": "in mm", "px": "in pixels", "mixed": "in mm and pixels (some images lack a pixel spacing)"}
+
+
+def _hd95_units_text(units: dict[str, str | None]) -> str:
+    """"HD95 in mm", or, when datasets differ, the unit of each; the old wording for records without one."""
+    if not units or None in units.values():
+        return "HD95 in mm, in pixels where a dataset has no pixel spacing"
+    if len(set(units.values())) == 1:
+        return f"HD95 {_UNIT_WORDS[next(iter(units.values()))]}"
+    parts = [f"{_UNIT_WORDS[unit]} for {dataset}" for dataset, unit in units.items()]
+    return "HD95 " + "; ".join(parts)
 
 
 def summarise(runs: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
@@ -151,9 +158,9 @@ def _row_key(row: Row) -> tuple:
             row.budget, row.backbone)  # fmt: skip
 
 
-def _column_key(column: Column) -> tuple:
+def _column_key(column: Column, names: Names) -> tuple:
     rank = PAPER_DATASETS.index(column.dataset) if column.dataset in PAPER_DATASETS else len(PAPER_DATASETS)
-    tasks = task_order(column.dataset)
+    tasks = names.task_order(column.dataset)
     task_rank = tasks.index(column.task) if column.task in tasks else len(tasks)
     return (rank, column.dataset_display.lower(), column.dataset, task_rank, column.task)
 
@@ -168,7 +175,8 @@ def build_table(
     summary = summarise(runs, metric)
     if summary.empty:
         raise BenchError("no finished runs to tabulate")
-    summary = annotate(summary)
+    names = Names(runs)
+    summary = names.annotate(summary)
     # a method run with several backbones gets a row per backbone, named after it
     several = summary.groupby("method")["backbone"].nunique() > 1
     summary["method_display"] = [
@@ -177,14 +185,15 @@ def build_table(
                                              strict=True)
     ]  # fmt: skip
     rows = sorted(
-        {Row(r.group, r.method, r.method_display, r.labels, r.shots, r.training_free, r.budget, r.backbone)
+        {Row(r.group, r.method, r.method_display, r.labels, r.shots, r.training_free, r.budget, r.backbone,
+             names.method(r.method).shows_labels)
          for r in summary.itertuples()},
         key=_row_key,
     )  # fmt: skip
     columns = sorted(
-        {Column(r.dataset, r.task, r.dataset_display, task_display(r.dataset, r.task))
+        {Column(r.dataset, r.task, r.dataset_display, names.task_display(r.dataset, r.task))
          for r in summary.itertuples()},
-        key=_column_key,
+        key=lambda column: _column_key(column, names),
     )  # fmt: skip
     row_index = {(row.method, row.labels, row.shots, row.budget, row.backbone): i for i, row in enumerate(rows)}
     column_index = {(column.dataset, column.task): j for j, column in enumerate(columns)}
@@ -197,8 +206,11 @@ def build_table(
         cells[(i, j)] = Cell(r.mean, r.std, r.runs, significant=p_holm < statistics.ALPHA, p_holm=p_holm)
     _mark_best(rows, cells, lower_is_better=metric == "hd95")
     budgets = sorted(summary["budget"].unique())
+    compared = cases is not None
+    units = {column.dataset_display: names.spacing_unit(column.dataset) for column in columns}
     return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()),
-                  reference if cases is not None else None)  # fmt: skip
+                  reference if compared else None, names.method(reference).display if compared else None,
+                  units)  # fmt: skip
 
 
 def _significance(cases: pd.DataFrame, reference: str, metric: str) -> dict[tuple, float]:

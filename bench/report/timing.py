@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.names import GROUP_ORDER, annotate, method_info, shots_sort_key, shots_text
+from bench.report.names import GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.spec import PAPER_DRAWS, PAPER_SEEDS
 
 COST_KEYS = ["budget", "dataset", "method", "shots", "backbone"]
@@ -47,7 +47,7 @@ def cost_table(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
     reference_fit = reference_runs.groupby(same)["fit_seconds"].mean().rename("reference_fit").reset_index()
     table = table.merge(reference_fit, on=same, how="left")
     table["fit_ratio"] = table["fit_seconds_mean"] / table["reference_fit"].where(table["reference_fit"] > 0)
-    table = annotate(table.drop(columns="reference_fit"))
+    table = Names(runs).annotate(table.drop(columns="reference_fit"))
     table["_shots"] = table["shots"].map(shots_sort_key)
     table["_group"] = table["group"].map(GROUP_ORDER.index)
     table = table.sort_values(["budget", "dataset_display", "_shots", "_group", "method_display"])
@@ -58,8 +58,8 @@ def _number(value: float, spec: str) -> str:
     return "–" if value is None or pd.isna(value) else format(value, spec)
 
 
-def cost_markdown(table: pd.DataFrame, reference: str) -> str:
-    ratio_column = f"Fit time vs {method_info(reference).display}"
+def cost_markdown(table: pd.DataFrame, reference_display: str) -> str:
+    ratio_column = f"Fit time vs {reference_display}"
     rows = [
         {
             "Method": row.method_display,
@@ -82,10 +82,9 @@ def cost_markdown(table: pd.DataFrame, reference: str) -> str:
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
-def ratio_sentences(table: pd.DataFrame, reference: str) -> list[str]:
+def ratio_sentences(table: pd.DataFrame, reference: str, reference_display: str) -> list[str]:
     """"AutoSAM trains 3.1× longer than Prompt module (CAMUS, 10 training samples)" for each compared row."""
     sentences = []
-    reference_name = method_info(reference).display
     for row in table[(table["method"] != reference) & table["fit_ratio"].notna()].itertuples():
         samples = "all training data" if row.shots == "all" else f"k = {row.shots}"
         where = f"({row.dataset_display}, {samples}, budget {row.budget})"
@@ -93,7 +92,7 @@ def ratio_sentences(table: pd.DataFrame, reference: str) -> list[str]:
             how = f"{row.fit_ratio:.1f}× longer than"
         else:
             how = f"{1 / row.fit_ratio:.1f}× shorter than"
-        sentences.append(f"{row.method_display} trains {how} {reference_name} {where}.")
+        sentences.append(f"{row.method_display} trains {how} {reference_display} {where}.")
     return sentences
 
 
@@ -107,10 +106,10 @@ STATUS_DEFINITION = (
 )
 
 
-def _expected_runs(records: pd.DataFrame) -> set[tuple]:
+def _expected_runs(records: pd.DataFrame, names: Names) -> set[tuple]:
     expected = set()
     for (method, budget), runs in records.groupby(["method", "budget"]):
-        training_free = method_info(method).training_free
+        training_free = names.method(method).training_free
         seeds = set(runs["seed"]) | (set(PAPER_SEEDS) if budget == "paper" else set())
         shot_runs = runs[runs["shots"] != "all"]
         draws = set(shot_runs["draw"]) | (set(range(PAPER_DRAWS)) if budget == "paper" else set())
@@ -133,13 +132,14 @@ def run_status(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[tup
     ok_keys = set(keyed.loc[keyed["status"] == "ok", "key"])
     failed = keyed[(keyed["status"] != "ok") & ~keyed["key"].isin(ok_keys)]
     failed_keys = set(failed["key"])
-    expected = _expected_runs(runs) | ok_keys | failed_keys
+    names = Names(runs)
+    expected = _expected_runs(runs, names) | ok_keys | failed_keys
     missing = sorted(expected - ok_keys - failed_keys, key=str)
     counts = []
     for budget, method in sorted({(key[7], key[0]) for key in expected}):
         mine = {key for key in expected if key[7] == budget and key[0] == method}
         counts.append({
-            "budget": budget, "method": method, "method_display": method_info(method).display,
+            "budget": budget, "method": method, "method_display": names.method(method).display,
             "expected": len(mine), "ok": len(mine & ok_keys), "failed": len(mine & failed_keys),
             "missing": len(mine - ok_keys - failed_keys),
         })  # fmt: skip
