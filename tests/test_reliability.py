@@ -20,6 +20,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -29,6 +31,7 @@ from bench.errors import BenchError
 from bench.method import Method
 from bench.paths import atomic_write, remove_stale_temporaries
 from bench.registry import METHODS
+from tests.release_fixtures import write_camus_patient, write_hc18_release
 from tests.test_cli import assert_one_line_error
 from tests.test_method_contract import run_method, shrink
 from tests.test_runner import PLUGIN
@@ -358,3 +361,52 @@ def test_grid_killed_at_20_random_moments_ends_complete_and_clean(tmp_path) -> N
     assert len(records) == 10 and {r["status"] for r in records} == {"ok"}
     assert {r["spec"]["seed"] for r in records} == set(range(10))
     assert not [p.name for p in runs.iterdir() if p.suffix != ".json"], "no temporary file is left in runs/"
+
+
+# --- data folders with broken files ---------------------------------------------------------------------
+
+
+def camus_images(number: int) -> tuple[np.ndarray, np.ndarray]:
+    image = np.random.default_rng(number).integers(0, 255, (200, 160)).astype(np.uint8)
+    labels = np.zeros((200, 160), np.uint8)
+    labels[50:100, 40:100], labels[100:150, 40:100], labels[150:180, 40:100] = 1, 2, 3
+    return image, labels
+
+
+@pytest.mark.filterwarnings("ignore:camus")
+def test_broken_release_files_are_skipped_by_name_and_the_rest_loads(tmp_path) -> None:
+    images = write_hc18_release(tmp_path, count=10) / "training_set"
+    png = (images / "001_HC.png").read_bytes()
+    (images / "001_HC.png").write_bytes(png[: len(png) // 2])  # truncated
+    outline = cv2.imread(str(images / "002_HC_Annotation.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(images / "002_HC_Annotation.png"), cv2.resize(outline, (80, 60)))  # wrong size
+    (images / "004_HC.png").unlink()
+    (images / "004_HC.png").mkdir()  # unreadable (mode 000 cannot be tested as root, who reads anything)
+    (images / "007_HC_Annotation.png").write_bytes(b"")  # zero bytes
+    with pytest.warns(UserWarning) as caught:
+        task = load_task("hc18", "head", tmp_path)
+    messages = [str(w.message) for w in caught]
+    for name, reason in [("001_HC.png", "not a readable image"), ("002_HC_Annotation.png", "differs from the image"),
+                         ("004_HC.png", "not a readable image"), ("007_HC_Annotation.png", "not a readable image")]:
+        assert any(name in m and reason in m and "\n" not in m for m in messages), (name, messages)
+    assert len(task.train) + len(task.val) + len(task.test) == 6
+
+    for number in range(1, 11):
+        image, labels = camus_images(number)
+        if number == 2:
+            labels = labels[:100]
+        if number == 3:
+            labels[0, 0] = 7
+        write_camus_patient(tmp_path, number, image, labels, (0.3, 0.3))
+    (tmp_path / "camus/database_nifti/patient0004/patient0004_2CH_ED.nii.gz").write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        task = load_task("camus", "lv", tmp_path)
+    messages = [str(w.message) for w in caught]
+    for name, reason in [("patient0002_2CH_ED_gt.nii.gz", "differs from the image's"),
+                         ("patient0003_2CH_ED_gt.nii.gz", "label values 7"), ("patient0004", "unreadable")]:
+        assert any(name in m and reason in m and "\n" not in m for m in messages), (name, messages)
+    usable = {f"patient{number:04d}" for number in (1, *range(5, 11))}
+    assert {s.subject for s in task.train + task.val + task.test} == usable
+    result = runner.invoke(app, ["data", "check", "camus", "--data-root", str(tmp_path)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "2 unreadable" in result.output and "1 unexpected label values" in result.output
