@@ -127,14 +127,31 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
-    jobs: Annotated[int, typer.Option(help="Parallel runs for pool/slurm executors.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Parallel runs: pool workers, or the SLURM array parallelism.")] = 1,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="submitit/slurm: submit and return; re-run or `bench status` collects.")
+    ] = False,
+    slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    slurm_time: Annotated[int, typer.Option(help="Time limit per run in minutes (slurm, submitit).")] = 240,
+    slurm_gpus: Annotated[int | None, typer.Option(help="GPUs per run (slurm, submitit).")] = None,
+    slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run (slurm).")] = None,
+    slurm_mem_gb: Annotated[float | None, typer.Option(help="Memory per run in GB (slurm).")] = None,
+    slurm_account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,
+    slurm_qos: Annotated[str | None, typer.Option(help="SLURM QOS.")] = None,
+    slurm_array_parallelism: Annotated[
+        int | None, typer.Option(help="Array tasks running at once (default: --jobs).")
+    ] = None,
+    slurm_arg: Annotated[
+        list[str] | None,
+        typer.Option("--slurm-arg", help="Other submitit/sbatch option key=value, e.g. constraint=a100."),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
     from bench import data, store
     from bench import spec as specs
-    from bench.executors import check_executor, execute
+    from bench.executors import SlurmOptions, check_executor, execute, load_job_ledger
     from bench.runner import resolve_device
 
     _load_plugins(plugin)
@@ -142,6 +159,13 @@ def run(
     resolved_budget = specs.resolve_budget(budget)
     resolve_device(device)
     check_executor(executor, jobs)
+    if detach and executor not in ("submitit", "slurm"):
+        raise BenchError("--detach needs --executor submitit or slurm")
+    slurm = SlurmOptions(
+        partition=slurm_partition, time_min=slurm_time, gpus_per_run=slurm_gpus, cpus_per_run=slurm_cpus,
+        mem_gb=slurm_mem_gb, account=slurm_account, qos=slurm_qos, array_parallelism=slurm_array_parallelism,
+        extra=_key_values(slurm_arg or [], "--slurm-arg"),
+    )  # fmt: skip
     if any(METHODS.get(name).uses_backbone for name in method_names):
         BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
     planned = specs.expand_grid(
@@ -178,11 +202,15 @@ def run(
         _check_writable(store.runs_folder(results, experiment), results)
         for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
             remove_stale_temporaries(folder)  # half-written files of a grid killed earlier
+    submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
+    waiting = sum(1 for s in to_run if s.run_id in submitted)
     console.print(
         f"budget [bold]{resolved_budget}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
         highlight=False,
     )
+    if waiting:
+        console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
     for reason, count in skipped.items():
         console.print(f"  skipped {count}: {reason}", highlight=False)
     if not to_run:
@@ -190,12 +218,16 @@ def run(
         return
 
     failures: list[dict] = []
+    queued: list[dict] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         grid = progress.add_task("runs", total=len(to_run))
         bars = _ProgressBars(progress)
 
         def on_done(spec, summary: dict) -> None:
+            if summary["status"] == "queued":
+                queued.append(summary)
+                return
             progress.advance(grid)
             mark = "[green]ok[/green]" if summary["status"] == "ok" else f"[red]failed[/red]: {summary['error']}"
             progress.console.print(f"{spec.run_id}: {mark}", highlight=False)
@@ -206,6 +238,7 @@ def run(
             execute(
                 to_run, results, experiment, data_root, device, executor, jobs,
                 on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
+                slurm=slurm, detach=detach,
             )  # fmt: skip
         except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
             raise BenchError(
@@ -213,11 +246,53 @@ def run(
                 "the records written so far are kept: fix it and re-run the command to resume"
             ) from error
     console.print(
-        f"{len(to_run) - len(failures)} ok, {len(failures)} failed; "
-        f"records in {store.runs_folder(results, experiment)}"
+        f"{len(to_run) - len(failures) - len(queued)} ok, {len(failures)} failed"
+        + (f", {len(queued)} queued or running" if queued else "")
+        + f"; records in {store.runs_folder(results, experiment)}"
     )
+    if queued:
+        arrays = sorted({summary["job_id"].split("_")[0] for summary in queued})
+        console.print(
+            f"submitted as job{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}; logs in "
+            f"{store.experiment_folder(results, experiment) / 'submitit'}. Collect with this command again or "
+            f"`bench status --results {results} --experiment {experiment}`",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     if failures:
         raise typer.Exit(1)
+
+
+def _key_values(pairs: list[str], option: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"{option} takes key=value, not '{pair}'")
+        values[key.strip()] = value.strip()
+    return values
+
+
+@app.command()
+@user_errors
+def status(
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment (default: all).")] = None,
+    plugin: PluginOption = None,
+) -> None:
+    """Per method: runs done, failed, queued or running (submitit/slurm jobs) and missing; collects ended jobs."""
+    from bench.executors import grid_status
+
+    _load_plugins(plugin)
+    rows = grid_status(results, experiment)
+    if not rows:
+        raise BenchError(f"no run records or submitted jobs under '{results}'")
+    status_table = Table(title=f"Run status under {results}")
+    for column in ("experiment", "method", "done", "failed", "queued or running", "missing"):
+        status_table.add_column(column)
+    for row in rows:
+        status_table.add_row(row["experiment"], row["method"], str(row["done"]), str(row["failed"]),
+                             str(row["queued_or_running"]), str(row["missing"]))  # fmt: skip
+    console.print(status_table)
 
 
 def _print_plan(planned, statuses: dict, budget: str) -> None:

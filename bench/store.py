@@ -179,6 +179,9 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             fit_seconds=record.get("fit_seconds"),
             infer_seconds_per_image=record.get("infer_seconds_per_image"),
             peak_memory_mb=record.get("peak_memory_mb"),
+            # records written before runs measured their own peak have none: then it was the CUDA allocator's
+            # peak on a GPU and the process-wide peak resident set on a CPU
+            peak_memory_kind=record.get("peak_memory_kind"),
             params_total=record.get("params_total"),
             params_trainable=record.get("params_trainable"),
             epochs=(record.get("hparams") or {}).get("epochs"),

@@ -1,10 +1,13 @@
-"""Honest timing: CUDA is synchronised before each reading, and peak memory comes from the right place."""
+"""Honest timing: CUDA is synchronised before each reading, and peak memory is each run's own."""
 
 from __future__ import annotations
 
-import resource
-import sys
+import ctypes
+import gc
+import os
+import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 import torch
@@ -35,18 +38,75 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def resident_set_mb() -> float | None:
+    """This process's resident set size now, from ``/proc/self/statm`` (Linux); None where there is none."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated CUDA memory on a GPU; on a CPU the process's peak resident set size.
+def _return_freed_memory() -> None:
+    """Hand memory that earlier runs freed back to the system (glibc's ``malloc_trim``; a no-op elsewhere), so a
+    run that re-uses it is not measured as needing nothing."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return
 
-    The CPU figure is process-wide: with the inline executor it is the maximum over every run so far in
-    that process, so compare CPU peaks from the process-pool executor (one run per process on Python ≥ 3.11).
+
+class PeakMemory:
+    """Context manager measuring one run's own peak memory, in MB, and naming what that figure is.
+
+    On a GPU it is the CUDA allocator's peak over the block. On a CPU a daemon thread samples the resident set
+    every ``interval`` seconds (psutil is not a dependency, so it reads ``/proc/self/statm``) and the figure is
+    the highest sample minus the resident set at the start: the memory this run added, whichever executor ran
+    it and whatever earlier runs in the same process left behind. Short allocations between two samples can be
+    missed; ``kind`` is None and ``mb`` None where the resident set cannot be read (not Linux).
     """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+    def __init__(self, device: torch.device, interval: float = 0.01) -> None:
+        self.device = device
+        self.interval = interval
+        self.mb: float | None = None
+        self.kind: str | None = None
+        self._baseline: float | None = None
+        self._highest = 0.0
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while True:
+            current = resident_set_mb()
+            if current is not None:
+                self._highest = max(self._highest, current)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        _return_freed_memory()
+        self._baseline = resident_set_mb()
+        if self._baseline is not None:
+            self._highest = self._baseline
+            self._sampler = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self.device.type == "cuda":
+            self.mb, self.kind = torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda-allocator"
+            return
+        if self._sampler is None or self._baseline is None:
+            return
+        self._stop.set()
+        self._sampler.join()
+        final = resident_set_mb()
+        highest = max(self._highest, final if final is not None else 0.0)
+        self.mb, self.kind = highest - self._baseline, "cpu-rss-increase"

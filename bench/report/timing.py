@@ -11,8 +11,11 @@ COST_KEYS = ["budget", "dataset", "method", "shots", "backbone"]
 COST_NOTES = (
     "Tasks and label regimes of a dataset are pooled. Fit time: mean ± std over runs; time per epoch: fit"
     " time over the run's `epochs` hyper-parameter (– for methods without epochs); inference: per test"
-    " image; parameters: total and trainable; peak memory: CUDA peak allocation on a GPU, the process's peak"
-    " resident set size on a CPU (process-wide: compare CPU peaks from the process-pool executor)."
+    " image; parameters: total and trainable; peak memory: each run's own peak, largest over the runs, and"
+    " the measure it is (memory measure): the CUDA allocator's peak allocation on a GPU (cuda-allocator); on a"
+    " CPU the highest resident set size sampled during fit and prediction minus the resident set at the run's"
+    " start (cpu-rss-increase; it excludes the data and the backbone loaded before the run). Older records give"
+    " no measure: there a CPU figure is the process-wide peak resident set."
 )
 SPEC_KEYS = ["method", "dataset", "task", "labels", "shots", "draw", "seed", "budget"]
 
@@ -40,6 +43,7 @@ def cost_table(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
         seconds_per_epoch=("seconds_per_epoch", "mean"),
         infer_ms_per_image=("infer_ms_per_image", "mean"),
         peak_memory_mb=("peak_memory_mb", "max"),
+        peak_memory_kind=("peak_memory_kind", lambda v: "; ".join(sorted({str(k) for k in v.dropna()}))),
         device=("device", lambda v: "; ".join(sorted({str(d) for d in v.dropna()}))),
     ).reset_index()
     same = ["budget", "dataset", "shots"]
@@ -74,6 +78,7 @@ def cost_markdown(table: pd.DataFrame, reference_display: str) -> str:
             "Time per epoch [s]": _number(row.seconds_per_epoch, ".2f"),
             "Inference [ms/image]": _number(row.infer_ms_per_image, ".1f"),
             "Peak memory [MB]": _number(row.peak_memory_mb, ",.0f"),
+            "Memory measure": row.peak_memory_kind or "–",
             "Device": row.device or "–",
             ratio_column: _number(row.fit_ratio, ".1f") + ("×" if not pd.isna(row.fit_ratio) else ""),
         }
