@@ -196,9 +196,7 @@ class Backbone:
         """The box (image pixels) as a 1×4 xyxy float tensor in the model-input frame, on the device."""
         if isinstance(box, Box):
             box = box.as_xyxy()
-        values = torch.as_tensor(box, dtype=torch.float32, device=self.device).reshape(1, 4)
-        scale_x, scale_y = self.box_scale(shape)
-        return values * values.new_tensor([scale_x, scale_y, scale_x, scale_y])
+        return self.points_to_input(torch.as_tensor(box, dtype=torch.float32).reshape(2, 2), shape).reshape(1, 4)
 
     def boxes_to_input(self, boxes: Sequence[BoxLike], shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
         return torch.cat([self.box_to_input(box, shape) for box, shape in zip(boxes, shapes, strict=True)])

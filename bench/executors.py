@@ -26,6 +26,7 @@ from pathlib import Path
 from bench import data
 from bench.errors import BenchError, hide_dependency_notices
 from bench.method import no_progress
+from bench.paths import process_alive
 from bench.runner import encode_grid, failed_record, run_one
 from bench.spec import RunSpec
 from bench.store import experiment_folder
@@ -362,7 +363,7 @@ def job_outcome(folder: Path, job_id: str, cluster: str) -> tuple[str, tuple | N
     if paths.result_pickle.exists():  # written by renaming, so it is whole
         return "finished", pickle_load(paths.result_pickle)
     if cluster == "local":
-        state = "queued-or-running" if _process_alive(int(job_id)) else "process gone"
+        state = "queued-or-running" if process_alive(int(job_id)) else "process gone"
     else:
         import submitit
 
@@ -371,21 +372,6 @@ def job_outcome(folder: Path, job_id: str, cluster: str) -> tuple[str, tuple | N
     if state != "queued-or-running" and paths.result_pickle.exists():  # it finished while we looked
         return "finished", pickle_load(paths.result_pickle)
     return state, None
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a local job's process still runs; a zombie (exited, not yet reaped by its parent) has ended."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the process table
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
 
 
 def _log_tail(folder: Path, job_id: str, lines: int = 20) -> str:

@@ -66,14 +66,20 @@ def remove_stale_temporaries(folder: Path) -> int:
         if len(writer) != 4:
             continue
         writer_host, _, pid = writer[1].rpartition("-")
-        if writer_host == host and pid.isdigit() and not _process_alive(int(pid)):
+        if writer_host == host and pid.isdigit() and not process_alive(int(pid)):
             temporary.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-def _process_alive(pid: int) -> bool:
-    try:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs; a zombie (exited, not yet reaped) has ended."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:  # no /proc: ask the process table
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
