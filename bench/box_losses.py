@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -118,7 +119,21 @@ class BoxLoss(NamedTuple):
     size: torch.Tensor
 
 
-def box_loss(logits: Sequence[torch.Tensor], boxes: Sequence[Box]) -> BoxLoss:
+@dataclass(frozen=True)
+class BoxLossSettings:
+    """The knobs of ``box_loss``; the defaults are the weak-box paper's."""
+
+    barrier_t: float = BARRIER_T
+    band_width: int = BAND_WIDTH
+    size_bounds: tuple[float, float] = SIZE_BOUNDS
+    emptiness_weight: float = EMPTINESS_WEIGHT
+    tightness_weight: float = TIGHTNESS_WEIGHT
+    size_weight: float = SIZE_WEIGHT
+
+
+def box_loss(
+    logits: Sequence[torch.Tensor], boxes: Sequence[Box], settings: BoxLossSettings = BoxLossSettings()
+) -> BoxLoss:
     """The weighted weak-box loss of a batch: one H×W logit map per sample (sizes may differ), its box.
 
     The boxes are in each map's own pixel frame: pass logits at the sample's own resolution.
@@ -128,7 +143,9 @@ def box_loss(logits: Sequence[torch.Tensor], boxes: Sequence[Box]) -> BoxLoss:
     probabilities = [torch.sigmoid(logit) for logit in logits]
     emptiness = box_emptiness(logits, boxes)
     pairs = list(zip(probabilities, boxes, strict=True))
-    tightness = torch.stack([tightness_prior(p, box) for p, box in pairs]).mean()
-    size = torch.stack([size_prior(p, box) for p, box in pairs]).mean()
-    total = EMPTINESS_WEIGHT * emptiness + TIGHTNESS_WEIGHT * tightness + SIZE_WEIGHT * size
+    t = settings.barrier_t
+    tightness = torch.stack([tightness_prior(p, box, settings.band_width, t) for p, box in pairs]).mean()
+    size = torch.stack([size_prior(p, box, settings.size_bounds, t) for p, box in pairs]).mean()
+    total = (settings.emptiness_weight * emptiness + settings.tightness_weight * tightness
+             + settings.size_weight * size)  # fmt: skip
     return BoxLoss(total, emptiness, tightness, size)

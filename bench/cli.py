@@ -23,7 +23,7 @@ from bench.registry import BACKBONES, DATASETS, METHODS, load_plugin_file
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Download and check dataset releases.")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clear the embedding cache.")
-perf_app = typer.Typer(no_args_is_help=True, help="Speed and memory benchmarks.")
+perf_app = typer.Typer()  # its help is the suite's docstring (perf_suite)
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 app.add_typer(perf_app, name="perf")
@@ -119,6 +119,9 @@ def run(
     seeds: Annotated[str | None, typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
     draws: Annotated[int | None, typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
     budget: Annotated[str, typer.Option(help="auto (paper on CUDA, else quick), paper or quick.")] = "auto",
+    eval_split: Annotated[
+        str, typer.Option(help="Split the runs are scored on: test, or val for model development and tuning.")
+    ] = "test",
     backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
@@ -180,6 +183,7 @@ def run(
         backbone=backbone,
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
         overrides=specs.parse_overrides(set_ or []),
+        eval_split=eval_split,
     )
     runnable = [p.spec for p in planned if p.skip_reason is None]
     statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable}
@@ -205,7 +209,7 @@ def run(
     submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
     waiting = sum(1 for s in to_run if s.run_id in submitted)
     console.print(
-        f"budget [bold]{resolved_budget}[/bold]: {len(runnable)} runs planned, "
+        f"budget [bold]{resolved_budget}[/bold], scored on [bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
         highlight=False,
     )
@@ -321,13 +325,16 @@ def table(
         bool, typer.Option("--stats", help="Mark cells that differ significantly from --reference.")
     ] = False,
     reference: Annotated[str, typer.Option(help="Reference method of --stats.")] = "prompt-module",
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of printing.")] = None,
 ) -> None:
     """Table 1: mean ± std over seeds × draws, grouped by method type and by dataset and structure."""
     from bench import store
     from bench.report.table import render_table
 
-    records = store.require_records(results, experiment)
+    records = store.require_records(results, experiment, split)
     cases = store.cases_frame(records) if stats else None
     runs = store.runs_frame(records)
     text = render_table(runs, metric=metric, fmt=format, cases=cases, reference=reference)
@@ -345,11 +352,14 @@ def report(
     experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
     out: Annotated[Path | None, typer.Option(help="Report folder; default: RESULTS/report.")] = None,
     reference: Annotated[str, typer.Option(help="Reference of fit-time ratios and stats.")] = "prompt-module",
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
 ) -> None:
     """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF)."""
     from bench.report.build import write_report
 
-    written = write_report(results, out or results / "report", experiment, reference)
+    written = write_report(results, out or results / "report", experiment, reference, split)
     console.print(f"wrote {len(written)} files to {written[-1].parent}", highlight=False)
 
 
@@ -367,6 +377,9 @@ def figure(
     labels: Annotated[str | None, typer.Option(help="Only runs with this label regime.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder; default: RESULTS/report.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
 ) -> None:
     """The qualitative figure: test images with each method's predicted and the true contour."""
     from bench import spec as specs
@@ -374,7 +387,7 @@ def figure(
     from bench.report.figure import qualitative_figure
     from bench.report.plots import save_figure
 
-    records = store.require_records(results, experiment)
+    records = store.require_records(results, experiment, split)
     chosen = specs.split_list(ids) if ids else None
     drawn = qualitative_figure(
         records, results, task, dataset, chosen, images, seed, shots, labels, data_root
@@ -444,6 +457,107 @@ def cache_clear(
     count, size = sum(entry.embeddings for entry in freed), sum(entry.bytes for entry in freed)
     scope = f"backbone {backbone}" if backbone else "all backbones"
     console.print(f"removed {count} embeddings ({size / 2**20:.1f} MiB) of {scope}", highlight=False)
+
+
+@perf_app.callback(invoke_without_command=True)
+@user_errors
+def perf_suite(
+    context: typer.Context,
+    out: Annotated[Path, typer.Option(help="The Markdown report to write.")] = Path("results/perf.md"),
+    data_root: DataRootOption = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Default: hc18 when the data root holds it, else synthetic.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Default: hc18's head, synthetic's ellipse, else the first.")] = None,
+    shots: Annotated[int, typer.Option(min=1, help="Training images of every run.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of every trained method (quick budget otherwise).")] = 5,
+    backbone: Annotated[
+        str | None, typer.Option(help="SAM-family backbone; default litemedsam (tiny-sam-test with --tiny).")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="Tests: random tiny backbone, tiny inputs; every section in seconds.")
+    ] = False,
+) -> None:
+    """Speed and memory benchmarks; without a command, the whole suite in one Markdown report.
+
+    The suite: encoding throughput, a cold vs a warm embedding cache, fit time per method, tightness-loss memory
+    and peak memory per method, written to --out; about 10 minutes on a 2-core CPU.
+    """
+    if context.invoked_subcommand is not None:
+        return
+    from bench.perf import SECTIONS, check_inputs, render_report, run_suite
+
+    settings = _suite_settings(out, data_root, dataset, task, shots, epochs, backbone, checkpoint, device, tiny)
+    _check_report_path(out)
+    # before the progress display, so that a bad data root, checkpoint or --shots ends in one line and nothing else
+    with console.status(f"loading {settings.dataset}/{settings.task} and backbone {settings.backbone}"):
+        check_inputs(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        sections = progress.add_task("perf", total=len(SECTIONS))
+
+        def on_section(number: int, title: str) -> None:
+            progress.update(sections, completed=number - 1, description=f"{number}. {title}")
+
+        result = run_suite(settings, _ProgressBars(progress).for_run, on_section)
+        progress.update(sections, completed=len(SECTIONS), description="perf")
+    from bench.paths import atomic_write
+
+    with atomic_write(out, "w") as stream:
+        stream.write(render_report(result))
+    for name, seconds in result.section_seconds.items():
+        console.print(f"  {name}: {seconds:.1f} s", highlight=False)
+    console.print(f"wrote {out}", highlight=False)
+
+
+def _suite_settings(
+    out: Path, data_root: Path | None, dataset: str | None, task: str | None, shots: int, epochs: int,
+    backbone: str | None, checkpoint: Path | None, device: str, tiny: bool,
+):  # fmt: skip
+    """The suite's settings from the options, every name checked; the command line that reproduces them."""
+    import shlex
+
+    from bench.paths import default_data_root
+    from bench.perf import SuiteSettings, default_dataset
+    from bench.runner import resolve_device
+
+    root = (data_root or default_data_root()).expanduser().resolve()
+    if dataset is None:
+        dataset, default_task = default_dataset(root)
+        task = task or default_task
+    tasks = DATASETS.get(dataset).tasks  # an unknown name fails here with the did-you-mean line
+    task = task or tasks[0]
+    if task not in tasks:
+        raise BenchError(f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(tasks)}")
+    backbone = backbone or ("tiny-sam-test" if tiny else "litemedsam")
+    BACKBONES.get(backbone)
+    resolved_device = str(resolve_device(device))
+    words = ["bench", "perf", "--out", str(out), "--dataset", dataset, "--task", task]
+    if DATASETS.get(dataset).needs_data_root:
+        words += ["--data-root", str(root)]
+    words += ["--shots", str(shots), "--epochs", str(epochs), "--backbone", backbone]
+    words += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    words += ["--device", resolved_device] + (["--tiny"] if tiny else [])
+    sizes = {"encode_images": 2, "encode_repeats": 1, "loss_size": 40, "loss_batch": 2, "loss_repeats": 1}
+    return SuiteSettings(
+        dataset=dataset, task=task, data_root=root, shots=shots, epochs=epochs, backbone=backbone,
+        checkpoint=checkpoint, device=resolved_device, tiny=tiny, command=shlex.join(words),
+        **(sizes if tiny else {}),
+    )  # fmt: skip
+
+
+def _check_report_path(out: Path) -> None:
+    """Fail before minutes of measuring, not after, when the report could not be written."""
+    if out.is_dir():
+        raise BenchError(f"--out '{out}' is a folder; name the report file, e.g. {out / 'perf.md'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise BenchError(f"cannot write the report '{out}' ({error.strerror}); choose another with --out") from error
 
 
 def _perf_backbone(backbone: str, checkpoint: Path | None, device: str):

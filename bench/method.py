@@ -42,6 +42,13 @@ class RunContext:
     hparams: Any
     device: torch.device
     progress: Callable[..., Iterator] = no_progress
+    # one dict of JSON-able scalars (or lists of them) per ``log`` call, stored in the record as ``training_log``
+    training_log: list[dict] = dataclasses.field(default_factory=list)
+
+    def log(self, **values: Any) -> None:
+        """Record how training went, kept in the run's record: an entry with an ``epoch`` is a point of the
+        training curves (loss terms, sizes); one without is a fact about the whole run (the support boxes)."""
+        self.training_log.append(values)
 
     @property
     def seed(self) -> int:

@@ -80,3 +80,20 @@ def case_metrics(
     else:
         dice = dice_from_counts(tp, fp, fn)
     return CaseMetrics(case_id, dice, hd95(prediction, truth, spacing), tp, fp, fn)
+
+
+def truth_geometry(truth: np.ndarray) -> dict:
+    """Where and how big the structure is, as fractions of the image: its area, its tight box's area and the
+    box's centre (row, column). Kept with each case so Dice can be read against structure size and position.
+    """
+    height, width = truth.shape
+    rows, cols = np.nonzero(truth)
+    if not rows.size:
+        return {"truth_area": 0.0, "truth_box_area": 0.0, "truth_centre": None}
+    box_area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    centre = [(rows.min() + rows.max()) / 2 / (height - 1 or 1), (cols.min() + cols.max()) / 2 / (width - 1 or 1)]
+    return {
+        "truth_area": rows.size / truth.size,
+        "truth_box_area": float(box_area) / truth.size,
+        "truth_centre": [round(float(c), 4) for c in centre],
+    }

@@ -163,11 +163,15 @@ class LossBenchmark:
         fast, naive = (self.results[name][key] for name in VARIANTS)
         return naive / max(fast, 1e-9)
 
+    @property
+    def bands(self) -> int:
+        """Bands of ``BAND_WIDTH`` pixels across the box's rows plus its columns: the naive variant's mask count."""
+        return -(-self.box.height // BAND_WIDTH) + -(-self.box.width // BAND_WIDTH)
+
     def lines(self) -> list[str]:
-        bands = -(-self.box.height // BAND_WIDTH) + -(-self.box.width // BAND_WIDTH)
         lines = [
             f"tightness prior, forward + backward: batch {self.batch} of {self.size}×{self.size} on "
-            f"{self.device}, box {self.box.width}×{self.box.height} ({bands} bands of {BAND_WIDTH} px)"
+            f"{self.device}, box {self.box.width}×{self.box.height} ({self.bands} bands of {BAND_WIDTH} px)"
         ]
         for name, result in self.results.items():
             lines.append(

@@ -20,7 +20,7 @@ from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, desc
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
-from bench.metrics import binarize, case_metrics
+from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
 from bench.registry import DATASETS, METHODS
 from bench.spec import RunSpec
@@ -159,16 +159,18 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
             method.fit(train, ctx)
         with Stopwatch(device) as predict_clock:
             probabilities = method.predict(test, ctx)
+    scored = scored_samples(task, spec)
     if len(probabilities) != len(test):
         raise RuntimeError(f"{spec.method} returned {len(probabilities)} predictions for {len(test)} images")
     cases = [
         case_metrics(sample.id, np.asarray(p, dtype=np.float32), sample.mask, sample.spacing).as_dict()
-        for sample, p in zip(task.test, probabilities, strict=True)
+        | truth_geometry(sample.mask)
+        for sample, p in zip(scored, probabilities, strict=True)
     ]
-    save_predictions(saved[0], [s.id for s in task.test], probabilities, saved[1])
+    save_predictions(saved[0], [s.id for s in scored], probabilities, saved[1])
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     return {
-        DATASET_INFO: describe_dataset(DATASETS.get(spec.dataset), spec.dataset, spec.task, task.test)
+        DATASET_INFO: describe_dataset(DATASETS.get(spec.dataset), spec.dataset, spec.task, scored)
         | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])),
@@ -183,7 +185,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         "params_trainable": trainable,
         # images encoded by the backbone vs read from the embedding cache during this run
         "embeddings": {k: v - encodes_before[k] for k, v in embedding_counts().items()},
-    }
+    } | ({"training_log": ctx.training_log} if ctx.training_log else {})
 
 
 def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[str], list, list]:
@@ -193,8 +195,14 @@ def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[
     support = data.support_ids(task, spec.shots, spec.draw)
     by_id = task.by_id("train")
     train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)
-    test = data.eval_items(task.test, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
+    scored = scored_samples(task, spec)
+    test = data.eval_items(scored, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
     return task, support, train, test
+
+
+def scored_samples(task: data.Task, spec: RunSpec) -> list[data.Sample]:
+    """The samples a run is scored on: its task's ``spec.eval_split`` (test, or val for model development)."""
+    return getattr(task, spec.eval_split)
 
 
 def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, progress=no_progress) -> int:
@@ -214,7 +222,10 @@ def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, p
             continue
         _, _, train, test = _run_inputs(spec, data_root)
         chosen = images.setdefault((spec.backbone, spec.checkpoint), {})
-        for item in [*train, *test]:
+        # a training-free method's fit reads no training image: its run gets them all (shots = all), and
+        # encoding the whole training split for it would cost minutes for nothing
+        needed = test if METHODS.get(spec.method).training_free else [*train, *test]
+        for item in needed:
             chosen.setdefault(image_digest(item.image), item.image)
     encoded_before = embedding_counts()["encoded"]
     for (backbone_name, checkpoint), by_digest in images.items():

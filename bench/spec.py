@@ -13,6 +13,8 @@ from bench.errors import BenchError
 from bench.registry import DATASETS, METHODS
 
 BUDGETS = ("paper", "quick")
+# where a run is scored: the test split (reported results) or the val split (model development, tuning)
+EVAL_SPLITS = ("test", "val")
 # The paper's protocol: 3 init seeds × 3 support draws for k-shot, 3 seeds for all data.
 PAPER_SEEDS = (0, 1, 2)
 PAPER_DRAWS = 3
@@ -36,10 +38,14 @@ class RunSpec:
     backbone: str | None = None  # None for methods that do not use the SAM backbone
     checkpoint: str | None = None
     overrides: tuple[tuple[str, object], ...] = field(default=())
+    eval_split: str = "test"  # the split the run is scored on (EVAL_SPLITS)
 
     def canonical(self) -> dict:
         payload = asdict(self)
         payload["overrides"] = {key: value for key, value in sorted(self.overrides)}
+        # the default split stays out of the hash, so records written before the split was a choice keep their ids
+        if self.eval_split == "test":
+            del payload["eval_split"]
         return payload
 
     def canonical_json(self) -> str:
@@ -50,7 +56,10 @@ class RunSpec:
         """Content hash of the canonical spec: the same run has the same id whatever the flag order."""
         digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
         shots = "all" if self.shots is None else f"k{self.shots}"
-        return f"{self.method}_{self.dataset}-{self.task}_{self.labels}_{shots}_d{self.draw}_s{self.seed}_{digest}"
+        split = "" if self.eval_split == "test" else f"_{self.eval_split}"
+        return (
+            f"{self.method}_{self.dataset}-{self.task}_{self.labels}_{shots}_d{self.draw}_s{self.seed}{split}_{digest}"
+        )
 
     @property
     def shots_label(self) -> str:
@@ -124,6 +133,12 @@ def resolve_budget(budget: str) -> str:
     return budget
 
 
+def check_eval_split(split: str) -> str:
+    if split not in EVAL_SPLITS:
+        raise BenchError(f"--eval-split takes {' or '.join(EVAL_SPLITS)}, not '{split}'")
+    return split
+
+
 def expand_grid(
     methods: Sequence[str],
     datasets: Sequence[str],
@@ -136,6 +151,7 @@ def expand_grid(
     backbone: str,
     checkpoint: str | None = None,
     overrides: tuple[tuple[str, object], ...] = (),
+    eval_split: str = "test",
 ) -> list[PlannedRun]:
     """Every (method, dataset, task, labels, shots, draw, seed) combination, with skips and their reasons.
 
@@ -146,6 +162,7 @@ def expand_grid(
 
     if budget not in BUDGETS:
         raise BenchError(f"budget must be resolved to one of {BUDGETS} before expanding a grid")
+    check_eval_split(eval_split)
     for regime in labels or ():
         if regime not in LABEL_REGIMES:
             raise BenchError(f"--labels takes {', '.join(LABEL_REGIMES)}, not '{regime}'")
@@ -201,6 +218,7 @@ def expand_grid(
                         backbone=backbone if uses_backbone else None,
                         checkpoint=checkpoint if uses_backbone else None,
                         overrides=method_overrides,
+                        eval_split=eval_split,
                     )
                     planned.append(PlannedRun(spec, method_cls.skip(spec)))
     return planned

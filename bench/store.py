@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.descriptions import DATASET_INFO, METHOD_INFO
 from bench.errors import BenchError
-from bench.spec import shots_label
+from bench.spec import EVAL_SPLITS, shots_label
 
 # The format of the records this version writes (2: records describe their method and dataset, see
 # ``bench.descriptions``); a record of a newer format is skipped, not misread
@@ -21,7 +21,7 @@ _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _TEXT_SPEC_KEYS = ("method", "dataset", "task", "labels", "budget")
 _METRICS = ("dice", "hd95")
 _NUMBER_KEYS = ("fit_seconds", "infer_seconds_per_image", "peak_memory_mb", "params_total", "params_trainable")
-SPEC_COLUMNS = ("method", "dataset", "task", "labels", "shots", "draw", "seed", "budget", "backbone")
+SPEC_COLUMNS = ("method", "dataset", "task", "labels", "shots", "draw", "seed", "budget", "backbone", "eval_split")
 # What a record says about its plugins (``bench.descriptions``), as frame columns: None in records written
 # before records described themselves. ``bench.report.names.Names`` reads them.
 DESCRIPTION_COLUMNS = {
@@ -120,12 +120,33 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def require_records(results: Path, experiment: str | None = None) -> list[dict]:
-    """``load_records``, or one error line when there is nothing to report on."""
+def require_records(results: Path, experiment: str | None = None, split: str | None = None) -> list[dict]:
+    """``load_records`` of one evaluation split (``of_split``), or one error line when there is nothing."""
     records = load_records(results, experiment)
     if not records:
         raise BenchError(f"no run records under '{results}'")
-    return records
+    return of_split(records, split)
+
+
+def record_split(record: dict) -> str:
+    """The split a record was scored on; records written before the split was a choice were scored on test."""
+    spec = record.get("spec")
+    return (spec.get("eval_split") if isinstance(spec, dict) else None) or "test"
+
+
+def of_split(records: list[dict], split: str | None = None) -> list[dict]:
+    """The records scored on ``split``; by default on test, or on the one split there is.
+
+    Tables and reports never mix splits: a number tuned on val must not sit in a column of test results.
+    """
+    present = sorted({record_split(record) for record in records})
+    if split is not None and split not in EVAL_SPLITS:
+        raise BenchError(f"--split takes {' or '.join(EVAL_SPLITS)}, not '{split}'")
+    chosen = split or ("test" if "test" in present else present[0])
+    kept = [record for record in records if record_split(record) == chosen]
+    if not kept:
+        raise BenchError(f"no run records scored on the {chosen} split (records here: {', '.join(present)})")
+    return kept
 
 
 def existing_status(results: Path, experiment: str, run_id: str) -> str | None:
@@ -144,7 +165,17 @@ def _spec_row(spec: dict) -> dict:
     row = {column: spec.get(column) for column in SPEC_COLUMNS}
     row["shots"] = shots_label(spec.get("shots"))
     row["backbone"] = spec.get("backbone") or ""
+    row["eval_split"] = spec.get("eval_split") or "test"
+    row["variant"] = variant_text(spec.get("overrides"))
     return row
+
+
+def variant_text(overrides: object) -> str:
+    """A run's ``--set`` overrides as "key=value, …" ("" for none): runs that differ in them are different
+    configurations, kept apart in every table."""
+    if not isinstance(overrides, dict) or not overrides:
+        return ""
+    return ", ".join(f"{key}={value}" for key, value in sorted(overrides.items()))
 
 
 def _description_row(record: dict) -> dict:

@@ -8,9 +8,10 @@ The module (2,433,984 parameters) reads the frozen image embedding (B×256×64×
 
 Both prompts go, with the image embedding and the dense positional encoding, into the backbone's frozen
 mask decoder (one mask). Nothing of the backbone is trained; embeddings come from the shared cache, so
-training never runs the image encoder. The box is never an input: with ``--labels box`` it only enters the
-weak-box losses of :mod:`bench.box_losses`; with ``--labels mask`` the loss is BCE + Dice. Every loss is
-computed on the logits upsampled (``backbone.to_image``) to the sample's own resolution.
+training never runs the image encoder. The box is never an input: with ``--labels box`` (or ``box-noisy``,
+the harness's seeded jittered boxes) it only enters the weak-box losses of :mod:`bench.box_losses`; with
+``--labels mask`` the loss is BCE + Dice. Every loss is computed on the logits upsampled
+(``backbone.to_image``) to the sample's own resolution.
 
 Initialisation (``init``): with LiteMedSAM, PyTorch's default initialisation (``init=default``, the
 paper's) makes the frozen decoder output logits near −25 everywhere: the sigmoid saturates, the loss
@@ -31,20 +32,29 @@ and the emptiness loss then shrinks the masks below the structure's size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.box_losses import box_loss
+from bench.box_losses import (
+    BAND_WIDTH,
+    BARRIER_T,
+    SIZE_BOUNDS,
+    SIZE_WEIGHT,
+    TIGHTNESS_WEIGHT,
+    BoxLossSettings,
+    box_loss,
+)
 from bench.data import Box, TestItem, TrainItem, tight_box
 from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.registry import METHODS
 from bench.training import bce_dice_loss, epoch_batches
 
-INITS = ("support-box", "box", "default")
+INITS = ("support-box", "median-box", "box", "default")
 
 
 class PromptHead(nn.Module):
@@ -80,7 +90,19 @@ class PromptModuleParams:
     # "support-box": the sparse head starts at the prompt of the box holding every training box; "box": at a
     # whole-image box prompt; "default": PyTorch's initialisation (the paper's)
     init: str = "support-box"
+    # the learning rate rises linearly from lr / steps to lr over this many epochs (0: none, the paper's)
+    warmup_epochs: int = 0
     decode_batch_size: int = 16  # test images decoded together; changes speed only
+    # the weak-box losses (bench.box_losses; the defaults are the paper's): log-barrier t, multiplied by
+    # barrier_growth after every epoch (Kervadec et al.'s schedule; 1 keeps t fixed), band width of the
+    # tightness prior, the size prior's bounds on predicted size / box area, and the terms' weights
+    barrier_t: float = BARRIER_T
+    barrier_growth: float = 1.0
+    band_width: int = BAND_WIDTH
+    size_lower: float = SIZE_BOUNDS[0]
+    size_upper: float = SIZE_BOUNDS[1]
+    tightness_weight: float = TIGHTNESS_WEIGHT
+    size_weight: float = SIZE_WEIGHT
 
 
 @METHODS.register("prompt-module")
@@ -88,7 +110,7 @@ class PromptModule(Method):
     name = "prompt-module"
     display_name = "Prompt module (ours)"
     group = "Ours"
-    labels = ("box", "mask")
+    labels = ("box", "box-noisy", "mask")  # box-noisy: the weak-box losses on the jittered boxes
     default_labels = ("box",)
     uses_backbone = True
     HParams = PromptModuleParams
@@ -114,6 +136,16 @@ class PromptModule(Method):
         low_res = backbone.decode(embeddings, sparse, dense)
         return [backbone.to_image(low_res[i : i + 1], shape)[0, 0] for i, shape in enumerate(shapes)]
 
+    def _loss_settings(self, epoch: int) -> BoxLossSettings:
+        hp = self.hparams
+        return BoxLossSettings(
+            barrier_t=hp.barrier_t * hp.barrier_growth**epoch,
+            band_width=hp.band_width,
+            size_bounds=(hp.size_lower, hp.size_upper),
+            tightness_weight=hp.tightness_weight,
+            size_weight=hp.size_weight,
+        )
+
     def _initial_box(self, backbone, train: list[TrainItem]) -> torch.Tensor:
         """The generic box prompt (1×4, model-input frame) that ``init`` starts the sparse head at."""
         if self.hparams.init == "box":
@@ -123,6 +155,8 @@ class PromptModule(Method):
             [item.box if item.box is not None else tight_box(item.mask) for item in train],
             [item.image.shape[:2] for item in train],
         )
+        if self.hparams.init == "median-box":  # the support's typical box: each coordinate's median
+            return boxes.median(0).values[None]
         return torch.cat([boxes[:, :2].min(0).values, boxes[:, 2:].max(0).values])[None]
 
     def fit(self, train: list[TrainItem], ctx: RunContext) -> None:
@@ -141,23 +175,44 @@ class PromptModule(Method):
         ]  # fmt: skip
 
         optimiser = torch.optim.Adam(self.head.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=[hp.lr_drop_epoch], gamma=0.1)
+        steps_per_epoch = math.ceil(len(train) / hp.batch_size)
+        warmup_steps = hp.warmup_epochs * steps_per_epoch
+
+        def lr_factor(step: int) -> float:  # linear warm-up, then × 0.1 from epoch lr_drop_epoch on
+            warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+            return warm * (0.1 if step // steps_per_epoch >= hp.lr_drop_epoch else 1.0)
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
         generator = torch.Generator().manual_seed(ctx.seed)
-        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        # the tight box of each training image: the label itself, or (mask regime) derived for the training log
+        boxes = [item.box if item.box is not None else tight_box(item.mask) for item in train]
+        ctx.log(support_box_area=[box.area / (shape[0] * shape[1]) for box, shape in zip(boxes, shapes, strict=True)])
+        for epoch in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+            terms: dict[str, list[float]] = {}
+            size_ratio = [float("nan")] * len(train)
             for batch in epoch_batches(len(train), hp.batch_size, generator):
                 indices = batch.tolist()
                 logits = self._logits_at_own_size(backbone, embeddings[batch], [shapes[i] for i in indices])
                 if targets is None:
-                    loss = box_loss(logits, [train[i].box for i in indices]).total
+                    parts = box_loss(logits, [train[i].box for i in indices], self._loss_settings(epoch))
+                    loss = parts.total
+                    for name in ("emptiness", "tightness", "size"):
+                        terms.setdefault(name, []).append(float(getattr(parts, name).detach()))
                 else:
                     # per sample, as images of one batch may differ in size (same value as the batch loss)
                     pairs = zip(logits, indices, strict=True)
                     losses = [bce_dice_loss(logit[None, None], targets[i]) for logit, i in pairs]
                     loss = torch.stack(losses).mean()
+                terms.setdefault("loss", []).append(float(loss.detach()))
+                with torch.no_grad():  # soft predicted size over tight-box area: how far masks are from the box
+                    for logit, i in zip(logits, indices, strict=True):
+                        size_ratio[i] = float(torch.sigmoid(logit).sum()) / boxes[i].area
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-            schedule.step()
+                schedule.step()
+            ctx.log(epoch=epoch, **{name: float(np.mean(values)) for name, values in terms.items()},
+                    size_over_box_area=size_ratio)  # fmt: skip
 
     @torch.no_grad()
     def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.box_losses import (
+    BoxLossSettings,
     band_masses,
     box_emptiness,
     box_loss,
@@ -216,3 +217,20 @@ def test_bench_perf_loss_reports_both_variants() -> None:
     assert "band masks / row-column sums: memory ×" in result.output
     refused = CliRunner().invoke(app, ["perf", "loss", "--box-fraction", "0"])
     assert refused.exit_code == 2 and "--box-fraction" in refused.output
+
+
+def test_box_loss_settings_reach_each_term() -> None:
+    torch.manual_seed(0)
+    logits = [torch.randn(40, 50, dtype=torch.float64), torch.randn(30, 30, dtype=torch.float64)]
+    boxes = [Box(5, 8, 30, 25), Box(2, 2, 20, 27)]
+    settings = BoxLossSettings(barrier_t=9.0, band_width=3, size_bounds=(0.4, 0.8), tightness_weight=0.1,
+                               size_weight=0.3)  # fmt: skip
+    parts = box_loss(logits, boxes, settings)
+    probabilities = [torch.sigmoid(logit) for logit in logits]
+    tightness = sum(tightness_prior(p, box, 3, 9.0) for p, box in zip(probabilities, boxes, strict=True)) / 2
+    size = sum(size_prior(p, box, (0.4, 0.8), 9.0) for p, box in zip(probabilities, boxes, strict=True)) / 2
+    assert parts.tightness.item() == pytest.approx(tightness.item())
+    assert parts.size.item() == pytest.approx(size.item())
+    expected = parts.emptiness + 0.1 * tightness + 0.3 * size
+    assert parts.total.item() == pytest.approx(expected.item())
+    assert parts.total.item() != pytest.approx(box_loss(logits, boxes).total.item())

@@ -55,7 +55,7 @@ def test_the_module_has_the_papers_shapes_and_parameter_count() -> None:
 
 
 def test_unknown_init_is_a_user_error() -> None:
-    with pytest.raises(BenchError, match="init must be support-box or box or default"):
+    with pytest.raises(BenchError, match="init must be support-box or median-box or box or default"):
         PromptModule(hparams(init="xavier"))
 
 
@@ -142,9 +142,9 @@ def test_fit_leaves_the_backbone_unchanged_and_records_the_trainable_count() -> 
 def test_losses_are_computed_at_each_samples_own_size(monkeypatch) -> None:
     calls: list[tuple[list[tuple[int, ...]], list[Box]]] = []
 
-    def spy(logits, boxes):
+    def spy(logits, boxes, settings):
         calls.append(([tuple(logit.shape) for logit in logits], list(boxes)))
-        return box_loss(logits, boxes)
+        return box_loss(logits, boxes, settings)
 
     monkeypatch.setattr("bench.methods.prompt_module.box_loss", spy)
     train = items()
@@ -221,3 +221,54 @@ def test_a_recorded_run(tmp_path) -> None:
     assert record["params_total"] > TRAINABLE
     assert record["hparams"]["init"] == "support-box" and record["hparams"]["epochs"] == 1
     assert all(0.0 <= case["dice"] <= 1.0 for case in record["cases"])
+
+
+def test_loss_settings_come_from_the_hparams_and_t_grows_per_epoch(monkeypatch) -> None:
+    seen: list = []
+
+    def spy(logits, boxes, settings):
+        seen.append(settings)
+        return box_loss(logits, boxes, settings)
+
+    monkeypatch.setattr("bench.methods.prompt_module.box_loss", spy)
+    hp = hparams(epochs=3, batch_size=3, barrier_growth=2.0, size_lower=0.6, size_weight=0.5, band_width=7)
+    method = PromptModule(hp)
+    ctx = context(method.hparams)
+    method.fit(items(), ctx)
+    assert [s.barrier_t for s in seen] == [5.0, 10.0, 20.0]
+    assert {(s.size_bounds, s.size_weight, s.band_width) for s in seen} == {((0.6, 0.9), 0.5, 7)}
+    # the training log: the support boxes once, then one entry per epoch with each term and size / box area
+    facts, *epochs = ctx.training_log
+    assert facts["support_box_area"] == pytest.approx([item.box.area / item.image.size for item in items()])
+    assert [entry["epoch"] for entry in epochs] == [0, 1, 2]
+    assert {"loss", "emptiness", "tightness", "size"} <= set(epochs[0]) and len(epochs[0]["size_over_box_area"]) == 3
+
+
+def test_median_box_init_starts_at_each_coordinates_median() -> None:
+    train = items()
+    method = PromptModule(hparams(epochs=0, init="median-box"))
+    ctx = context(method.hparams)
+    method.fit(train, ctx)
+    corners = np.array([ctx.backbone.box_to_input(item.box, item.image.shape[:2])[0].tolist() for item in train])
+    expected = np.median(corners, axis=0).tolist()  # three boxes: the middle value of each coordinate
+    assert expected != [corners[:, 0].min(), corners[:, 1].min(), corners[:, 2].max(), corners[:, 3].max()]
+    prompt, _ = ctx.backbone.embed_boxes(torch.tensor([expected]))
+    assert torch.allclose(method.head.sparse.bias, prompt.reshape(-1))
+
+
+@pytest.mark.parametrize(("warmup", "expected"), [
+    (0, [1e-3] * 4 + [1e-4] * 2),  # the paper's: full lr, × 0.1 from epoch lr_drop_epoch on
+    (2, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-4, 1e-4]),  # linear warm-up over 2 epochs of 2 steps each
+])  # fmt: skip
+def test_learning_rate_schedule(monkeypatch, warmup: int, expected: list[float]) -> None:
+    rates: list[float] = []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    method = PromptModule(hparams(epochs=3, lr_drop_epoch=2, batch_size=2, warmup_epochs=warmup))
+    method.fit(items(), context(method.hparams))  # 3 images in batches of 2: 2 steps per epoch
+    assert rates == pytest.approx(expected)

@@ -44,7 +44,14 @@ def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods)
     # the box covers the whole structure, so fn = 0 and the false positives are the box's background
     assert (first["id"], first["tp"], first["fn"]) == (task.test[0].id, int(truth.sum()), 0)
     assert first["fp"] == box_area - truth.sum()
-    assert 0 < first["dice"] < 1 and set(first) == {"id", "dice", "hd95", "tp", "fp", "fn"}
+    geometry = {"truth_area", "truth_box_area", "truth_centre"}
+    assert 0 < first["dice"] < 1 and set(first) == {"id", "dice", "hd95", "tp", "fp", "fn"} | geometry
+    # the structure's size and place, as fractions of the image (Dice against size in the diagnosis)
+    tight = data.tight_box(truth)
+    assert first["truth_area"] == pytest.approx(truth.sum() / truth.size)
+    assert first["truth_box_area"] == pytest.approx(tight.area / truth.size)
+    centre_row = (tight.y0 + tight.y1) / 2 / (truth.shape[0] - 1)
+    assert first["truth_centre"][0] == pytest.approx(centre_row, abs=1e-4)
     # the record describes its method and dataset, so reports need neither plugin
     assert on_disk["method_info"] == {"display_name": "Box fill", "group": "Promptable", "training_free": True,
                                       "prompted": True, "labels": ["box", "box-noisy"], "uses_backbone": False}

@@ -224,3 +224,15 @@ def test_cpu_peak_memory_is_the_runs_own_not_the_process_peak() -> None:
     assert idle.kind == busy.kind == "cpu-rss-increase"
     assert idle.mb is not None and busy.mb is not None
     assert idle.mb < 16 and 56 < busy.mb < 96
+
+
+def test_a_training_free_method_has_only_its_scored_images_encoded(tmp_path, monkeypatch) -> None:
+    from bench.runner import encode_grid
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    # medsam-box gets every training image (shots = all) but reads none: only the 40 test images are encoded
+    medsam = RunSpec("medsam-box", "synthetic", "ellipse", "box", None, 0, 0, "quick", "tiny-sam-test")
+    assert encode_grid([medsam], None, "cpu") == 40
+    # the prompt module trains on its 3 support images: those are encoded too, the test images are cached
+    prompt = RunSpec("prompt-module", "synthetic", "ellipse", "box", 3, 0, 0, "quick", "tiny-sam-test")
+    assert encode_grid([medsam, prompt], None, "cpu") == 3

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import store
-from bench.report import plots, stats, timing
+from bench.report import diagnosis, plots, stats, timing
 from bench.report.names import Names
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
@@ -27,10 +27,17 @@ def _listed(lines: list[str]) -> list[str]:
 
 
 def write_report(
-    results: Path, out: Path, experiment: str | None = None, reference: str = stats.DEFAULT_REFERENCE
+    results: Path,
+    out: Path,
+    experiment: str | None = None,
+    reference: str = stats.DEFAULT_REFERENCE,
+    split: str | None = None,
 ) -> list[Path]:
-    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written."""
-    records = store.require_records(results, experiment)
+    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written.
+
+    The report covers the records of one evaluation split (``store.of_split``: test unless told or absent).
+    """
+    records = store.require_records(results, experiment, split)
     runs, cases = store.runs_frame(records), store.cases_frame(records)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -41,7 +48,8 @@ def write_report(
     lines = [
         "# Training-time report",
         "",
-        f"From {len(records)} run records in `{results}`. {_budget_line(runs)}",
+        f"From {len(records)} run records in `{results}`, scored on the **{store.record_split(records[0])}**"
+        f" split. {_budget_line(runs)}",
         "",
         "## Cost per method and dataset",
         "",
@@ -84,6 +92,8 @@ def write_report(
     else:
         lines.append(f"No finished runs of `{reference}`; choose the reference with `--reference`.")
 
+    lines += _diagnosis_section(records, runs, cases, out, written)
+
     lines += ["", "## Plots", ""]
     # a plot averages runs per configuration: runs of two budgets must not meet there
     budgets = set(runs["budget"].dropna())
@@ -106,6 +116,37 @@ def write_report(
     written.append(out / "report.md")
     written[-1].write_text("\n".join(lines) + "\n")
     return written
+
+
+def _diagnosis_section(
+    records: list[dict], runs: pd.DataFrame, cases: pd.DataFrame, out: Path, written: list[Path]
+) -> list[str]:
+    """Per-draw results, Dice by structure size and, for methods that log them, the training curves."""
+    lines = ["", "## Support draws, structure size and training", ""]
+    tables = {
+        "per_draw": (diagnosis.per_draw_table(runs), "Dice × 100 per support draw: mean ± std over seeds (seeds)."),
+        "dice_by_size": (diagnosis.dice_by_size_table(cases),
+                         "Mean per-case Dice × 100 by tercile of the structure's tight-box area (% of the image)."),
+    }  # fmt: skip
+    for stem, (table, caption) in tables.items():
+        if table.empty:
+            lines += [f"- {stem}: not computed (it needs finished k-shot runs over two or more draws).", ""]
+            continue
+        written.append(out / f"{stem}.csv")
+        table.to_csv(written[-1], index=False)
+        lines += [f"### {stem}", "", table.to_markdown(index=False), "", caption, ""]
+    figures = {
+        "dice_vs_size": diagnosis.dice_versus_size(cases),
+        "training_curves": diagnosis.training_curves(diagnosis.training_frame(records)),
+        "support_sizes": diagnosis.support_sizes_figure(diagnosis.support_sizes(records)),
+    }
+    for stem, figure in figures.items():
+        if figure is None:
+            lines.append(f"- {stem}: not drawn (no run logged what it needs).")
+            continue
+        written.extend(plots.save_figure(figure, out, stem))
+        lines.append(f"![{stem}]({stem}.png)")
+    return lines
 
 
 def _statistics_markdown(compared: pd.DataFrame, names: Names) -> str:

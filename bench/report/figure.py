@@ -20,7 +20,7 @@ from bench.data import load_task
 from bench.errors import BenchError
 from bench.report.names import GROUP_ORDER, LABEL_ORDER, Names, shots_text
 from bench.spec import shots_label
-from bench.store import prediction_path, runs_frame
+from bench.store import prediction_path, record_split, runs_frame
 
 DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3
@@ -152,11 +152,12 @@ def qualitative_figure(
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
     cases = choose_ids(common, ids, images, seed)
-    samples = load_task(dataset, task, data_root).by_id("test")
+    split = record_split(runs[0])  # the caller passes the records of one split (store.of_split)
+    samples = load_task(dataset, task, data_root).by_id(split)
     missing = [case for case in cases if case not in samples]
     if missing:
         names = ", ".join(missing)
-        raise BenchError(f"{names} not in the test split of {dataset}/{task}: the split has changed")
+        raise BenchError(f"{names} not in the {split} split of {dataset}/{task}: the split has changed")
 
     columns = 1 + len(runs)
     figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * len(cases) + 0.6), layout="constrained")

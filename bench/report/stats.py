@@ -16,7 +16,8 @@ FAMILY = ["dataset", "task", "budget"]
 ALPHA = 0.05
 DEFAULT_REFERENCE = "prompt-module"
 PROTOCOL = """\
-Pairing. A *configuration* is (dataset, task, budget, method, labels, shots, backbone). Its per-case
+Pairing. A *configuration* is (dataset, task, budget, method, labels, shots, backbone); runs with `--set`
+overrides are left out of the tests (they are rows of their own in the table, unmarked). Its per-case
 value is the case's metric averaged over the configuration's runs (seeds × draws), so every test case
 counts once. A configuration is compared with the reference method's configuration at the same dataset,
 task, budget and number of training samples — with the same label regime when the reference has it, else
@@ -102,6 +103,8 @@ def compare(
     ci_high (NaN without ``intervals``, which the table's marks do not need), reference_labels, pairs,
     statistic, p, p_holm, significant.
     """
+    if "variant" in cases:  # runs with --set overrides are explorations, not configurations of the comparison
+        cases = cases[cases["variant"] == ""]
     if cases.empty:
         return pd.DataFrame()
     values = per_case(cases, metric)

@@ -39,6 +39,7 @@ class Row:
     budget: str
     backbone: str  # "" for methods without the SAM backbone
     shows_labels: bool = True  # False for a method that neither learns from labels nor is prompted with them
+    variant: str = ""  # the runs' --set overrides, "key=value, …"
 
     @property
     def shots_text(self) -> str:
@@ -86,6 +87,7 @@ class Table1:
     cells: dict[tuple[int, int], Cell]
     budgets: list[str]
     runs: int
+    split: str = "test"  # the split every run of the table was scored on
     reference: str | None = None  # the method the significance marks compare with, when computed
     reference_display: str | None = None
     # dataset display name → unit of its HD95 ("mm", "px", "mixed"; None for records that do not say)
@@ -110,7 +112,8 @@ class Table1:
         else:
             what = f"{_hd95_units_text(self.hd95_units)} (lower is better)"
         parts = [
-            f"{what}: mean ± std over runs (seeds × support draws), {self.runs} finished runs.",
+            f"{what}: mean ± std over runs (seeds × support draws), {self.runs} finished runs,"
+            f" scored on the {self.split} split.",
             "Best automatic result per column in bold; – no finished run.",
         ]
         if self.mixed_budgets:
@@ -141,13 +144,16 @@ def _hd95_units_text(units: dict[str, str | None]) -> str:
 
 
 def summarise(runs: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
-    """Per (method, labels, shots, budget, backbone, dataset, task): mean, std (ddof 0), finished runs."""
+    """Per (method, variant, labels, shots, budget, backbone, dataset, task): mean, std (ddof 0), finished runs."""
     if metric not in METRICS:
         raise BenchError(f"--metric takes {', '.join(METRICS)}, not '{metric}'")
     finished = runs[(runs["status"] == "ok") & runs[metric].notna()].copy()
     scale = 100.0 if metric == "dice" else 1.0
     finished["value"] = finished[metric] * scale
-    keys = ["method", "labels", "shots", "budget", "backbone", "dataset", "task"]
+    if "variant" not in finished:
+        finished["variant"] = ""
+    # runs with different --set overrides are different configurations: a row each
+    keys = ["method", "variant", "labels", "shots", "budget", "backbone", "dataset", "task"]
     grouped = finished.groupby(keys, dropna=False)["value"]
     return grouped.agg(mean="mean", std=lambda v: v.std(ddof=0), runs="count").reset_index()
 
@@ -155,7 +161,7 @@ def summarise(runs: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 def _row_key(row: Row) -> tuple:
     labels = LABEL_ORDER.index(row.labels) if row.labels in LABEL_ORDER else len(LABEL_ORDER)
     return (GROUP_ORDER.index(row.group), row.display.lower(), row.method, labels, shots_sort_key(row.shots),
-            row.budget, row.backbone)  # fmt: skip
+            row.budget, row.backbone, row.variant)  # fmt: skip
 
 
 def _column_key(column: Column, names: Names) -> tuple:
@@ -172,6 +178,9 @@ def build_table(
     reference: str = statistics.DEFAULT_REFERENCE,
 ) -> Table1:
     """The table's rows, columns and cells; with ``cases`` (the store's cases frame), significance marks."""
+    splits = sorted(set(runs["eval_split"].dropna())) if "eval_split" in runs else ["test"]
+    if len(splits) > 1:  # a caller that skipped store.of_split: val and test numbers must not be averaged
+        raise BenchError(f"runs scored on several splits ({', '.join(splits)}): tabulate one split at a time")
     summary = summarise(runs, metric)
     if summary.empty:
         raise BenchError("no finished runs to tabulate")
@@ -184,9 +193,12 @@ def build_table(
         for method, display, backbone in zip(summary["method"], summary["method_display"], summary["backbone"],
                                              strict=True)
     ]  # fmt: skip
+    summary["method_display"] = [f"{display} [{variant}]" if variant else display
+                                 for display, variant in zip(summary["method_display"], summary["variant"],
+                                                             strict=True)]  # fmt: skip
     rows = sorted(
         {Row(r.group, r.method, r.method_display, r.labels, r.shots, r.training_free, r.budget, r.backbone,
-             names.method(r.method).shows_labels)
+             names.method(r.method).shows_labels, r.variant)
          for r in summary.itertuples()},
         key=_row_key,
     )  # fmt: skip
@@ -195,20 +207,23 @@ def build_table(
          for r in summary.itertuples()},
         key=lambda column: _column_key(column, names),
     )  # fmt: skip
-    row_index = {(row.method, row.labels, row.shots, row.budget, row.backbone): i for i, row in enumerate(rows)}
+    row_index = {(row.method, row.variant, row.labels, row.shots, row.budget, row.backbone): i
+                 for i, row in enumerate(rows)}  # fmt: skip
     column_index = {(column.dataset, column.task): j for j, column in enumerate(columns)}
     tests = _significance(cases, reference, metric) if cases is not None else {}
     cells = {}
     for r in summary.itertuples():
-        i = row_index[(r.method, r.labels, r.shots, r.budget, r.backbone)]
+        i = row_index[(r.method, r.variant, r.labels, r.shots, r.budget, r.backbone)]
         j = column_index[(r.dataset, r.task)]
-        p_holm = tests.get((r.dataset, r.task, r.budget, r.method, r.labels, r.shots, r.backbone), math.nan)
+        p_holm = math.nan if r.variant else tests.get(
+            (r.dataset, r.task, r.budget, r.method, r.labels, r.shots, r.backbone), math.nan
+        )  # fmt: skip
         cells[(i, j)] = Cell(r.mean, r.std, r.runs, significant=p_holm < statistics.ALPHA, p_holm=p_holm)
     _mark_best(rows, cells, lower_is_better=metric == "hd95")
     budgets = sorted(summary["budget"].unique())
     compared = cases is not None
     units = {column.dataset_display: names.spacing_unit(column.dataset) for column in columns}
-    return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()),
+    return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()), splits[0] if splits else "test",
                   reference if compared else None, names.method(reference).display if compared else None,
                   units)  # fmt: skip
 

@@ -1,0 +1,82 @@
+"""The report's diagnostics: Dice per support draw, by structure size, and the logged training curves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import store
+from bench.report import diagnosis
+from bench.report.build import write_report
+from bench.report.table import build_table
+from bench.store import record_path
+from tests.report_records import write_record
+
+# (draw, seed) → Dice of the two test cases; draw 1 is the failing one
+DICE = {(0, 0): (0.9, 0.8), (0, 1): (0.8, 0.7), (1, 0): (0.5, 0.3), (1, 1): (0.7, 0.5)}
+BOX_AREA = {"c0": 0.1, "c1": 0.6}
+
+
+def _records(tmp_path, report_methods) -> list[dict]:
+    for (draw, seed), (first, second) in DICE.items():
+        record = write_record(tmp_path, "rep-ours", {"c0": first, "c1": second}, labels="box", draw=draw, seed=seed)
+        for case in record["cases"]:
+            case["truth_box_area"] = BOX_AREA[case["id"]]
+        record["training_log"] = [
+            {"support_box_area": [0.1, 0.5]},
+            {"epoch": 0, "loss": 1.0 + seed, "size_over_box_area": [0.2, 1.0]},
+            {"epoch": 1, "loss": 0.5 + seed, "size_over_box_area": [0.4, 0.8 + draw]},
+        ]
+        record_path(tmp_path, "exp", record["run_id"]).write_text(json.dumps(record))
+    return store.load_records(tmp_path)
+
+
+def test_per_draw_table_shows_each_draw_and_the_worst(tmp_path, report_methods) -> None:
+    runs = store.runs_frame(_records(tmp_path, report_methods))
+    table = diagnosis.per_draw_table(runs)
+    assert len(table) == 1
+    row = table.iloc[0]
+    # draw 0: run means 85 and 75 → 80 ± 5; draw 1: 40 and 60 → 50 ± 10
+    assert row["draw 0"] == "80.00 ± 5.00 (2)" and row["draw 1"] == "50.00 ± 10.00 (2)"
+    assert row["worst draw"] == "50.00 (draw 1)"
+    assert row["all runs"].startswith("65.00 ± ") and row["all runs"].endswith("(4)")
+
+
+def test_dice_by_size_and_training_frame(tmp_path, report_methods) -> None:
+    records = _records(tmp_path, report_methods)
+    by_size = diagnosis.dice_by_size_table(store.cases_frame(records))
+    small, large = [column for column in by_size.columns if column.startswith("box ")]
+    draw1 = by_size[by_size["draw"] == 1].iloc[0]
+    assert (draw1[small], draw1[large]) == (pytest.approx(60.0), pytest.approx(40.0))  # c0 (0.5, 0.7), c1 (0.3, 0.5)
+
+    frame = diagnosis.training_frame(records)
+    assert len(frame) == 8 and set(frame["epoch"]) == {0, 1}
+    last = frame[(frame["epoch"] == 1) & (frame["draw"] == 1) & (frame["seed"] == 1)].iloc[0]
+    assert last["loss"] == 1.5 and last["size_over_box_area max"] == pytest.approx(1.8)
+    assert last["size_over_box_area median"] == pytest.approx(1.1)
+
+    sizes = diagnosis.support_sizes(records)
+    assert len(sizes) == 8
+    assert sorted(sizes.loc[sizes["draw"] == 1, "final_size_over_box_area"].round(3)) == [0.4, 0.4, 1.8, 1.8]
+
+
+def test_the_report_writes_the_diagnostics_and_variants_get_their_own_row(tmp_path, report_methods) -> None:
+    records = _records(tmp_path, report_methods)
+    # the same spec but for an override: written to its own experiment, then given the override
+    variant = write_record(tmp_path, "rep-ours", {"c0": 0.2, "c1": 0.2}, labels="box", experiment="variant")
+    variant["spec"]["overrides"] = {"lr": 0.0001}
+    record_path(tmp_path, "variant", variant["run_id"]).write_text(json.dumps(variant))
+
+    written = {path.name for path in write_report(tmp_path, tmp_path / "report")}
+    assert {"per_draw.csv", "dice_by_size.csv", "training_curves.png", "support_sizes.png",
+            "dice_vs_size.png"} <= written  # fmt: skip
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| 80.00 ± 5.00 (2) | 50.00 ± 10.00 (2) | 50.00 (draw 1)" in text
+    assert "| 20.00 ± 0.00 (1) | – " in text  # the variant ran on draw 0 only
+
+    table = build_table(store.runs_frame(records + [variant]))
+    shown = {row.display: cell.mean for (i, _), cell in table.cells.items() for row in [table.rows[i]]}
+    assert shown["Prompt_module & 100% [lr=0.0001]"] == pytest.approx(20.0)
+    assert shown["Prompt_module & 100%"] == pytest.approx(np.mean([85, 75, 40, 60]))
