@@ -193,9 +193,13 @@ def build_table(
         for method, display, backbone in zip(summary["method"], summary["method_display"], summary["backbone"],
                                              strict=True)
     ]  # fmt: skip
-    summary["method_display"] = [f"{display} [{variant}]" if variant else display
-                                 for display, variant in zip(summary["method_display"], summary["variant"],
-                                                             strict=True)]  # fmt: skip
+    # likewise a method run with several --set variants: a row per variant, the overrides in its name
+    variants = summary.groupby("method")["variant"].nunique() > 1
+    summary["method_display"] = [
+        f"{display} [{variant}]" if variants[method] and variant else display
+        for method, display, variant in zip(summary["method"], summary["method_display"], summary["variant"],
+                                            strict=True)
+    ]  # fmt: skip
     rows = sorted(
         {Row(r.group, r.method, r.method_display, r.labels, r.shots, r.training_free, r.budget, r.backbone,
              names.method(r.method).shows_labels, r.variant)
