@@ -34,6 +34,19 @@ def _configuration(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(parts, index=frame.index)
 
 
+def _panels_per_draw(frame: pd.DataFrame) -> tuple[Figure, list, list[str]]:
+    """A figure with one panel per support draw (shared y) and the configurations' legend order."""
+    draws = sorted(frame["draw"].unique())
+    figure = Figure(figsize=(PANEL_WIDTH * len(draws) + 3.2, PANEL_HEIGHT), layout="constrained", dpi=DPI)
+    axes = figure.subplots(1, len(draws), squeeze=False, sharey=True)[0]
+    return figure, list(zip(axes, draws, strict=True)), sorted(frame["configuration"].unique())
+
+
+def _legend_outside(ax) -> None:
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
+
+
 def _finished_k_shot(runs: pd.DataFrame) -> pd.DataFrame:
     frame = runs[(runs["status"] == "ok") & runs["dice"].notna() & (runs["shots"] != "all")]
     return Names(runs).annotate(frame) if not frame.empty else frame
@@ -98,18 +111,14 @@ def dice_versus_size(cases: pd.DataFrame) -> Figure | None:
     frame["configuration"] = _configuration(frame)
     frame["dice"] *= 100
     frame["box area [% of image]"] = frame["truth_box_area"] * 100
-    draws = sorted(frame["draw"].unique())
-    figure = Figure(figsize=(PANEL_WIDTH * len(draws) + 3.2, PANEL_HEIGHT), layout="constrained", dpi=DPI)
-    axes = figure.subplots(1, len(draws), squeeze=False, sharey=True)[0]
-    order = sorted(frame["configuration"].unique())
-    for ax, draw in zip(axes, draws, strict=True):
+    figure, panels, order = _panels_per_draw(frame)
+    for ax, draw in panels:
         sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="dice",
-                        hue="configuration", hue_order=order, s=12, alpha=0.6, legend=ax is axes[-1],
+                        hue="configuration", hue_order=order, s=12, alpha=0.6, legend=ax is panels[-1][0],
                         ax=ax)  # fmt: skip
         ax.set(title=f"support draw {draw}", ylabel="Dice × 100 (mean over seeds)", ylim=(-2, 102))
         ax.grid(alpha=0.3)
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
+    _legend_outside(panels[-1][0])
     return figure
 
 
@@ -159,8 +168,7 @@ def training_curves(frame: pd.DataFrame) -> Figure | None:
                 ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=column, ylabel="")
         ax.grid(alpha=0.3)
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
+    _legend_outside(axes[-1])
     return figure
 
 
@@ -191,18 +199,14 @@ def support_sizes_figure(sizes: pd.DataFrame) -> Figure | None:
     frame = Names(sizes).annotate(sizes)
     frame["configuration"] = _configuration(frame)
     frame["box area [% of image]"] = frame["support_box_area"] * 100
-    draws = sorted(frame["draw"].unique())
-    figure = Figure(figsize=(PANEL_WIDTH * len(draws) + 3.2, PANEL_HEIGHT), layout="constrained", dpi=DPI)
-    axes = figure.subplots(1, len(draws), squeeze=False, sharey=True)[0]
-    order = sorted(frame["configuration"].unique())
-    for ax, draw in zip(axes, draws, strict=True):
+    figure, panels, order = _panels_per_draw(frame)
+    for ax, draw in panels:
         sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="final_size_over_box_area",
-                        hue="configuration", hue_order=order, style="seed", s=30, legend=ax is axes[-1],
+                        hue="configuration", hue_order=order, style="seed", s=30, legend=ax is panels[-1][0],
                         ax=ax)  # fmt: skip
         for bound in SIZE_PRIOR_BOUNDS:
             ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=f"support draw {draw}", ylabel="predicted size / box area (last epoch)")
         ax.grid(alpha=0.3)
-    if axes[-1].get_legend() is not None:
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
+    _legend_outside(panels[-1][0])
     return figure
