@@ -87,12 +87,26 @@ def tightness_prior(
 
 
 def size_prior(
-    probabilities: torch.Tensor, box: Box, bounds: tuple[float, float] = SIZE_BOUNDS, t: float = BARRIER_T
+    probabilities: torch.Tensor,
+    box: Box,
+    bounds: tuple[float, float] = SIZE_BOUNDS,
+    t: float = BARRIER_T,
+    on_box_fraction: bool = False,
 ) -> torch.Tensor:
-    """[ψ(V − upper·A) + ψ(lower·A − V)] / A for the soft size V = Σ p and the box area A."""
+    """[ψ(V − upper·A) + ψ(lower·A − V)] / A for the soft size V = Σ p and the box area A.
+
+    ``on_box_fraction`` puts the barrier on the fraction r = V / A instead: ψ(r − upper) + ψ(lower − r).
+    Past the bounds both forms have the same slope (t per unit of r), but inside them the pixel form's pull
+    is 1/(t·(upper·A − V)) per pixel, about A times weaker (A ≈ 10⁵ px for a fetal head), so it vanishes
+    and the bounds act as walls only; the fraction form keeps the barrier's pull towards the middle of the
+    bounds for every box, small or large.
+    """
     size = probabilities.sum()
     area = float(box.area)
     lower, upper = bounds
+    if on_box_fraction:
+        fraction = size / area
+        return log_barrier(fraction - upper, t) + log_barrier(lower - fraction, t)
     return (log_barrier(size - upper * area, t) + log_barrier(lower * area - size, t)) / area
 
 
@@ -129,6 +143,7 @@ class BoxLossSettings:
     emptiness_weight: float = EMPTINESS_WEIGHT
     tightness_weight: float = TIGHTNESS_WEIGHT
     size_weight: float = SIZE_WEIGHT
+    size_on_box_fraction: bool = False  # the size barrier on V / A rather than on V in pixels (size_prior)
 
 
 def box_loss(
@@ -145,7 +160,9 @@ def box_loss(
     pairs = list(zip(probabilities, boxes, strict=True))
     t = settings.barrier_t
     tightness = torch.stack([tightness_prior(p, box, settings.band_width, t) for p, box in pairs]).mean()
-    size = torch.stack([size_prior(p, box, settings.size_bounds, t) for p, box in pairs]).mean()
+    size = torch.stack(
+        [size_prior(p, box, settings.size_bounds, t, settings.size_on_box_fraction) for p, box in pairs]
+    ).mean()
     total = (settings.emptiness_weight * emptiness + settings.tightness_weight * tightness
              + settings.size_weight * size)  # fmt: skip
     return BoxLoss(total, emptiness, tightness, size)

@@ -187,6 +187,10 @@ def run(
     )
     runnable = [p.spec for p in planned if p.skip_reason is None]
     statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable}
+    # a finished record made before its method's defaults changed is of another recipe: run it again
+    outdated = [s for s in runnable if statuses[s.run_id] == "ok" and _recipe_changes(results, experiment, s)]
+    for spec in outdated:
+        statuses[spec.run_id] = "outdated"
     to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
     skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
 
@@ -217,6 +221,11 @@ def run(
         console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
     for reason, count in skipped.items():
         console.print(f"  skipped {count}: {reason}", highlight=False)
+    if outdated:
+        changes = _recipe_changes(results, experiment, outdated[0])
+        listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changes.items())
+        console.print(f"  run again {len(outdated)}: recorded with an older default recipe (e.g. {listed}); "
+                      "pass the old values with --set to keep them", highlight=False)  # fmt: skip
     if not to_run:
         console.print("Nothing left to run.")
         return
@@ -299,6 +308,16 @@ def status(
     console.print(status_table)
 
 
+def _recipe_changes(results: Path, experiment: str, spec) -> dict:
+    """``runner.recipe_changes`` of the finished record of ``spec`` in ``experiment``."""
+    import json
+
+    from bench.runner import recipe_changes
+    from bench.store import record_path
+
+    return recipe_changes(json.loads(record_path(results, experiment, spec.run_id).read_text()), spec)
+
+
 def _print_plan(planned, statuses: dict, budget: str) -> None:
     table = Table(title=f"Plan (budget {budget})")
     for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
@@ -308,7 +327,9 @@ def _print_plan(planned, statuses: dict, budget: str) -> None:
         if item.skip_reason:
             state = f"skip: {item.skip_reason}"
         else:
-            state = {"ok": "done", "failed": "failed, re-run"}.get(statuses.get(spec.run_id) or "", "to run")
+            state = {"ok": "done", "failed": "failed, re-run", "outdated": "older recipe, re-run"}.get(
+                statuses.get(spec.run_id) or "", "to run"
+            )
         table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
                       str(spec.draw), str(spec.seed), state)  # fmt: skip
     console.print(table)

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -77,6 +78,22 @@ def _run_in_worker(
     _load_plugins(plugins)
     record = run_one(spec, results, experiment, data_root, device, progress=progress)
     return {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
+
+
+def _exit_with_parent(parent: int, poll_seconds: float = 2.0) -> None:
+    """Pool-worker initializer: end this worker when the ``bench run`` that spawned it is gone.
+
+    A parent killed by a signal (SIGTERM, SIGKILL) never shuts its pool down, and its spawned workers would
+    train on to the end of their runs, holding the cores of the next job. The dead parent's run has no
+    record, so the next ``bench run`` runs it again.
+    """
+
+    def watch() -> None:
+        while process_alive(parent):
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def check_executor(executor: str, jobs: int) -> None:
@@ -175,7 +192,8 @@ def _execute_pool(
     gpus = pool_gpus(device, jobs)
     waiting = list(specs)
     running: dict[Future, tuple[RunSpec, int]] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, **fresh) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),), **fresh) as pool:  # fmt: skip
         # at most one run per slot, each slot pinned to its GPU: a finished run hands its slot to the next one
         free_slots = list(range(min(jobs, len(waiting))))
         while waiting or running:

@@ -252,6 +252,20 @@ def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray]
         np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)
 
 
+def recipe_changes(record: dict, spec: RunSpec) -> dict[str, tuple[object, object]]:
+    """Hyper-parameters whose value in ``record`` differs from what ``spec`` resolves to now: key → (recorded,
+    current). Not empty when a method's defaults changed after the record was made: the run id (which holds
+    only the ``--set`` overrides) still matches, but the record is of another recipe. A key the record lacks
+    (added since) counts with ``Method.former_hparams``' value, or is not compared; keys the spec's label
+    regime never reads (``Method.unused_hparams``) are not compared either."""
+    method_cls = METHODS.get(spec.method)
+    recorded = _jsonable(method_cls.former_hparams) | (record.get("hparams") or {})
+    current = _jsonable(vars(method_cls.resolve_hparams(spec.budget, spec.overrides)))
+    unused = method_cls.unused_hparams.get(spec.labels, frozenset())
+    return {key: (recorded[key], value) for key, value in current.items()
+            if key in recorded and key not in unused and recorded[key] != value}  # fmt: skip
+
+
 def _jsonable(values: dict) -> dict:
     return {key: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
             for key, value in values.items()}  # fmt: skip

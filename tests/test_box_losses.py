@@ -155,6 +155,27 @@ def test_a_violated_size_bound_grows_linearly_with_slope_t_over_a(size: float, v
     assert change == pytest.approx(T / area, rel=0.01)
 
 
+@pytest.mark.parametrize("area_scale", [1, 4])
+def test_the_box_fraction_size_barrier_pulls_inside_the_bounds_whatever_the_box_area(area_scale: int) -> None:
+    box = Box(x0=0, y0=0, x1=10 * area_scale - 1, y1=9)  # A = 100 or 400
+    area, shape = float(box.area), (20, 50)
+    probabilities = uniform_inside(0.6 * area, box, shape)  # r = 0.6: inside [0.5, 0.9], below the middle
+    value = size_prior(probabilities, box, on_box_fraction=True)
+    value.backward()
+    assert value.item() == pytest.approx(-(math.log(0.3) + math.log(0.1)) / T)  # ψ(0.6 − 0.9) + ψ(0.5 − 0.6)
+    # dLoss/dr = 1/(t·0.3) − 1/(t·0.1) < 0 (grow towards 0.7), then dr/dV = 1/A
+    pull = (1 / (T * 0.3) - 1 / (T * 0.1)) / area
+    assert probabilities.grad[0, 0].item() == pytest.approx(pull)
+    # the pixel form's pull at the same fraction is A times weaker: the barrier sees V − 0.9A in pixels
+    pixels = uniform_inside(0.6 * area, box, shape)
+    size_prior(pixels, box).backward()
+    assert pixels.grad[0, 0].item() == pytest.approx(pull / area)
+    # past a bound both forms have the same slope, t per unit of fraction
+    below = uniform_inside(0.4 * area, box, shape)
+    size_prior(below, box, on_box_fraction=True).backward()
+    assert below.grad[0, 0].item() == pytest.approx((-T + 1 / (T * 0.5)) / area)
+
+
 def test_emptiness_averages_over_all_outside_pixels_of_the_batch() -> None:
     small = torch.zeros(6, 6, dtype=torch.float64)  # 36 − 4 = 32 outside pixels, p = 0.5: log 2 each
     small[1:3, 1:3] = 10.0  # inside the box: ignored

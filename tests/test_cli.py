@@ -106,6 +106,24 @@ def test_run_resume_and_table(tmp_path, fake_methods) -> None:
     assert f"{expected:.2f}" in table.output
 
 
+def test_a_record_of_an_older_default_recipe_is_run_again(tmp_path, fake_methods) -> None:
+    args = ["run", "--methods", "fake-threshold", "--tasks", "blob", "--shots", "2", "--results", str(tmp_path)]
+    assert invoke(*args).exit_code == 0
+    path = next((tmp_path / "default" / "runs").glob("*.json"))
+    record = json.loads(path.read_text())
+    record["hparams"] |= {"sleep": 0.5, "retired_knob": 3}  # made when the default was sleep=0.5
+    path.write_text(json.dumps(record))
+
+    plan = invoke(*args, "--dry-run")
+    assert "older" in plan.output and "re-run" in plan.output  # the plan table wraps the state cell
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "0 already done, 1 to run" in again.output
+    assert "run again 1: recorded with an older default recipe (e.g. sleep 0.5 → 0.0)" in again.output
+    assert json.loads(path.read_text())["hparams"]["sleep"] == 0.0
+    assert "Nothing left to run." in invoke(*args).output  # a key the method no longer has is not compared
+
+
 def test_failed_runs_end_with_exit_1_and_the_grid_goes_on(tmp_path, fake_methods) -> None:
     result = invoke("run", "--methods", "fake-exploding,fake-threshold", "--tasks", "blob", "--shots", "2",
                     "--results", str(tmp_path))  # fmt: skip

@@ -91,11 +91,15 @@ def test_the_suite_reports_every_section_with_measured_numbers(tmp_path, perf_el
 
     fits = {row["method"]: row for row in table(section(report, SECTIONS[2]))}
     assert set(fits) == {"prompt-module", "autosam", "transunet", "unet"}
-    reference = float(fits["prompt-module"]["fit s"])
+    reference = float(fits["prompt-module"]["s/epoch"])
     for row in fits.values():
         assert row["epochs"] == "1" and float(row["fit s"]) > 0 and float(row["peak memory MiB"]) >= 0
-        assert float(row["s/epoch"]) == pytest.approx(float(row["fit s"]), abs=1e-2)
-        assert float(row["fit ÷ prompt module"]) == pytest.approx(float(row["fit s"]) / reference, abs=0.02)
+        per_epoch = float(row["s/epoch"])
+        assert per_epoch == pytest.approx(float(row["fit s"]), abs=1e-2)
+        # one epoch, so s/epoch is the fit time to 3 decimals: the printed ratio (2 decimals) must lie in the
+        # range those rounded times allow, which is wide when a tiny fit takes a few hundredths of a second
+        lowest, highest = (per_epoch - 5e-4) / (reference + 5e-4), (per_epoch + 5e-4) / (reference - 5e-4)
+        assert lowest - 5e-3 <= float(row["fit ÷ prompt module"]) <= highest + 5e-3
 
     loss = {row["variant"]: row for row in table(section(report, SECTIONS[3]))}
     assert set(loss) == {"row/column sums", "band masks"}

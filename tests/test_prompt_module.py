@@ -54,9 +54,11 @@ def test_the_module_has_the_papers_shapes_and_parameter_count() -> None:
     assert (dense >= 0).all()  # the dense branch ends in a ReLU
 
 
-def test_unknown_init_is_a_user_error() -> None:
+def test_unknown_init_or_size_barrier_is_a_user_error() -> None:
     with pytest.raises(BenchError, match="init must be support-box or median-box or box or default"):
         PromptModule(hparams(init="xavier"))
+    with pytest.raises(BenchError, match="size_barrier_on must be pixels or box-fraction, not 'area'"):
+        PromptModule(hparams(size_barrier_on="area"))
 
 
 def test_box_init_starts_the_sparse_head_at_the_whole_image_box_prompt() -> None:
@@ -231,17 +233,22 @@ def test_loss_settings_come_from_the_hparams_and_t_grows_per_epoch(monkeypatch) 
         return box_loss(logits, boxes, settings)
 
     monkeypatch.setattr("bench.methods.prompt_module.box_loss", spy)
-    hp = hparams(epochs=3, batch_size=3, barrier_growth=2.0, size_lower=0.6, size_weight=0.5, band_width=7)
+    hp = hparams(epochs=3, batch_size=3, barrier_growth=2.0, size_lower=0.6, size_weight=0.5, band_width=7,
+                 size_barrier_on="box-fraction")  # fmt: skip
     method = PromptModule(hp)
     ctx = context(method.hparams)
     method.fit(items(), ctx)
     assert [s.barrier_t for s in seen] == [5.0, 10.0, 20.0]
-    assert {(s.size_bounds, s.size_weight, s.band_width) for s in seen} == {((0.6, 0.9), 0.5, 7)}
+    assert {(s.size_bounds, s.size_weight, s.band_width, s.size_on_box_fraction) for s in seen} == {
+        ((0.6, 0.9), 0.5, 7, True)
+    }
     # the training log: the support boxes once, then one entry per epoch with each term and size / box area
     facts, *epochs = ctx.training_log
     assert facts["support_box_area"] == pytest.approx([item.box.area / item.image.size for item in items()])
     assert [entry["epoch"] for entry in epochs] == [0, 1, 2]
     assert {"loss", "emptiness", "tightness", "size"} <= set(epochs[0]) and len(epochs[0]["size_over_box_area"]) == 3
+    assert all(0 <= size <= 1 / min(item.box.area / item.image.size for item in items())
+               for size in epochs[0]["hard_size_over_box_area"])  # fmt: skip
 
 
 def test_median_box_init_starts_at_each_coordinates_median() -> None:
@@ -272,3 +279,16 @@ def test_learning_rate_schedule(monkeypatch, warmup: int, expected: list[float])
     method = PromptModule(hparams(epochs=3, lr_drop_epoch=2, batch_size=2, warmup_epochs=warmup))
     method.fit(items(), context(method.hparams))  # 3 images in batches of 2: 2 steps per epoch
     assert rates == pytest.approx(expected)
+
+
+def test_a_changed_box_loss_default_outdates_box_records_only() -> None:
+    from bench.runner import _jsonable, recipe_changes
+
+    def record_and_spec(labels: str) -> tuple[dict, RunSpec]:
+        spec = RunSpec("prompt-module", "hc18", "head", labels, 10, 0, 0, "paper", "litemedsam")
+        hparams = _jsonable(vars(PromptModule.resolve_hparams("paper")))
+        return {"hparams": hparams | {"band_width": hparams["band_width"] + 1}}, spec
+
+    assert recipe_changes(*record_and_spec("mask")) == {}  # mask training never reads the box-loss knobs
+    record, spec = record_and_spec("box")
+    assert recipe_changes(record, spec) == {"band_width": (record["hparams"]["band_width"], 5)}

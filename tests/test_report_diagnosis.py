@@ -27,7 +27,8 @@ def _records(tmp_path, report_methods) -> list[dict]:
         record["training_log"] = [
             {"support_box_area": [0.1, 0.5]},
             {"epoch": 0, "loss": 1.0 + seed, "size_over_box_area": [0.2, 1.0]},
-            {"epoch": 1, "loss": 0.5 + seed, "size_over_box_area": [0.4, 0.8 + draw]},
+            {"epoch": 1, "loss": 0.5 + seed, "size_over_box_area": [0.4, 0.8 + draw],
+             "hard_size_over_box_area": [0.3, 0.6 + draw]},
         ]
         record_path(tmp_path, "exp", record["run_id"]).write_text(json.dumps(record))
     return store.load_records(tmp_path)
@@ -60,6 +61,7 @@ def test_dice_by_size_and_training_frame(tmp_path, report_methods) -> None:
     sizes = diagnosis.support_sizes(records)
     assert len(sizes) == 8
     assert sorted(sizes.loc[sizes["draw"] == 1, "final_size_over_box_area"].round(3)) == [0.4, 0.4, 1.8, 1.8]
+    assert sorted(sizes.loc[sizes["draw"] == 1, "final_hard_size_over_box_area"].round(3)) == [0.3, 0.3, 1.6, 1.6]
 
 
 def test_the_report_writes_the_diagnostics_and_variants_get_their_own_row(tmp_path, report_methods) -> None:

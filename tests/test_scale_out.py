@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from bench import executors
 from bench.cli import app
 from bench.embedding_cache import embedding_counts
 from bench.executors import SlurmOptions, execute, grid_status, load_job_ledger, pool_gpus, submitit_parameters
+from bench.paths import process_alive
 from bench.spec import RunSpec
 from bench.store import load_records, record_path
 from bench.timing import PeakMemory, resident_set_mb
@@ -107,6 +111,49 @@ def test_a_killed_pool_worker_loses_only_its_run_and_a_rerun_completes_the_grid(
     runs = sorted((tmp_path / "grid" / "runs").iterdir())
     assert [path.name for path in runs] == sorted(f"{spec.run_id}.json" for spec in specs)  # no stray temporaries
     assert all(json.loads(path.read_text())["status"] == "ok" for path in runs)
+
+
+def test_pool_workers_end_when_their_parent_is_killed(tmp_path) -> None:
+    plugin = tmp_path / "plugin.py"
+    worker_pid = tmp_path / "worker.pid"
+    plugin.write_text(PLUGIN + textwrap.dedent(
+        f"""
+        import os, pathlib, time
+        class Hangs(FAKES["fake-threshold"]):
+            name = "fake-hangs"
+            def fit(self, train, ctx):
+                pathlib.Path({str(worker_pid)!r}).write_text(str(os.getpid()))
+                time.sleep(600)
+        METHODS.register("fake-hangs", Hangs)
+        """
+    ))  # fmt: skip
+    parent_script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from pathlib import Path
+        from bench.executors import execute
+        from bench.spec import RunSpec
+        spec = RunSpec("fake-hangs", "synthetic", "blob", "mask", 3, 0, 0, "quick")
+        execute([spec], Path({str(tmp_path)!r}), "grid", None, "cpu", executor="pool", jobs=1,
+                plugins=[Path({str(plugin)!r})])
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_script])
+    try:
+        deadline = time.monotonic() + 120
+        while not worker_pid.exists() and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        assert worker_pid.exists(), "the pool worker never started its run"
+        worker = int(worker_pid.read_text())
+        parent.kill()  # SIGKILL: the pool gets no chance to shut down
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while process_alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not process_alive(worker)
+    finally:
+        parent.kill()
 
 
 def run_cli(*arguments: str) -> str:

@@ -42,6 +42,11 @@ def _panels_per_draw(frame: pd.DataFrame) -> tuple[Figure, list, list[str]]:
     return figure, list(zip(axes, draws, strict=True)), sorted(frame["configuration"].unique())
 
 
+def _palette(order: list[str]) -> list:
+    """One distinct colour per configuration: the default cycle repeats after 10, as a model search exceeds."""
+    return sns.color_palette(n_colors=len(order)) if len(order) <= 10 else sns.color_palette("husl", len(order))
+
+
 def _legend_outside(ax) -> None:
     if ax.get_legend() is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
@@ -114,8 +119,8 @@ def dice_versus_size(cases: pd.DataFrame) -> Figure | None:
     figure, panels, order = _panels_per_draw(frame)
     for ax, draw in panels:
         sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="dice",
-                        hue="configuration", hue_order=order, s=12, alpha=0.6, legend=ax is panels[-1][0],
-                        ax=ax)  # fmt: skip
+                        hue="configuration", hue_order=order, palette=_palette(order), s=12, alpha=0.6,
+                        legend=ax is panels[-1][0], ax=ax)  # fmt: skip
         ax.set(title=f"support draw {draw}", ylabel="Dice × 100 (mean over seeds)", ylim=(-2, 102))
         ax.grid(alpha=0.3)
     _legend_outside(panels[-1][0])
@@ -161,9 +166,9 @@ def training_curves(frame: pd.DataFrame) -> Figure | None:
     axes = figure.subplots(1, len(logged), squeeze=False)[0]
     order = sorted(frame["configuration"].unique())
     for ax, column in zip(axes, logged, strict=True):
-        sns.lineplot(data=frame, x="epoch", y=column, hue="configuration", hue_order=order, errorbar=None,
-                     legend=ax is axes[-1], ax=ax)  # fmt: skip
-        if column.startswith("size_over_box_area"):
+        sns.lineplot(data=frame, x="epoch", y=column, hue="configuration", hue_order=order, palette=_palette(order),
+                     errorbar=None, legend=ax is axes[-1], ax=ax)  # fmt: skip
+        if "size_over_box_area" in column:  # soft and thresholded (hard_) size
             for bound in SIZE_PRIOR_BOUNDS:
                 ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=column, ylabel="")
@@ -173,8 +178,9 @@ def training_curves(frame: pd.DataFrame) -> Figure | None:
 
 
 def support_sizes(records: list[dict]) -> pd.DataFrame:
-    """Per finished run and support image: its box area (fraction of the image) and the predicted soft size
-    over that area at the last epoch; from runs that logged ``support_box_area`` and ``size_over_box_area``."""
+    """Per finished run and support image: its box area (fraction of the image) and the predicted size over
+    that area at the last epoch, soft and thresholded; from runs that logged ``support_box_area`` and
+    ``size_over_box_area``."""
     from bench.store import runs_frame
 
     rows = []
@@ -186,8 +192,11 @@ def support_sizes(records: list[dict]) -> pd.DataFrame:
             continue
         base = runs_frame([record]).iloc[0].to_dict()
         final = epochs[-1]["size_over_box_area"]
-        for area, ratio in zip(facts["support_box_area"], final, strict=True):
-            rows.append(base | {"support_box_area": area, "final_size_over_box_area": ratio})
+        # the thresholded size, where logged (runs before it was added have the soft size only)
+        final_hard = epochs[-1].get("hard_size_over_box_area", [float("nan")] * len(final))
+        for area, ratio, hard in zip(facts["support_box_area"], final, final_hard, strict=True):
+            rows.append(base | {"support_box_area": area, "final_size_over_box_area": ratio,
+                                "final_hard_size_over_box_area": hard})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -202,8 +211,8 @@ def support_sizes_figure(sizes: pd.DataFrame) -> Figure | None:
     figure, panels, order = _panels_per_draw(frame)
     for ax, draw in panels:
         sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="final_size_over_box_area",
-                        hue="configuration", hue_order=order, style="seed", s=30, legend=ax is panels[-1][0],
-                        ax=ax)  # fmt: skip
+                        hue="configuration", hue_order=order, palette=_palette(order), style="seed", s=30,
+                        legend=ax is panels[-1][0], ax=ax)  # fmt: skip
         for bound in SIZE_PRIOR_BOUNDS:
             ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=f"support draw {draw}", ylabel="predicted size / box area (last epoch)")
