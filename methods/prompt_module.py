@@ -62,7 +62,7 @@ from bench.training import bce_dice_loss, epoch_batches
 INITS = ("support-box", "median-box", "box", "default")
 SIZE_BARRIERS = ("pixels", "box-fraction")
 # the paper's loss recipe where our defaults differ (PromptModuleParams): `--set tightness_weight=0.0001
-# size_barrier_on=pixels` with the paper budget is the paper's method exactly
+# --set size_barrier_on=pixels` with the paper budget is the paper's method exactly
 PAPER_RECIPE = {"tightness_weight": TIGHTNESS_WEIGHT, "size_barrier_on": "pixels"}
 BOX_LOSS_HPARAMS = ("barrier_t", "barrier_growth", "band_width", "size_lower", "size_upper", "tightness_weight",
                     "size_weight", "size_barrier_on")  # fmt: skip
