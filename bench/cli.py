@@ -155,7 +155,7 @@ def run(
     from bench import data, store
     from bench import spec as specs
     from bench.executors import SlurmOptions, check_executor, execute, load_job_ledger
-    from bench.runner import resolve_device
+    from bench.runner import recipe_changes, resolve_device
 
     _load_plugins(plugin)
     method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
@@ -186,9 +186,11 @@ def run(
         eval_split=eval_split,
     )
     runnable = [p.spec for p in planned if p.skip_reason is None]
-    statuses = {s.run_id: store.existing_status(results, experiment, s.run_id) for s in runnable}
+    existing = {s.run_id: store.existing_record(results, experiment, s.run_id) for s in runnable}
+    statuses = {run_id: record and record.get("status") for run_id, record in existing.items()}
     # a finished record made before its method's defaults changed is of another recipe: run it again
-    outdated = [s for s in runnable if statuses[s.run_id] == "ok" and _recipe_changes(results, experiment, s)]
+    changed = {s.run_id: recipe_changes(existing[s.run_id], s) for s in runnable if statuses[s.run_id] == "ok"}
+    outdated = [s for s in runnable if changed.get(s.run_id)]
     for spec in outdated:
         statuses[spec.run_id] = "outdated"
     to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
@@ -222,8 +224,7 @@ def run(
     for reason, count in skipped.items():
         console.print(f"  skipped {count}: {reason}", highlight=False)
     if outdated:
-        changes = _recipe_changes(results, experiment, outdated[0])
-        listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changes.items())
+        listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changed[outdated[0].run_id].items())
         console.print(f"  run again {len(outdated)}: recorded with an older default recipe (e.g. {listed}); "
                       "pass the old values with --set to keep them", highlight=False)  # fmt: skip
     if not to_run:
@@ -306,16 +307,6 @@ def status(
         status_table.add_row(row["experiment"], row["method"], str(row["done"]), str(row["failed"]),
                              str(row["queued_or_running"]), str(row["missing"]))  # fmt: skip
     console.print(status_table)
-
-
-def _recipe_changes(results: Path, experiment: str, spec) -> dict:
-    """``runner.recipe_changes`` of the finished record of ``spec`` in ``experiment``."""
-    import json
-
-    from bench.runner import recipe_changes
-    from bench.store import record_path
-
-    return recipe_changes(json.loads(record_path(results, experiment, spec.run_id).read_text()), spec)
 
 
 def _print_plan(planned, statuses: dict, budget: str) -> None:

@@ -20,6 +20,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE") or _user_cache_home() / "medsam-bench")
 
 
+@contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """Set environment variable ``name`` to ``value`` inside the block; restore (or remove) it afterwards."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def default_data_root() -> Path:
     """Where dataset releases are looked for: `$BENCH_DATA` or ~/.cache/medsam-bench/data."""
     return Path(os.environ.get("BENCH_DATA") or cache_dir() / "data")

@@ -7,7 +7,6 @@ micro-benchmarks alternate the two ``repeats`` times and keep the median, so a b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -16,7 +15,7 @@ import platform
 import resource
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ import torch
 from bench.backbones import Backbone
 from bench.embedding_cache import EMBEDDING_SHAPE, cached_embeddings
 from bench.errors import BenchError
+from bench.paths import environment_variable
 from bench.timing import Stopwatch
 
 if TYPE_CHECKING:
@@ -245,20 +245,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@contextlib.contextmanager
-def _embedding_cache_at(folder: Path) -> Iterator[None]:
-    """Point the harness's cache (``bench.paths.cache_dir``, read from $BENCH_CACHE at each use) at ``folder``."""
-    previous = os.environ.get(CACHE_VARIABLE)
-    os.environ[CACHE_VARIABLE] = str(folder)
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[CACHE_VARIABLE]
-        else:
-            os.environ[CACHE_VARIABLE] = previous
-
-
 def _planned(settings: SuiteSettings, methods: Sequence[str], cheap: bool = False) -> list[PlannedRun]:
     """One run per method on the suite's data: the quick budget, ``epochs`` set where the method has it, seed 0,
     support draw 0, each method's own label regime. In tiny mode, and for ``cheap`` runs (section 5's, which only
@@ -358,7 +344,9 @@ def run_suite(
             on_section(number, SECTIONS[number - 1])
         return Stopwatch(device)
 
-    with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch, _embedding_cache_at(Path(scratch) / "cache"):
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch, environment_variable(
+        CACHE_VARIABLE, str(Path(scratch) / "cache")
+    ):  # the harness's cache (bench.paths.cache_dir reads $BENCH_CACHE at each use) in the scratch folder
         root = Path(scratch)
         shape = task.test[0].image.shape[:2]
         with section(1) as clock:

@@ -10,12 +10,10 @@ Linux; glibc is told to hand large freed buffers back); on a GPU, the allocator'
 
 from __future__ import annotations
 
-import contextlib
-import os
 import resource
 import statistics
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -25,6 +23,7 @@ import torch
 from bench.box_losses import BAND_WIDTH, BARRIER_T, log_barrier, tightness_prior
 from bench.data import Box
 from bench.errors import BenchError
+from bench.paths import environment_variable
 from bench.timing import Stopwatch, synchronize
 
 
@@ -92,24 +91,6 @@ def _cpu_peak_mb() -> float:
     except OSError:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-@contextlib.contextmanager
-def _fixed_mmap_threshold() -> Iterator[None]:
-    """Spawn children whose glibc returns every freed buffer over 128 KiB to the system.
-
-    By default glibc raises its mmap threshold after large frees and keeps later buffers on its heap, so
-    after a warm-up step the resident set would no longer show a step's allocations.
-    """
-    previous = os.environ.get(MMAP_THRESHOLD)
-    os.environ[MMAP_THRESHOLD] = str(128 * 1024)
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[MMAP_THRESHOLD]
-        else:
-            os.environ[MMAP_THRESHOLD] = previous
 
 
 def _measure(variant: str, size: int, batch: int, fraction: float, repeats: int, device_name: str) -> dict:
@@ -194,7 +175,12 @@ def tightness_benchmark(
     torch_device = str(resolve_device(device))
     results = {}
     for variant in VARIANTS:
-        with _fixed_mmap_threshold(), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        # spawned children whose glibc returns every freed buffer over 128 KiB to the system: by default glibc
+        # raises its mmap threshold after large frees and keeps later buffers on its heap, so after a warm-up
+        # step the resident set would no longer show a step's allocations
+        with environment_variable(MMAP_THRESHOLD, str(128 * 1024)), ProcessPoolExecutor(
+            1, mp_context=get_context("spawn")
+        ) as pool:
             job = pool.submit(_measure, variant, size, batch, box_fraction, repeats, torch_device)
             results[variant] = job.result()
     return LossBenchmark(size, batch, _centred_box(size, box_fraction), torch_device, results)

@@ -149,12 +149,13 @@ def of_split(records: list[dict], split: str | None = None) -> list[dict]:
     return kept
 
 
-def existing_status(results: Path, experiment: str, run_id: str) -> str | None:
+def existing_record(results: Path, experiment: str, run_id: str) -> dict | None:
+    """The record of ``run_id`` in ``experiment``, or None when there is none or it cannot be read."""
     path = record_path(results, experiment, run_id)
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text()).get("status")
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
 

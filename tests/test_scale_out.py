@@ -38,6 +38,22 @@ PLUGIN = textwrap.dedent(
 )
 
 
+def fake_plugin(folder: Path, name: str, fit_body: str) -> Path:
+    """A plugin file registering ``name``: fake-threshold whose ``fit`` runs ``fit_body`` (os, pathlib and time
+    imported), so that a pool worker, which loads only plugin files, knows it."""
+    body = textwrap.indent(textwrap.dedent(fit_body).strip(), " " * 8)
+    path = folder / "plugin.py"
+    path.write_text(PLUGIN + f"""
+import os, pathlib, time
+class Plugin(FAKES["fake-threshold"]):
+    name = {name!r}
+    def fit(self, train, ctx):
+{body}
+METHODS.register({name!r}, Plugin)
+""")
+    return path
+
+
 def tiny_grid() -> list[RunSpec]:
     """Four runs at the methods' tiny settings: the SAM-based prompt module (its 40 test images take most of the
     time) and a UNet with three seeds."""
@@ -83,22 +99,14 @@ def test_inline_pool_and_submitit_agree_and_the_grid_encodes_each_image_once(tmp
 
 
 def test_a_killed_pool_worker_loses_only_its_run_and_a_rerun_completes_the_grid(tmp_path) -> None:
-    plugin = tmp_path / "plugin.py"
     marker = tmp_path / "died-once"
-    plugin.write_text(PLUGIN + textwrap.dedent(
-        f"""
-        import os, pathlib
-        class DiesOnce(FAKES["fake-threshold"]):
-            name = "fake-dies-once"
-            def fit(self, train, ctx):
-                marker = pathlib.Path({str(marker)!r})
-                if ctx.seed == 1 and not marker.exists():
-                    marker.touch()
-                    os._exit(9)  # killed mid-run, after the method started
-                super().fit(train, ctx)
-        METHODS.register("fake-dies-once", DiesOnce)
-        """
-    ))  # fmt: skip
+    plugin = fake_plugin(tmp_path, "fake-dies-once", f"""
+        marker = pathlib.Path({str(marker)!r})
+        if ctx.seed == 1 and not marker.exists():
+            marker.touch()
+            os._exit(9)  # killed mid-run, after the method started
+        super().fit(train, ctx)
+    """)
     specs = [RunSpec("fake-dies-once", "synthetic", "blob", "mask", 3, 0, seed, "quick") for seed in range(4)]
     first = execute(specs, tmp_path, "grid", None, "cpu", executor="pool", jobs=2, plugins=[plugin])
     lost = [summary for summary in first if summary["status"] != "ok"]
@@ -114,19 +122,11 @@ def test_a_killed_pool_worker_loses_only_its_run_and_a_rerun_completes_the_grid(
 
 
 def test_pool_workers_end_when_their_parent_is_killed(tmp_path) -> None:
-    plugin = tmp_path / "plugin.py"
     worker_pid = tmp_path / "worker.pid"
-    plugin.write_text(PLUGIN + textwrap.dedent(
-        f"""
-        import os, pathlib, time
-        class Hangs(FAKES["fake-threshold"]):
-            name = "fake-hangs"
-            def fit(self, train, ctx):
-                pathlib.Path({str(worker_pid)!r}).write_text(str(os.getpid()))
-                time.sleep(600)
-        METHODS.register("fake-hangs", Hangs)
-        """
-    ))  # fmt: skip
+    plugin = fake_plugin(tmp_path, "fake-hangs", f"""
+        pathlib.Path({str(worker_pid)!r}).write_text(str(os.getpid()))
+        time.sleep(600)
+    """)
     parent_script = textwrap.dedent(
         f"""
         import sys
