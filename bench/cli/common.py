@@ -1,0 +1,98 @@
+"""What every `bench` command shares: the apps, consoles, one-line user errors, plugins and progress bars."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from bench.errors import BenchError
+from bench.registry import load_plugin_file
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The `bench` command line: ls, run, table (and the data, cache, perf and report commands).",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Download and check dataset releases.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and clear the embedding cache.")
+perf_app = typer.Typer()  # its help is the suite's docstring (perf_suite)
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
+app.add_typer(perf_app, name="perf")
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+ItemT = TypeVar("ItemT")
+
+PluginOption = Annotated[
+    list[Path] | None, typer.Option("--plugin", help="A Python file that registers extra plugins.")
+]
+DataRootOption = Annotated[
+    Path | None, typer.Option(help="Folder holding the dataset releases (default: $BENCH_DATA or the cache).")
+]
+
+
+def user_errors(command: F) -> F:
+    """Turn a BenchError into one red line and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BenchError as error:
+            errors.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_plugins(plugins: list[Path] | None) -> None:
+    for path in plugins or []:
+        load_plugin_file(path)
+
+def check_writable(folder: Path, shown_as: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise BenchError(
+            f"results folder '{shown_as}' is not writable ({error.strerror}); choose another with --results"
+        ) from error
+
+
+class ProgressBars:
+    """A rich progress display: one bar for the grid and, per run, a transient bar for its epochs/batches."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def for_run(self, _spec) -> Callable[..., Iterator]:
+        def track(iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
+            if total is None and hasattr(iterable, "__len__"):
+                total = len(iterable)  # type: ignore[arg-type]
+            task = self.progress.add_task(f"  {description}", total=total)
+            try:
+                for item in iterable:
+                    yield item
+                    self.progress.advance(task)
+            finally:
+                self.progress.remove_task(task)
+
+        return track
+
+def key_values(pairs: list[str], option: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"{option} takes key=value, not '{pair}'")
+        values[key.strip()] = value.strip()
+    return values

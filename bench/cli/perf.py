@@ -1,0 +1,174 @@
+"""`bench perf`: the speed and memory suite, and its single benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.cli.common import DataRootOption, ProgressBars, console, perf_app, user_errors
+from bench.errors import BenchError
+from bench.registry import BACKBONES, DATASETS
+
+
+@perf_app.callback(invoke_without_command=True)
+@user_errors
+def perf_suite(
+    context: typer.Context,
+    out: Annotated[Path, typer.Option(help="The Markdown report to write.")] = Path("results/perf.md"),
+    data_root: DataRootOption = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Default: hc18 when the data root holds it, else synthetic.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Default: hc18's head, synthetic's ellipse, else the first.")] = None,
+    shots: Annotated[int, typer.Option(min=1, help="Training images of every run.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of every trained method (quick budget otherwise).")] = 5,
+    backbone: Annotated[
+        str | None, typer.Option(help="SAM-family backbone; default litemedsam (tiny-sam-test with --tiny).")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="Tests: random tiny backbone, tiny inputs; every section in seconds.")
+    ] = False,
+) -> None:
+    """Speed and memory benchmarks; without a command, the whole suite in one Markdown report.
+
+    The suite: encoding throughput, a cold vs a warm embedding cache, fit time per method, tightness-loss memory
+    and peak memory per method, written to --out; about 10 minutes on a 2-core CPU.
+    """
+    if context.invoked_subcommand is not None:
+        return
+    from bench.perf import SECTIONS, check_inputs, render_report, run_suite
+
+    settings = _suite_settings(out, data_root, dataset, task, shots, epochs, backbone, checkpoint, device, tiny)
+    _check_report_path(out)
+    # before the progress display, so that a bad data root, checkpoint or --shots ends in one line and nothing else
+    with console.status(f"loading {settings.dataset}/{settings.task} and backbone {settings.backbone}"):
+        check_inputs(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        sections = progress.add_task("perf", total=len(SECTIONS))
+
+        def on_section(number: int, title: str) -> None:
+            progress.update(sections, completed=number - 1, description=f"{number}. {title}")
+
+        result = run_suite(settings, ProgressBars(progress).for_run, on_section)
+        progress.update(sections, completed=len(SECTIONS), description="perf")
+    from bench.paths import atomic_write
+
+    with atomic_write(out, "w") as stream:
+        stream.write(render_report(result))
+    for name, seconds in result.section_seconds.items():
+        console.print(f"  {name}: {seconds:.1f} s", highlight=False)
+    console.print(f"wrote {out}", highlight=False)
+
+
+def _suite_settings(
+    out: Path, data_root: Path | None, dataset: str | None, task: str | None, shots: int, epochs: int,
+    backbone: str | None, checkpoint: Path | None, device: str, tiny: bool,
+):  # fmt: skip
+    """The suite's settings from the options, every name checked; the command line that reproduces them."""
+    import shlex
+
+    from bench.paths import default_data_root
+    from bench.perf import SuiteSettings, default_dataset
+    from bench.runner import resolve_device
+
+    root = (data_root or default_data_root()).expanduser().resolve()
+    if dataset is None:
+        dataset, default_task = default_dataset(root)
+        task = task or default_task
+    tasks = DATASETS.get(dataset).tasks  # an unknown name fails here with the did-you-mean line
+    task = task or tasks[0]
+    if task not in tasks:
+        raise BenchError(f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(tasks)}")
+    backbone = backbone or ("tiny-sam-test" if tiny else "litemedsam")
+    BACKBONES.get(backbone)
+    resolved_device = str(resolve_device(device))
+    words = ["bench", "perf", "--out", str(out), "--dataset", dataset, "--task", task]
+    if DATASETS.get(dataset).needs_data_root:
+        words += ["--data-root", str(root)]
+    words += ["--shots", str(shots), "--epochs", str(epochs), "--backbone", backbone]
+    words += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    words += ["--device", resolved_device] + (["--tiny"] if tiny else [])
+    sizes = {"encode_images": 2, "encode_repeats": 1, "loss_size": 40, "loss_batch": 2, "loss_repeats": 1}
+    return SuiteSettings(
+        dataset=dataset, task=task, data_root=root, shots=shots, epochs=epochs, backbone=backbone,
+        checkpoint=checkpoint, device=resolved_device, tiny=tiny, command=shlex.join(words),
+        **(sizes if tiny else {}),
+    )  # fmt: skip
+
+
+def _check_report_path(out: Path) -> None:
+    """Fail before minutes of measuring, not after, when the report could not be written."""
+    if out.is_dir():
+        raise BenchError(f"--out '{out}' is a folder; name the report file, e.g. {out / 'perf.md'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise BenchError(f"cannot write the report '{out}' ({error.strerror}); choose another with --out") from error
+
+
+def _perf_backbone(backbone: str, checkpoint: Path | None, device: str):
+    from bench.backbones import load_backbone
+    from bench.runner import resolve_device
+
+    return load_backbone(backbone, checkpoint, resolve_device(device))
+
+
+@perf_app.command("encode")
+@user_errors
+def perf_encode(
+    backbone: Annotated[str, typer.Option(help="Backbone to time.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images encoded per repeat.")] = 16,
+    size: Annotated[int, typer.Option(min=8, help="Side of the square test images (HC18: 640).")] = 640,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Default: the backbone's.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the median is reported.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Images/s of the harness's encoding path vs a bare image_encoder forward on the same batches."""
+    from bench.perf import encode_benchmark
+
+    model = _perf_backbone(backbone, checkpoint, device)
+    result = encode_benchmark(model, images, (size, size), batch_size, repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
+@perf_app.command("decode")
+@user_errors
+def perf_decode(
+    backbone: Annotated[str, typer.Option(help="Backbone to time.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images (one box each) per repeat.")] = 16,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the median is reported.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Images/s of batched mask decoding (one box per image) vs decoding the images one at a time."""
+    from bench.perf import decode_benchmark
+
+    result = decode_benchmark(_perf_backbone(backbone, checkpoint, device), images, repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
+@perf_app.command("loss")
+@user_errors
+def perf_loss(
+    size: Annotated[int, typer.Option(min=2, help="Side of the square probability maps (HC18: 640).")] = 640,
+    batch: Annotated[int, typer.Option(min=1, help="Maps per batch (the paper's batch: 4).")] = 4,
+    box_fraction: Annotated[float, typer.Option(help="Side of the centred square box, as a fraction.")] = 0.6,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
+) -> None:
+    """Peak memory and time of the tightness prior: row/column sums vs one full-size mask per band."""
+    from bench.perf_loss import tightness_benchmark
+
+    result = tightness_benchmark(size, batch, box_fraction, repeats, device)
+    console.print("\n".join(result.lines()), highlight=False)
+

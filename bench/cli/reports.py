@@ -1,0 +1,94 @@
+"""`bench table`, `bench report` and `bench figure`: everything rendered from the records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cli.common import app, console, user_errors
+
+
+@app.command()
+@user_errors
+def table(
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    format: Annotated[str, typer.Option("--format", help="md, latex or csv.")] = "md",
+    metric: Annotated[str, typer.Option(help="dice or hd95.")] = "dice",
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Mark cells that differ significantly from --reference.")
+    ] = False,
+    reference: Annotated[str, typer.Option(help="Reference method of --stats.")] = "prompt-module",
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of printing.")] = None,
+) -> None:
+    """Table 1: mean ± std over seeds × draws, grouped by method type and by dataset and structure."""
+    from bench import store
+    from bench.report.table import render_table
+
+    records = store.require_records(results, experiment, split)
+    cases = store.cases_frame(records) if stats else None
+    runs = store.runs_frame(records)
+    text = render_table(runs, metric=metric, fmt=format, cases=cases, reference=reference)
+    if out:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+@user_errors
+def report(
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder; default: RESULTS/report.")] = None,
+    reference: Annotated[str, typer.Option(help="Reference of fit-time ratios and stats.")] = "prompt-module",
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
+) -> None:
+    """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF)."""
+    from bench.report.build import write_report
+
+    written = write_report(results, out or results / "report", experiment, reference, split)
+    console.print(f"wrote {len(written)} files to {written[-1].parent}", highlight=False)
+
+
+@app.command()
+@user_errors
+def figure(
+    task: Annotated[str, typer.Option(help="The task (structure) to show.")],
+    results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Needed if several datasets have the task.")] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated test-case ids; default: drawn.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="How many test images to draw.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the drawn images.")] = 0,
+    shots: Annotated[str | None, typer.Option(help="Only runs with this k (or 'all').")] = None,
+    labels: Annotated[str | None, typer.Option(help="Only runs with this label regime.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder; default: RESULTS/report.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
+    ] = None,
+) -> None:
+    """The qualitative figure: test images with each method's predicted and the true contour."""
+    from bench import spec as specs
+    from bench import store
+    from bench.report.figure import qualitative_figure
+    from bench.report.plots import save_figure
+
+    records = store.require_records(results, experiment, split)
+    chosen = specs.split_list(ids) if ids else None
+    drawn = qualitative_figure(
+        records, results, task, dataset, chosen, images, seed, shots, labels, data_root
+    )
+    stem = f"qualitative_{dataset + '_' if dataset else ''}{task}"
+    written = save_figure(drawn, out or results / "report", stem)
+    console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+

@@ -1,0 +1,253 @@
+"""`bench ls`, `bench run` and `bench status`: the plugins, running a grid, and where a grid stands."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.cli.common import (
+    PluginOption,
+    ProgressBars,
+    app,
+    check_writable,
+    console,
+    key_values,
+    load_plugins,
+    user_errors,
+)
+from bench.errors import BenchError
+from bench.paths import remove_stale_temporaries
+from bench.registry import BACKBONES, DATASETS, METHODS
+
+REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
+
+
+@app.command("ls")
+@user_errors
+def list_plugins(
+    kind: Annotated[str | None, typer.Argument(help="methods, datasets or backbones (default: all)")] = None,
+    plugin: PluginOption = None,
+) -> None:
+    """List registered plugins (built-ins are listed without importing their code)."""
+    load_plugins(plugin)
+    if kind is not None and kind not in REGISTRIES:
+        raise BenchError(f"bench ls takes methods, datasets or backbones, not '{kind}'")
+    for name, registry in REGISTRIES.items():
+        if kind in (None, name):
+            console.print(f"[bold]{name}[/bold]: {', '.join(registry.names()) or '(none)'}", highlight=False)
+
+
+@app.command()
+@user_errors
+def run(
+    methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
+    datasets: Annotated[str, typer.Option(help="Comma-separated dataset names.")] = "synthetic",
+    tasks: Annotated[str | None, typer.Option(help="Tasks (structures); default: every task.")] = None,
+    shots: Annotated[str, typer.Option(help="Training images per run: integers and/or 'all'.")] = "10",
+    labels: Annotated[
+        str | None, typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
+    budget: Annotated[str, typer.Option(help="auto (paper on CUDA, else quick), paper or quick.")] = "auto",
+    eval_split: Annotated[
+        str, typer.Option(help="Split the runs are scored on: test, or val for model development and tuning.")
+    ] = "test",
+    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    experiment: Annotated[str, typer.Option(help="Subfolder of --results for this grid.")] = "default",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
+    jobs: Annotated[int, typer.Option(help="Parallel runs: pool workers, or the SLURM array parallelism.")] = 1,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="submitit/slurm: submit and return; re-run or `bench status` collects.")
+    ] = False,
+    slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    slurm_time: Annotated[int, typer.Option(help="Time limit per run in minutes (slurm, submitit).")] = 240,
+    slurm_gpus: Annotated[int | None, typer.Option(help="GPUs per run (slurm, submitit).")] = None,
+    slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run (slurm).")] = None,
+    slurm_mem_gb: Annotated[float | None, typer.Option(help="Memory per run in GB (slurm).")] = None,
+    slurm_account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,
+    slurm_qos: Annotated[str | None, typer.Option(help="SLURM QOS.")] = None,
+    slurm_array_parallelism: Annotated[
+        int | None, typer.Option(help="Array tasks running at once (default: --jobs).")
+    ] = None,
+    slurm_arg: Annotated[
+        list[str] | None,
+        typer.Option("--slurm-arg", help="Other submitit/sbatch option key=value, e.g. constraint=a100."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
+    plugin: PluginOption = None,
+) -> None:
+    """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
+    from bench import data, store
+    from bench import spec as specs
+    from bench.executors import SlurmOptions, check_executor, execute, load_job_ledger
+    from bench.runner import recipe_changes, resolve_device
+
+    load_plugins(plugin)
+    method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
+    resolved_budget = specs.resolve_budget(budget)
+    resolve_device(device)
+    check_executor(executor, jobs)
+    if detach and executor not in ("submitit", "slurm"):
+        raise BenchError("--detach needs --executor submitit or slurm")
+    slurm = SlurmOptions(
+        partition=slurm_partition, time_min=slurm_time, gpus_per_run=slurm_gpus, cpus_per_run=slurm_cpus,
+        mem_gb=slurm_mem_gb, account=slurm_account, qos=slurm_qos, array_parallelism=slurm_array_parallelism,
+        extra=key_values(slurm_arg or [], "--slurm-arg"),
+    )  # fmt: skip
+    if any(METHODS.get(name).uses_backbone for name in method_names):
+        BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
+    planned = specs.expand_grid(
+        methods=method_names,
+        datasets=specs.names_in(datasets, "--datasets"),
+        tasks=specs.names_in(tasks, "--tasks") if tasks is not None else None,
+        shots=specs.parse_shots(shots),
+        labels=specs.names_in(labels, "--labels") if labels is not None else None,
+        seeds=specs.parse_ints(seeds, "--seeds") if seeds else None,
+        draws=draws,
+        budget=resolved_budget,
+        backbone=backbone,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
+        overrides=specs.parse_overrides(set_ or []),
+        eval_split=eval_split,
+    )
+    runnable = [p.spec for p in planned if p.skip_reason is None]
+    existing = {s.run_id: store.existing_record(results, experiment, s.run_id) for s in runnable}
+    statuses = {run_id: record and record.get("status") for run_id, record in existing.items()}
+    # a finished record made before its method's defaults changed is of another recipe: run it again
+    changed = {s.run_id: recipe_changes(existing[s.run_id], s) for s in runnable if statuses[s.run_id] == "ok"}
+    outdated = [s for s in runnable if changed.get(s.run_id)]
+    for spec in outdated:
+        statuses[spec.run_id] = "outdated"
+    to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
+    skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
+
+    if dry_run:
+        _print_plan(planned, statuses, resolved_budget)
+        return
+    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
+        with console.status(f"loading {dataset_name}/{task_name}"):
+            data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
+    if any(METHODS.get(s.method).uses_backbone for s in to_run):
+        from bench.backbones import load_backbone
+
+        with console.status(f"loading backbone {backbone}"):
+            # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
+            load_backbone(backbone, checkpoint, resolve_device(device))
+    if to_run:  # after the checks of the data and the checkpoint, so that a bad input leaves no folder behind
+        check_writable(store.runs_folder(results, experiment), results)
+        for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
+            remove_stale_temporaries(folder)  # half-written files of a grid killed earlier
+    submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
+    waiting = sum(1 for s in to_run if s.run_id in submitted)
+    console.print(
+        f"budget [bold]{resolved_budget}[/bold], scored on [bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
+        f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
+        highlight=False,
+    )
+    if waiting:
+        console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
+    for reason, count in skipped.items():
+        console.print(f"  skipped {count}: {reason}", highlight=False)
+    if outdated:
+        listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changed[outdated[0].run_id].items())
+        console.print(f"  run again {len(outdated)}: recorded with an older default recipe (e.g. {listed}); "
+                      "pass the old values with --set to keep them", highlight=False)  # fmt: skip
+    if not to_run:
+        console.print("Nothing left to run.")
+        return
+
+    failures: list[dict] = []
+    queued: list[dict] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        grid = progress.add_task("runs", total=len(to_run))
+        bars = ProgressBars(progress)
+
+        def on_done(spec, summary: dict) -> None:
+            if summary["status"] == "queued":
+                queued.append(summary)
+                return
+            progress.advance(grid)
+            mark = "[green]ok[/green]" if summary["status"] == "ok" else f"[red]failed[/red]: {summary['error']}"
+            progress.console.print(f"{spec.run_id}: {mark}", highlight=False)
+            if summary["status"] != "ok":
+                failures.append(summary)
+
+        try:
+            execute(
+                to_run, results, experiment, data_root, device, executor, jobs,
+                on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
+                slurm=slurm, detach=detach,
+            )  # fmt: skip
+        except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
+            raise BenchError(
+                f"could not write to '{store.runs_folder(results, experiment)}' ({error.strerror or error}); "
+                "the records written so far are kept: fix it and re-run the command to resume"
+            ) from error
+    console.print(
+        f"{len(to_run) - len(failures) - len(queued)} ok, {len(failures)} failed"
+        + (f", {len(queued)} queued or running" if queued else "")
+        + f"; records in {store.runs_folder(results, experiment)}"
+    )
+    if queued:
+        arrays = sorted({summary["job_id"].split("_")[0] for summary in queued})
+        console.print(
+            f"submitted as job{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}; logs in "
+            f"{store.experiment_folder(results, experiment) / 'submitit'}. Collect with this command again or "
+            f"`bench status --results {results} --experiment {experiment}`",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def status(
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    experiment: Annotated[str | None, typer.Option(help="One experiment (default: all).")] = None,
+    plugin: PluginOption = None,
+) -> None:
+    """Per method: runs done, failed, queued or running (submitit/slurm jobs) and missing; collects ended jobs."""
+    from bench.executors import grid_status
+
+    load_plugins(plugin)
+    rows = grid_status(results, experiment)
+    if not rows:
+        raise BenchError(f"no run records or submitted jobs under '{results}'")
+    status_table = Table(title=f"Run status under {results}")
+    for column in ("experiment", "method", "done", "failed", "queued or running", "missing"):
+        status_table.add_column(column)
+    for row in rows:
+        status_table.add_row(row["experiment"], row["method"], str(row["done"]), str(row["failed"]),
+                             str(row["queued_or_running"]), str(row["missing"]))  # fmt: skip
+    console.print(status_table)
+
+
+def _print_plan(planned, statuses: dict, budget: str) -> None:
+    table = Table(title=f"Plan (budget {budget})")
+    for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
+        table.add_column(column)
+    for item in planned:
+        spec = item.spec
+        if item.skip_reason:
+            state = f"skip: {item.skip_reason}"
+        else:
+            state = {"ok": "done", "failed": "failed, re-run", "outdated": "older recipe, re-run"}.get(
+                statuses.get(spec.run_id) or "", "to run"
+            )
+        table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
+                      str(spec.draw), str(spec.seed), state)  # fmt: skip
+    console.print(table)
+
