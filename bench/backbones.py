@@ -32,20 +32,22 @@ on-disk cache of :mod:`bench.embedding_cache`.
 from __future__ import annotations
 
 import functools
-import hashlib
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import MaskDecoder
 
+from bench.allocator import keep_freed_memory
+from bench.batched_decoder import BatchedMaskDecoder, use_fused_attention
+from bench.checkpoints import file_digest, load_weights, read_state_dict
 from bench.data import Box
-from bench.embedding_cache import EMBEDDING_SHAPE, cached_embeddings, embedding_counts
+from bench.embedding_cache import cached_embeddings, embedding_counts
+from bench.encode_batching import EncodeBatchSizer
 from bench.errors import BenchError
+from bench.timing import Stopwatch
 
 __all__ = [
     "Backbone",
@@ -55,7 +57,6 @@ __all__ = [
     "SAMViTB",
     "SAMViTH",
     "SAMViTL",
-    "TinyRandomSAM",
     "cached_embeddings",
     "embedding_counts",
     "load_backbone",
@@ -63,54 +64,6 @@ __all__ = [
 
 
 BoxLike = Box | Sequence[float] | torch.Tensor
-
-
-class BatchedMaskDecoder(MaskDecoder):
-    """segment-anything's mask decoder, decoding a batch of images with one prompt each.
-
-    The stock decoder assumes one image and many prompts: it repeats every image embedding once per
-    prompt, so B images with B prompts would decode B² masks. When the batch sizes match, this pairs image
-    i with prompt i instead; anything else goes to the stock code path. Weights and state-dict keys are the
-    stock ones.
-    """
-
-    @classmethod
-    def like(cls, decoder: MaskDecoder) -> BatchedMaskDecoder:
-        """A batched decoder with the same architecture (and current weights) as ``decoder``."""
-        batched = cls(
-            transformer_dim=decoder.transformer_dim,
-            transformer=decoder.transformer,
-            num_multimask_outputs=decoder.num_multimask_outputs,
-            iou_head_depth=decoder.iou_prediction_head.num_layers,
-            iou_head_hidden_dim=decoder.iou_prediction_head.layers[0].out_features,
-        )
-        batched.load_state_dict(decoder.state_dict())
-        return batched
-
-    def predict_masks(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = sparse_prompt_embeddings.shape[0]
-        if batch == 1 or image_embeddings.shape[0] != batch:
-            return super().predict_masks(
-                image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-            )
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse_prompt_embeddings], dim=1)
-        src = image_embeddings + dense_prompt_embeddings
-        positions = image_pe.expand(batch, -1, -1, -1)
-        token_out, src_out = self.transformer(src, positions, tokens)
-        upscaled = self.output_upscaling(src_out.transpose(1, 2).reshape(src.shape))
-        mask_tokens = token_out[:, 1 : 1 + self.num_mask_tokens, :]
-        hyper = torch.stack(
-            [mlp(mask_tokens[:, index, :]) for index, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )
-        masks = torch.einsum("bkc,bchw->bkhw", hyper, upscaled)
-        return masks, self.iou_prediction_head(token_out[:, 0, :])
 
 
 class Backbone:
@@ -126,7 +79,7 @@ class Backbone:
     architecture: ClassVar[str]  # what a checkpoint must hold, for the wrong-checkpoint message
     input_size: ClassVar[int]
     preprocessing: ClassVar[str]
-    encode_batch_size: ClassVar[int] = 8
+    max_encode_batch: ClassVar[int] = 8  # the largest batch the encoder is tried with (memory)
 
     def __init__(
         self, model: torch.nn.Module, checkpoint_digest: str, device: torch.device | str = "cpu"
@@ -134,6 +87,8 @@ class Backbone:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.checkpoint_digest = checkpoint_digest
+        self.batch_sizer = EncodeBatchSizer(self.max_encode_batch)
+        use_fused_attention(self.mask_decoder)  # every method decodes, and most train, through it
         # a constant of the frozen model, made outside inference mode so that autograd may use it
         with torch.no_grad():
             self._dense_pe = self.prompt_encoder.get_dense_pe().to(self.device)
@@ -210,9 +165,17 @@ class Backbone:
     def dense_pe(self) -> torch.Tensor:
         return self._dense_pe
 
+    @property
+    def encode_batch_size(self) -> int:
+        """Images the next ``encode`` should take, measured on this device while encoding (bench.encode_batching)."""
+        return self.batch_sizer.size()
+
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(batch.to(self.device))
+        with Stopwatch(self.device) as watch:
+            embeddings = self.image_encoder(batch.to(self.device))
+        self.batch_sizer.record(len(batch), watch.seconds)
+        return embeddings
 
     def embed_boxes(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse and dense prompt embeddings of one box per image (B×4, input frame)."""
@@ -273,7 +236,7 @@ class LiteMedSAM(Backbone):
     architecture = "LiteMedSAM (TinyViT)"
     input_size = 256
     preprocessing = "longest256-area-minmax-pad.v1"
-    encode_batch_size = 16
+    max_encode_batch = 16
 
     @classmethod
     def build_model(cls) -> torch.nn.Module:
@@ -314,7 +277,7 @@ class MedSAMViTB(Backbone):
     architecture = "ViT-B SAM"
     input_size = 1024
     preprocessing = "stretch1024-cubic-minmax.v1"
-    encode_batch_size = 2
+    max_encode_batch = 2
 
     @classmethod
     def build_model(cls) -> torch.nn.Module:
@@ -340,7 +303,7 @@ class _SAMViT(Backbone):
 
     input_size = 1024
     preprocessing = "sam-longest1024-meanstd-pad.v1"
-    encode_batch_size = 2
+    max_encode_batch = 2
     sam_kind: ClassVar[str]
 
     def __init__(
@@ -390,7 +353,7 @@ class SAMViTL(_SAMViT):
     display_name = "SAM ViT-L"
     architecture = "ViT-L SAM"
     sam_kind = "vit_l"
-    encode_batch_size = 1
+    max_encode_batch = 1
 
 
 class SAMViTH(_SAMViT):
@@ -398,103 +361,7 @@ class SAMViTH(_SAMViT):
     display_name = "SAM ViT-H"
     architecture = "ViT-H SAM"
     sam_kind = "vit_h"
-    encode_batch_size = 1
-
-
-def tiny_sam(input_size: int = 256, seed: int = 0) -> torch.nn.Module:
-    """A segment-anything ``Sam`` with one tiny encoder block and real interface shapes, for tests."""
-    from segment_anything.modeling import ImageEncoderViT, PromptEncoder, Sam, TwoWayTransformer
-
-    channels, grid = EMBEDDING_SHAPE[0], EMBEDDING_SHAPE[1:]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        encoder = ImageEncoderViT(
-            img_size=input_size, patch_size=input_size // grid[0], embed_dim=16, depth=1, num_heads=2,
-            mlp_ratio=2.0, out_chans=channels, qkv_bias=True, window_size=8,
-        )  # fmt: skip
-        prompts = PromptEncoder(
-            embed_dim=channels, image_embedding_size=grid, input_image_size=(input_size, input_size),
-            mask_in_chans=4,
-        )  # fmt: skip
-        decoder = BatchedMaskDecoder(
-            transformer_dim=channels, iou_head_depth=1, iou_head_hidden_dim=16,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=channels, mlp_dim=32, num_heads=2),
-        )  # fmt: skip
-    return Sam(encoder, prompts, decoder)
-
-
-class TinyRandomSAM(LiteMedSAM):
-    """FOR TESTS ONLY: a few-layer segment-anything model with random weights and LiteMedSAM geometry.
-
-    It has the real interfaces and shapes (256² input, 256×64×64 embeddings, 256² low-res logits) so every
-    SAM-based code path runs in seconds on a CPU; its masks mean nothing. Weights come from a fixed seed
-    unless a checkpoint (saved from this architecture) is given.
-    """
-
-    name = "tiny-sam-test"
-    display_name = "Tiny random SAM (tests only)"
-    architecture = "tiny test SAM"
-    preprocessing = "tiny-" + LiteMedSAM.preprocessing
-    encode_batch_size = 4
-    seed: ClassVar[int] = 0
-
-    @classmethod
-    def build_model(cls) -> torch.nn.Module:
-        return tiny_sam(cls.input_size, cls.seed)
-
-    @classmethod
-    def load(cls, checkpoint: str | Path | None, device: torch.device | str = "cpu") -> Backbone:
-        if checkpoint is not None:
-            return super().load(checkpoint, device)
-        return cls(cls.build_model(), f"random-seed-{cls.seed}", device)
-
-
-# --- checkpoints --------------------------------------------------------------------------------------
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, loaded with ``weights_only=True``; user errors in one line."""
-    if not path.is_file():
-        raise BenchError(f"checkpoint '{path}' does not exist")
-    try:
-        # torch warns about a plain pickle's protocol before failing on it: the user sees our line only
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            payload: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the file is the user's: whatever unpickling fails with, say so in one line
-        raise BenchError(
-            f"'{path}' is not a PyTorch checkpoint that loads with weights_only=True ({type(error).__name__})"
-        ) from error
-    for wrapper in ("model", "state_dict"):  # training scripts often save {"model": state_dict, ...}
-        if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
-            payload = payload[wrapper]
-    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise BenchError(f"'{path}' holds no state dict (a mapping of parameter names to tensors)")
-    return payload
-
-
-def load_weights(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str
-) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshapen = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or misshapen:
-        example = (misshapen or missing or unexpected)[0]
-        raise BenchError(
-            f"'{path}' is not a {architecture} state dict ({len(misshapen)} tensors of the wrong shape, "
-            f"{len(missing)} missing, {len(unexpected)} unexpected; e.g. '{example}')"
-        )
-    model.load_state_dict(state)
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    max_encode_batch = 1
 
 
 # --- the registry's entry point ------------------------------------------------------------------------
@@ -505,6 +372,7 @@ def _load(name: str, checkpoint: str | None, device: str) -> Backbone:
     from bench.registry import BACKBONES
 
     backbone_cls = BACKBONES.get(name)
+    keep_freed_memory()  # encoding, and training through the frozen decoder, without page-fault storms
     # Built once and shared by every later run of the process: parameters made under the caller's inference
     # mode would be inference tensors, and a method trained through the frozen decoder afterwards would fail.
     with torch.inference_mode(False):

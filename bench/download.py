@@ -68,11 +68,25 @@ HC18_FILES = (
     ),
 )
 
+# Both releases are served by CREATIS's Human Heart Project database (the seed paper's footnote), one
+# collection each; the old challenge pages now point there too.
+HUMAN_HEART_DATABASE = "https://humanheart-project.creatis.insa-lyon.fr/database/"
 REGISTRATION = {
-    "camus": "Register on the CAMUS challenge site (https://www.creatis.insa-lyon.fr/Challenge/camus/) "
-    "and download the dataset from the link it gives you.",
-    "acdc": "Register on the ACDC challenge site (https://www.creatis.insa-lyon.fr/Challenge/acdc/) "
-    "and download the training and testing sets from the link it gives you.",
+    "camus": (
+        f"Get CAMUS from the Human Heart Project database of CREATIS: {HUMAN_HEART_DATABASE}"
+        "#collection/6373703d73e9f0047faa1bc8 (the collection page: create an account there, then download "
+        "the release). Licence: the terms stated on that page. Cite S. Leclerc et al., "
+        '"Deep Learning for Segmentation using an Open Large-Scale Dataset in 2D Echocardiography", IEEE '
+        "Transactions on Medical Imaging 38(9), 2198–2210, 2019."
+    ),
+    "acdc": (
+        f"Get ACDC from the Human Heart Project database of CREATIS: {HUMAN_HEART_DATABASE}"
+        "#collection/637218c173e9f0047faa00fb (the collection page: create an account there, then download "
+        "the release; it unpacks to database/training/ and database/testing/). Licence: CC BY-NC-SA 4.0. "
+        'Every use must cite O. Bernard et al., "Deep Learning Techniques for Automatic MRI Cardiac '
+        'Multi-structures Segmentation and Diagnosis: Is the Problem Solved?", IEEE Transactions on Medical '
+        "Imaging 37(11), 2514–2525, 2018."
+    ),
 }
 
 

@@ -4,10 +4,13 @@ Layout: ``<cache>/embeddings/<backbone name>/<checkpoint digest>-<preprocessing>
 (``<cache>`` is ``$BENCH_CACHE`` or the per-user cache folder), so an image is encoded once per backbone,
 checkpoint and preprocessing version for a whole grid, and changing any of them misses the old entries.
 
-Each file is written to a temporary name in its folder and renamed, so concurrent writers of the same
-image never expose half a file (the last rename wins, with identical content) and a writer killed mid-way
-leaves only a dot-named ``.tmp`` file that readers ignore and ``clear`` removes. A file that does not
-load as an embedding is treated as missing and written again.
+Processes sharing the cache (parallel runs, a lab's jobs) claim an image before encoding it (a
+``<image digest>.claim`` file beside its entry, ``bench.claims``): an image is encoded once between them, and
+one that another process is encoding is read when that process has written it; only when a claim's holder
+dies is its image encoded again, by whoever waits for it. Each file is written to a temporary name in its
+folder and renamed, so no reader ever sees half a file, and a writer killed mid-way leaves only a dot-named
+``.tmp`` file that readers ignore and ``clear`` removes. A file that does not load as an embedding is treated
+as missing and written again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from bench import claims
 from bench.errors import BenchError
 from bench.method import no_progress
 from bench.paths import atomic_write, cache_dir
@@ -36,6 +41,8 @@ EMBEDDING_SHAPE = (256, 64, 64)
 # scores a mean Dice of 94.870 on float32 and on float16 embeddings (largest per-image difference 0.002
 # points). Methods always get these stored values, so an encoding run and a cached run see the same numbers.
 STORE_DTYPE = torch.float16
+# how often a process waiting for images another process is encoding looks for them, in seconds
+CLAIM_POLL_SECONDS = 0.2
 
 _counts = {"encoded": 0, "cached": 0}
 
@@ -77,6 +84,16 @@ class EmbeddingStore:
             return None
         return array if array.shape == EMBEDDING_SHAPE else None
 
+    def claim(self, digest: str) -> claims.Claim | claims.Holder:
+        """Claim the encoding of ``digest`` for this process, or the live holder of the claim."""
+        return claims.acquire(self._claim_path(digest))
+
+    def holder(self, digest: str) -> claims.Holder | None:
+        return claims.live_holder(self._claim_path(digest))
+
+    def _claim_path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}{claims.SUFFIX}"
+
     def put(self, digest: str, array: np.ndarray) -> None:
         try:
             # no fsync: a killed process cannot lose page-cache data, and a file damaged by a power cut
@@ -114,8 +131,9 @@ def cached_embeddings(
 ) -> torch.Tensor:
     """N×256×64×64 float32 CPU embeddings of ``images``; only images missing from the cache are encoded.
 
-    Missing images are preprocessed and encoded in batches of ``batch_size`` (default: the backbone's);
-    each distinct image is encoded once even if it appears several times.
+    Missing images are preprocessed and encoded in batches of ``batch_size`` (default: the size the backbone
+    measures fastest on its device); each distinct image is encoded once even if it appears several times, and
+    once between processes that need it at the same time (see the module's note).
     """
     store = EmbeddingStore.for_backbone(backbone, root)
     with torch.inference_mode(False):  # a normal tensor, whether or not the caller is in inference mode
@@ -136,12 +154,84 @@ def cached_embeddings(
         return output
 
     _describe(store, backbone)
-    todo = list(pending)
-    size = batch_size or backbone.encode_batch_size
-    batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+    # processes sharing the cache claim each image before encoding it (``bench.claims``), so an image is encoded
+    # once between them; one that another process is encoding is read from the cache when it is written
+    while pending:
+        mine, theirs = _claim_missing(store, pending, output)
+        try:
+            if mine:
+                mine_pending = {digest: pending[digest] for digest in mine}
+                _encode(backbone, images, mine_pending, store, output, batch_size, progress)
+        finally:
+            for claim in mine.values():
+                claims.release(claim)
+        pending = _wait_for_others(store, {digest: pending[digest] for digest in theirs}, output)
+    return output
 
-    def load(batch: list[str]) -> torch.Tensor:
-        return torch.stack([backbone.preprocess(images[pending[digest][0]]) for digest in batch])
+
+def _claim_missing(
+    store: EmbeddingStore, pending: dict[str, list[int]], output: torch.Tensor
+) -> tuple[dict[str, claims.Claim], list[str]]:
+    """Claim the ``pending`` images: those this process now holds (to encode), and those another process holds.
+
+    An image written since it was missed is read into ``output`` instead.
+    """
+    mine: dict[str, claims.Claim] = {}
+    theirs = []
+    for digest, indices in pending.items():
+        claim = store.claim(digest)
+        if isinstance(claim, claims.Holder):
+            theirs.append(digest)
+        elif not _read_into(store, digest, indices, output):
+            mine[digest] = claim
+        else:
+            claims.release(claim)
+    return mine, theirs
+
+
+def _wait_for_others(
+    store: EmbeddingStore, waiting: dict[str, list[int]], output: torch.Tensor
+) -> dict[str, list[int]]:
+    """Read the ``waiting`` images into ``output`` as other processes write them; returns, as soon as there are
+    any, those whose claim ended without an entry (its holder died): this process encodes them."""
+    while waiting:
+        for digest in [digest for digest, indices in waiting.items() if _read_into(store, digest, indices, output)]:
+            del waiting[digest]
+        freed = {digest: indices for digest, indices in waiting.items() if store.holder(digest) is None}
+        if freed:
+            return freed
+        if waiting:
+            time.sleep(CLAIM_POLL_SECONDS)
+    return {}
+
+
+def _read_into(store: EmbeddingStore, digest: str, indices: list[int], output: torch.Tensor) -> bool:
+    """Copy the cached embedding of ``digest`` to ``output[indices]``; False when it is not cached."""
+    stored = store.get(digest)
+    if stored is None:
+        return False
+    for index in indices:
+        output[index] = torch.from_numpy(stored)
+    _counts["cached"] += 1
+    return True
+
+
+def _encode(
+    backbone: Backbone,
+    images: Sequence[np.ndarray],
+    pending: dict[str, list[int]],
+    store: EmbeddingStore,
+    output: torch.Tensor,
+    batch_size: int | None,
+    progress: Callable[..., Iterator],
+) -> None:
+    """Encode the images of ``pending`` (digest → their indices in ``images``) into ``output`` and the cache,
+    ``batch_size`` at a time, or as many as the backbone measured fastest on its device (``encode_batch_size``)."""
+    todo = list(pending)
+    ahead = 2 * backbone.max_encode_batch  # images preprocessed ahead of the encoder
+
+    def load(digest: str) -> torch.Tensor:
+        return backbone.preprocess(images[pending[digest][0]])
 
     @torch.inference_mode()  # runs in a worker thread, which does not inherit the caller's mode
     def keep(batch: list[str], stored: torch.Tensor) -> None:
@@ -150,20 +240,28 @@ def cached_embeddings(
                 output[index].copy_(embedding)
             store.put(digest, embedding.numpy())
 
-    # a small pipeline: the next batch is preprocessed and the last one stored while the encoder runs
-    writes: list[Future] = []
-    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=1) as writer:
-        upcoming = loader.submit(load, batches[0])
-        description = f"encoding {len(todo)} images with {backbone.name}"
-        for number, batch in enumerate(progress(batches, total=len(batches), description=description)):
-            pixels = upcoming.result()
-            if number + 1 < len(batches):
-                upcoming = loader.submit(load, batches[number + 1])
+    def encode_in_batches(loader: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> Iterator[str]:
+        """Yields each image's digest once its batch is encoded (the progress bar counts images)."""
+        loading = {position: loader.submit(load, todo[position]) for position in range(min(ahead, len(todo)))}
+        start = 0
+        while start < len(todo):
+            batch = todo[start : start + (batch_size or backbone.encode_batch_size)]
+            pixels = torch.stack([loading.pop(start + offset).result() for offset in range(len(batch))])
+            for position in range(start + ahead, min(start + len(batch) + ahead, len(todo))):
+                loading[position] = loader.submit(load, todo[position])
             writes.append(writer.submit(keep, batch, backbone.encode(pixels).to("cpu", STORE_DTYPE)))
             _counts["encoded"] += len(batch)
+            start += len(batch)
+            yield from batch
+
+    # a small pipeline: the next images are preprocessed and the last batch stored while the encoder runs
+    writes: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=1) as writer:
+        description = f"encoding {len(todo)} images with {backbone.name}"
+        for _ in progress(encode_in_batches(loader, writer), total=len(todo), description=description):
+            pass
         for write in writes:
             write.result()  # a failed write (disk full, permissions) fails the run rather than vanishing
-    return output
 
 
 # --- inspecting and clearing ---------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,10 +45,12 @@ def atomic_write(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator[
 
     No reader ever sees half a file; on any failure (an interrupt too) the old file, if any, stays and the
     temporary is removed. ``fsync`` makes the data durable before the rename (records), at a cost per file.
+    The file gets the permissions ``open()`` would give it (the umask, or the folder's default ACL), so a
+    results folder or cache shared by a group stays readable by the group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp")
+    handle, temporary = _create_temporary(path)
     try:
         with os.fdopen(handle, mode) as stream:
             yield stream
@@ -61,14 +63,24 @@ def atomic_write(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator[
         raise
 
 
-# Names the writing process in its temporary files: one killed with SIGKILL cannot remove its own, and
-# ``remove_stale_temporaries`` then knows which are orphans (host and process id, so a shared file system
-# used by jobs on other machines is left alone).
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """An exclusively created ``.<name>.<host>-<pid>.<random>.tmp`` beside ``path``: its descriptor and name.
+
+    Not ``tempfile.mkstemp``, which creates 0600 files whatever the umask. The name says which process writes
+    it: one killed with SIGKILL cannot remove its own temporary, and ``remove_stale_temporaries`` then knows
+    which are orphans (host and process id, so a shared file system used by jobs on other machines is left
+    alone).
+    """
+    while True:
+        temporary = str(path.parent / f".{path.name}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
 def _host() -> str:
     return socket.gethostname().replace(".", "_")  # the dots of the file name separate its parts
-
-
-_WRITER = f"{_host()}-{os.getpid()}"
 
 
 def remove_stale_temporaries(folder: Path) -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import data
+from bench import claims, data
+from bench.allocator import keep_freed_memory
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
@@ -24,12 +25,14 @@ from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
 from bench.registry import DATASETS, METHODS
 from bench.spec import RunSpec
-from bench.store import RECORD_VERSION, prediction_path, record_path
+from bench.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path
 from bench.timing import PeakMemory, Stopwatch
 
 # Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
 # saves the same images and a grid's predictions stay a few megabytes.
 SAVED_PREDICTIONS = 8
+# what identifies one version of a record file: (modification time in ns, size)
+RecordStamp = tuple[int, int]
 # images encoded per call when a grid is encoded before fanning out (64 float32 embeddings: 1 GB)
 ENCODE_CHUNK = 64
 _VERSIONED_PACKAGES = (
@@ -116,6 +119,63 @@ def run_one(
     return record
 
 
+def run_claimed(
+    spec: RunSpec,
+    results: Path,
+    experiment: str,
+    data_root: Path | None = None,
+    device: str = "auto",
+    seen: RecordStamp | None = None,
+    progress=no_progress,
+) -> dict:
+    """Run ``spec`` under its claim, so that processes sharing a results folder run it once between them.
+
+    Returns the run's summary: run_id, status, error, and ``taken_from`` when this process took over the claim
+    of an owner that is gone. When another live process holds the claim: status ``claimed`` and ``holder``,
+    nothing run. When another process finished the run since ``seen`` (its record's stamp when this grid was
+    planned; ``record_stamp``), that record's status with ``elsewhere`` set, nothing run. The claim is released
+    once the record is written, or on any failure.
+    """
+    claim = claims.acquire(claim_path(results, experiment, spec.run_id), {"spec": spec.canonical()})
+    if isinstance(claim, claims.Holder):
+        return {"run_id": spec.run_id, "status": "claimed", "error": None, "holder": claim.describe()}
+    try:
+        done = finished_elsewhere(spec, results, experiment, seen)
+        if done is not None:
+            return done
+        record = run_one(spec, results, experiment, data_root, device, progress=progress)
+    finally:
+        claims.release(claim)
+    summary = {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
+    return summary | ({"taken_from": claim.taken_from.describe()} if claim.taken_from else {})
+
+
+def record_stamp(results: Path, experiment: str, run_id: str) -> RecordStamp | None:
+    """The stamp of ``run_id``'s record, or None when it has none."""
+    try:
+        status = record_path(results, experiment, run_id).stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
+def finished_elsewhere(spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None) -> dict | None:
+    """The summary of ``spec``'s record if that record makes running it unnecessary, else None.
+
+    A finished record of the current recipe always does (another process finished the run after this grid
+    was planned). A failed or outdated record does only when it is not the one seen at planning (``seen``):
+    then another process ran it meanwhile, and its outcome is reported rather than run a second time.
+    """
+    record = existing_record(results, experiment, spec.run_id)
+    if record is None or record.get("status") not in ("ok", "failed"):
+        return None
+    # a plugin known only to the workers (loaded from a file there) cannot be checked for its recipe here
+    current = record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+    if not current and record_stamp(results, experiment, spec.run_id) == seen:
+        return None
+    return {"run_id": spec.run_id, "status": record["status"], "error": record.get("error"), "elsewhere": True}
+
+
 def _new_record(spec: RunSpec, experiment: str) -> dict:
     return {
         "record_version": RECORD_VERSION,
@@ -142,6 +202,7 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
 
 
 def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int]) -> dict:
+    keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
     task, support, train, test = _run_inputs(spec, data_root)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.claims import SUFFIX
 from bench.descriptions import DATASET_INFO, METHOD_INFO
 from bench.errors import BenchError
 from bench.spec import EVAL_SPLITS, shots_label
@@ -55,6 +56,15 @@ def prediction_path(results: Path, experiment: str, run_id: str) -> Path:
 
 def predictions_folder(results: Path, experiment: str) -> Path:
     return experiment_folder(results, experiment) / "predictions"
+
+
+def claims_folder(results: Path, experiment: str) -> Path:
+    """Where the processes running an experiment's runs claim them (``bench.claims``)."""
+    return experiment_folder(results, experiment) / "claims"
+
+
+def claim_path(results: Path, experiment: str, run_id: str) -> Path:
+    return claims_folder(results, experiment) / f"{run_id}{SUFFIX}"
 
 
 def record_files(results: Path, experiment: str | None = None) -> list[Path]:

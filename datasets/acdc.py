@@ -86,7 +86,7 @@ class ACDC(ReleaseDataset):
         "each with Info.cfg, patientNNN_frameXX.nii.gz and patientNNN_frameXX_gt.nii.gz "
         "(an extra database/ level above training/ and testing/ is fine)"
     )
-    homepage = "https://www.creatis.insa-lyon.fr/Challenge/acdc/"
+    homepage = "https://humanheart-project.creatis.insa-lyon.fr/database/#collection/637218c173e9f0047faa00fb"
 
     def find_cases(self) -> tuple[list[Case], list[str]]:
         # every patient folder is a case, with or without its Info.cfg, so that one lacking it is named in

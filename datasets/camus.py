@@ -76,7 +76,7 @@ class CAMUS(ReleaseDataset):
         "patientXXXX_2CH_ED_gt.nii.gz "
         "(or the older <data_root>/camus/training/patientXXXX/patientXXXX_2CH_ED.mhd/.raw and _gt.mhd/.raw)"
     )
-    homepage = "https://www.creatis.insa-lyon.fr/Challenge/camus/"
+    homepage = "https://humanheart-project.creatis.insa-lyon.fr/database/#collection/6373703d73e9f0047faa1bc8"
     # the paper's 350/50/100 patients of the 500 of the release; fractions, so a partial copy splits alike
     def find_cases(self) -> tuple[list[Case], list[str]]:
         for base in (self.folder / sub for sub in RELEASE_FOLDERS):

@@ -19,18 +19,20 @@ from bench.spec import RunSpec
 from bench.store import prediction_path, record_path
 
 
-def _method(name: str, display: str, group: str, training_free: bool = False, prompted: bool = False) -> type:
+def _method(
+    name: str, display: str, group: str, labels: str = "mask", training_free: bool = False, prompted: bool = False
+) -> type:
     attributes = {"name": name, "display_name": display, "group": group, "training_free": training_free,
-                  "prompted": prompted}  # fmt: skip
+                  "prompted": prompted, "default_labels": (labels,)}  # fmt: skip
     return type(display.replace(" ", ""), (), attributes)
 
 
 TEST_METHODS = {
-    "rep-medsam": _method("rep-medsam", "MedSAM", "Promptable", training_free=True, prompted=True),
+    "rep-medsam": _method("rep-medsam", "MedSAM", "Promptable", "box", training_free=True, prompted=True),
     "rep-unet": _method("rep-unet", "UNet", "Automatic — fully trained"),
     "rep-autosam": _method("rep-autosam", "AutoSAM", "Automatic — adapted"),
-    # a display name with LaTeX's special characters, to see them escaped
-    "rep-ours": _method("rep-ours", "Prompt_module & 100%", "Ours"),
+    # a display name with LaTeX's special characters, to see them escaped; trained on boxes by default
+    "rep-ours": _method("rep-ours", "Prompt_module & 100%", "Ours", "box"),
 }
 
 
@@ -50,6 +52,8 @@ def write_record(
     experiment: str = "exp",
     fit_seconds: float = 10.0,
     epochs: int | None = 20,
+    params_trainable: int = 250_000,
+    overrides: dict | None = None,
     status: str = "ok",
     error: str | None = None,
     method_info: dict | None = None,
@@ -60,9 +64,11 @@ def write_record(
     """Write one record like ``runner.run_one`` does; ``dice`` maps test-case ids to their Dice.
 
     ``method_info`` is the record's description of its method (default: from ``TEST_METHODS``, none for
-    other names); ``described=False`` writes a version-1 record, without descriptions.
+    other names); ``described=False`` writes a version-1 record, without descriptions. ``overrides`` are the
+    run's ``--set`` values, part of its spec and run id.
     """
-    spec = RunSpec(method, dataset, task, labels, shots, draw, seed, budget, backbone)
+    spec = RunSpec(method, dataset, task, labels, shots, draw, seed, budget, backbone,
+                   overrides=tuple(sorted((overrides or {}).items())))
     ok = status == "ok"
     cases = [
         {"id": case, "dice": value, "hd95": round(40.0 * (1 - value), 3), "tp": 100, "fp": 5, "fn": 5}
@@ -99,7 +105,7 @@ def write_record(
             infer_seconds_per_image=0.02,
             peak_memory_mb=512.0,
             params_total=1_000_000,
-            params_trainable=250_000,
+            params_trainable=params_trainable,
         )
     else:
         record["traceback"] = f"Traceback (most recent call last):\n{error}"

@@ -15,12 +15,11 @@ from bench.backbones import (
     LiteMedSAM,
     MedSAMViTB,
     SAMViTB,
-    TinyRandomSAM,
     load_backbone,
-    tiny_sam,
 )
 from bench.data import Box, tight_box
 from bench.errors import BenchError
+from bench.tiny_backbone import TinyRandomSAM, tiny_sam
 
 
 def with_tiny_model(backbone_cls: type[Backbone]) -> Backbone:

@@ -212,7 +212,7 @@ def test_box_loss_gradient_pulls_inside_up_and_outside_down() -> None:
 
 
 def test_the_perf_reference_is_the_band_mask_formulation() -> None:
-    from bench.perf_loss import band_mask_tightness_prior
+    from bench.perf.loss import band_mask_tightness_prior
 
     generator = torch.Generator().manual_seed(11)
     probabilities = torch.rand(29, 33, generator=generator, dtype=torch.float64)

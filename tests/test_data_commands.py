@@ -154,8 +154,8 @@ def test_download_starts_over_when_the_server_ignores_the_range(tmp_path, hc18_s
 
 def test_download_of_registered_datasets_says_where_and_how(tmp_path):
     for dataset, fragments in (
-        ("camus", ("Challenge/camus", "database_nifti/patientXXXX/patientXXXX_2CH_ED.nii.gz")),
-        ("acdc", ("Challenge/acdc", "Info.cfg", "patientNNN_frameXX_gt.nii.gz")),
+        ("camus", ("#collection/6373703d73e9f0047faa1bc8", "Leclerc", "patientXXXX/patientXXXX_2CH_ED.nii.gz")),
+        ("acdc", ("#collection/637218c173e9f0047faa00fb", "CC BY-NC-SA 4.0", "Bernard", "frameXX_gt.nii.gz")),
     ):
         result = invoke("data", "download", dataset, "--data-root", str(tmp_path))
         assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench.backbones import TinyRandomSAM, load_backbone, tiny_sam
+from bench.backbones import load_backbone
 from bench.embedding_cache import (
     EMBEDDING_SHAPE,
     EmbeddingStore,
@@ -25,6 +25,7 @@ from bench.embedding_cache import (
     image_digest,
 )
 from bench.errors import UnknownNameError
+from bench.tiny_backbone import TinyRandomSAM, tiny_sam
 
 
 def images(count: int, seed: int = 0, shape: tuple[int, int] = (40, 56)) -> list[np.ndarray]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
+from bench.backbones import load_backbone
 from bench.cli import app
 from bench.data import Dataset, Task, load_task
 from bench.registry import DATASETS, METHODS
@@ -19,8 +23,10 @@ SECTIONS = (
     "## 3. Fit time per method",
     "## 4. Tightness-loss memory",
     "## 5. Peak memory per run",
+    "## 6. Roofline",
     "## Wall time per section",
 )
+TRAINED = {"prompt-module", "autosam", "persam-f", "unet", "transunet"}
 
 
 class PerfEllipses(Dataset):
@@ -63,7 +69,49 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def bold_number(text: str) -> float:
-    return float(re.search(r"\*\*([0-9.]+)×?\*\*", text).group(1))
+    return float(re.search(r"\*\*([0-9.]+)(?:×| GFLOP/s)?\*\*", text).group(1))
+
+
+def encoder_flops_by_shapes(backbone, image: np.ndarray) -> int:
+    """FLOPs of the image encoder on one image from the shapes a forward pass sees, sharing nothing with torch's
+    FLOP counter: 2 × multiply-adds of every convolution and linear layer, and of segment-anything's attention
+    products (q·kᵀ and weights·v: 2 × 2 × windows × tokens² × channels, over all heads)."""
+    from segment_anything.modeling.image_encoder import Attention
+
+    total = 0
+
+    def layer(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            fan_in = module.in_features
+        else:
+            fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
+        total += 2 * output.numel() * fan_in
+
+    def attention(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        windows, height, width, channels = inputs[0].shape
+        total += 2 * 2 * windows * (height * width) ** 2 * channels
+
+    hooks = [module.register_forward_hook(attention if isinstance(module, Attention) else layer)
+             for module in backbone.image_encoder.modules() if isinstance(module, (nn.Conv2d, nn.Linear, Attention))]
+    try:
+        with torch.inference_mode():
+            backbone.image_encoder(backbone.preprocess(image)[None].to(backbone.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def check_roofline_rows(rows: list[dict[str, str]], matmul: float) -> None:
+    """Every measured row: positive counts and rates, and rates that agree with each other (4 digits each)."""
+    for row in rows:
+        per_image, rate, fraction = (float(row[key]) for key in ("GFLOP / image", "GFLOP/s", "÷ matmul rate"))
+        per_second = float(row["images/s"])
+        assert per_image > 0 and rate > 0 and fraction > 0 and per_second > 0, row
+        assert rate == pytest.approx(per_image * per_second, rel=3e-3)
+        assert fraction == pytest.approx(rate / matmul, rel=3e-3)
 
 
 def test_the_suite_reports_every_section_with_measured_numbers(tmp_path, perf_ellipses, isolated_cache) -> None:
@@ -111,10 +159,53 @@ def test_the_suite_reports_every_section_with_measured_numbers(tmp_path, perf_el
     assert measured == set(METHODS.names())  # every registered method, the extra ones included
     assert {row["measure"] for row in memory} == {"cpu-rss-increase"}
 
-    walls = table(section(report, SECTIONS[5]))
-    assert len(walls) == 5 and all(float(row["seconds"]) > 0 for row in walls)
+    roofline = section(report, SECTIONS[5])
+    matmul = bold_number(roofline)
+    assert matmul > 0 and "512² matrices on cpu" in roofline
+    rows = {row["hot path"]: row for row in table(roofline)}
+    assert set(rows) == {"encoder forward (tiny-sam-test)", *TRAINED}
+    check_roofline_rows(list(rows.values()), matmul)
+    encoder = rows.pop("encoder forward (tiny-sam-test)")
+    image = np.random.default_rng(1).integers(0, 256, (256, 256), dtype=np.uint8)
+    by_shapes = encoder_flops_by_shapes(load_backbone("tiny-sam-test", None, "cpu"), image)
+    assert float(encoder["GFLOP / image"]) == pytest.approx(by_shapes / 1e9, rel=1e-3)
+    # tiny mode: each method's quick budget, one pass over one support image in at least one optimiser step
+    assert {row["budget"] for row in rows.values()} == {"quick"}
+    assert all(re.fullmatch(r"one pass: 1 image in [1-9]\d* optimiser steps?", row["measured"])
+               for row in rows.values())
+
+    walls = table(section(report, SECTIONS[6]))
+    assert len(walls) == 6 and all(float(row["seconds"]) > 0 for row in walls)
     # the suite measured against its own temporary cache: the user's was neither read nor filled
     assert not list(isolated_cache.rglob("*.npy"))
+
+
+def test_roofline_alone_measures_the_chosen_paths_and_budgets(tmp_path, perf_ellipses, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["perf", "roofline", "--tiny", "--dataset", "perf-ellipses", "--shots", "2",
+                                      "--only", "unet", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    matmul = float(re.search(r"matmul rate: ([0-9.]+) GFLOP/s", result.output).group(1))
+    rows = {row["budget"]: row for row in table(result.output)}
+    assert set(rows) == {"paper", "quick"} and {row["hot path"] for row in rows.values()} == {"unet"}
+    check_roofline_rows(list(rows.values()), matmul)
+    # tiny mode trains both at 64²: the paper budget's ResNet-34 encoder does more work per image than ResNet-18
+    assert float(rows["paper"]["GFLOP / image"]) > float(rows["quick"]["GFLOP / image"])
+    # UNet's batches of 4 hold both support images: one optimiser step per pass
+    assert {row["measured"] for row in rows.values()} == {"one pass: 2 images in 1 optimiser step"}
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [(["--only", "unett"], "Did you mean 'unet'?"), (["--only", "medsam-box"], "unknown hot path 'medsam-box'"),
+     (["--budget", "fast"], "--budget takes paper or quick"), (["--shots", "50"], "has 3 training images")],
+)  # fmt: skip
+def test_roofline_refuses_bad_input_in_one_line(perf_ellipses, options, message) -> None:
+    result = CliRunner().invoke(app, ["perf", "roofline", "--tiny", "--dataset", "perf-ellipses", *options])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
 
 
 def test_subcommands_still_run_without_the_suite(tmp_path, monkeypatch) -> None:

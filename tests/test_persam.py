@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import load_task
-from bench.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone, tiny_sam
+from bench.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone
 from bench.data import Box, Dataset, Task, TrainItem
 from bench.embedding_cache import cached_embeddings
 from bench.errors import BenchError
@@ -17,6 +17,7 @@ from bench.methods import persam
 from bench.registry import DATASETS, METHODS
 from bench.runner import run_one
 from bench.spec import RunSpec, expand_grid
+from bench.tiny_backbone import tiny_sam
 
 PerSAM = METHODS.get("persam")
 PerSAMF = METHODS.get("persam-f")

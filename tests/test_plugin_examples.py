@@ -110,16 +110,20 @@ def test_otsu_plugin_loaded_only_for_run_is_first_class_in_table_report_and_figu
     invoke("report", "--results", results, "--out", report, "--reference", "unet")
     lines = (report / "report.md").read_text().splitlines()
     cost_row = next(line for line in lines if line.startswith("| Otsu threshold "))
-    assert cost_row.split("|")[3].strip() == "–"  # training samples of a training-free method
+    assert cost_row.split("|")[4].strip() == "–"  # training samples of a training-free method (after the dataset)
     assert any(line.startswith("| quick") and "| Otsu threshold " in line for line in lines)  # run status
-    assert any(line.startswith("- Tiny CNN (example) trains") and "than UNet" in line for line in lines)
+    ratio = "- Tiny CNN (example) · mask · k=10 · quick against UNet · mask · k=10 · quick (Synthetic): fit time "
+    assert any(line.startswith(ratio) for line in lines)
+    assert not any(line.startswith("- Otsu threshold") and " against " in line for line in lines)  # trains nothing
 
     invoke("figure", "--results", results, "--task", "blob", "--out", tmp_path / "figures")
     assert (tmp_path / "figures" / "qualitative_blob.png").stat().st_size > 1000
     figure = qualitative_figure(load_records(results), results, "blob", images=1)
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
-    assert titles == ["Synthetic Blob\nimage + ground truth", "Otsu threshold", "Tiny CNN (example)\nmask, k=10",
-                      "UNet\nmask, k=10"]  # fmt: skip
+    variant = "\n[epochs=1, input_size=64]"  # the --set overrides of the run each column shows
+    assert titles == ["Synthetic Blob\nimage + ground truth", "Otsu threshold\nquick\nseed 0",
+                      f"Tiny CNN (example)\nmask, k=10, quick\nseed 0, draw 0{variant}",
+                      f"UNet\nmask, k=10, quick\nseed 0, draw 0{variant}"]  # fmt: skip
 
 
 def _write_package(site: Path) -> None:
@@ -223,10 +227,11 @@ def test_report_imports_no_method_code_and_old_records_ask_the_registry(tmp_path
         ["Ours", "Prompt module (ours)", "10", "", "✓"],
     ]
     assert body[1][-1] == "**60.00 ± 0.00**"  # the best automatic result; MedSAM is prompted, never bold
-    assert output["titles"][1:] == ["MedSAM (box prompt)\nbox", "Otsu threshold", "UNet\nmask, k=10",
-                                    "Prompt module (ours)\nbox, k=10"]  # fmt: skip
+    assert output["titles"][1:] == ["MedSAM (box prompt)\nbox, quick\nseed 0", "Otsu threshold\nquick\nseed 0",
+                                    "UNet\nmask, k=10, quick\nseed 0, draw 0",
+                                    "Prompt module (ours)\nbox, k=10, quick\nseed 0, draw 0"]  # fmt: skip
     report = (results / "report" / "report.md").read_text()
-    assert "| Prompt module (ours) " in report and "Prompt module (ours) trains" in report
+    assert "| Prompt module (ours) " in report and "Prompt module (ours) · box · k=10 · quick against UNet" in report
 
 
 def test_the_newest_record_describes_a_method_and_beats_the_registry(tmp_path) -> None:

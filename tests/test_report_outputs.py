@@ -72,8 +72,14 @@ def test_time_report_has_costs_ratios_and_run_status(grid, tmp_path) -> None:
     assert unet["fit_ratio"] == pytest.approx(3.0)
     assert unet["seconds_per_epoch"] == pytest.approx(np.mean([300.0, 330.0]) / 60)
     assert unet["params_trainable"] == 250_000 and unet["infer_ms_per_image"] == pytest.approx(20.0)
-    assert "UNet trains 3.0× longer than Prompt_module & 100% (Synthetic, k = 10, budget quick)" in text
-    assert np.isnan(costs.loc[("rep-medsam", "all"), "seconds_per_epoch"])  # training-free: no epochs
+    # 60 epochs against 20: the same time per epoch, 5.25 s, over 10 training images
+    assert unet["epoch_ratio"] == pytest.approx(1.0)
+    assert unet["ms_per_image_step"] == pytest.approx(1000 * np.mean([300.0, 330.0]) / 60 / 10)
+    assert ("UNet · mask · k=10 · quick against Prompt_module & 100% · box · k=10 · quick (Synthetic):"
+            " fit time 3.00×, time per epoch 1.00×.") in text  # fmt: skip
+    medsam = costs.loc[("rep-medsam", "all")]
+    assert np.isnan(medsam["seconds_per_epoch"]) and np.isnan(medsam["fit_ratio"])  # training-free: no ratio
+    assert not any(line.startswith("- MedSAM") for line in text.splitlines())
     assert "Budget: **quick**" in text
 
     status = text.split("## Run status")[1]
@@ -104,12 +110,14 @@ def test_report_plots_are_images_of_the_expected_size_in_consistent_colours(grid
     out = tmp_path / "report"
     _report(grid, out, "--reference", "rep-ours")
     unet_colour = Names().palette(["rep-unet"])["UNet"]
-    configurations = 1 + 3 * 2  # MedSAM, then three trained methods × two k
+    rows = 1 + 3 * 2  # MedSAM, then three trained methods × two k: Table 1's rows, one line each
+    legend = max(plots.PANEL_HEIGHT, plots.LEGEND_LINE * (rows + 3 + 1) + 0.5)  # the rows, a gap, the budget
     sizes = {
-        "dice_per_case": (WIDTH, plots.ROW_HEIGHT * configurations + 1.2),
-        "dice_vs_shots": (WIDTH, plots.PANEL_HEIGHT),
-        "dice_vs_fit_time": (WIDTH, plots.PANEL_HEIGHT),
-    }
+        "dice_per_case": (plots.LABELS_WIDTH + 2 * plots.PANEL_WIDTH + plots.BUDGET_LEGEND_WIDTH,
+                          plots.ROW_HEIGHT * rows + 1.2),
+        "dice_vs_shots": (WIDTH, legend),
+        "dice_vs_fit_time": (WIDTH, legend),
+    }  # fmt: skip
     for stem, (width, height) in sizes.items():
         png = imread(out / f"{stem}.png")
         assert png.shape[:2] == (round(max(height, plots.PANEL_HEIGHT) * plots.DPI), round(width * plots.DPI))
@@ -120,30 +128,51 @@ def test_report_plots_are_images_of_the_expected_size_in_consistent_colours(grid
     assert (out / "statistics.csv").exists()
 
 
-def test_report_without_reference_runs_still_writes_and_says_why(grid, tmp_path) -> None:
-    out = tmp_path / "report"
-    _report(grid, out)  # the default reference, prompt-module, has no runs here
-    text = (out / "report.md").read_text()
-    assert "No finished runs of the reference `prompt-module`" in text
-    assert (out / "dice_vs_shots.png").exists() and not (out / "statistics.csv").exists()
-
-
-def test_plots_of_mixed_budgets_show_the_paper_budget_only(tmp_path, monkeypatch) -> None:
+def test_plots_show_every_table_row_each_marked_with_its_budget(tmp_path) -> None:
+    """UNet at two budgets and the prompt module at one: three rows in every plot, paper filled, quick hollow."""
     results = tmp_path / "results"
-    for budget, dice in (("quick", 0.2), ("paper", 0.9)):
-        for seed in (0, 1):
-            write_record(results, "rep-unet", dict.fromkeys(IDS, dice), seed=seed, budget=budget)
-    plotted: list[set] = []
+    rng = np.random.default_rng(0)
+    for method, labels, budget, dice in (("rep-unet", "mask", "quick", 0.2), ("rep-unet", "mask", "paper", 0.9),
+                                         ("rep-ours", "box", "paper", 0.8)):  # fmt: skip
+        for shots in (1, 10):
+            for seed in (0, 1):
+                values = np.clip(dice + rng.normal(0, 0.03, len(IDS)), 0, 1)
+                write_record(results, method, dict(zip(IDS, values.tolist(), strict=True)), labels=labels,
+                             shots=shots, seed=seed, budget=budget, fit_seconds=10.0 * shots)  # fmt: skip
+    from bench import store
 
-    def record_budgets(frame, *args, **kwargs):
-        plotted.append(set(frame["budget"]))
-        return None
+    records = store.load_records(results)
+    runs, cases = store.runs_frame(records), store.cases_frame(records)
+    expected = {"UNet · mask · k=10 · paper": True, "UNet · mask · k=10 · quick": False,
+                "Prompt_module & 100% · box · k=10 · paper": True}  # fmt: skip
 
-    for name in ("per_case_dice", "dice_versus_shots", "dice_versus_fit_time"):
-        monkeypatch.setattr(plots, name, record_budgets)
+    scatter = plots.dice_versus_fit_time(runs[runs["shots"] == "10"])
+    drawn = [line for line in scatter.axes[0].lines if line.get_marker() not in (None, "None", "")]
+    assert len(drawn) == 3  # a point per row: the quick UNet row is not dropped for the paper one
+    faces = sorted(line.get_markerfacecolor() == "white" for line in drawn)
+    assert faces == [False, False, True]  # one hollow row: the quick one
+    legend = {text.get_text(): handle for text, handle in zip(scatter.legends[0].get_texts(),
+                                                              scatter.legends[0].legend_handles, strict=True)}
+    for label, filled in expected.items():
+        assert (legend[label].get_markerfacecolor() != "white") == filled, label
+    assert "Budget (differs between rows)" in legend
+    assert "cost–quality frontier\n(automatic rows)" not in legend  # one point per k: no frontier drawn
+
+    shots = plots.dice_versus_shots(runs)  # k is its x axis: a line per row without k, joining k = 1 and 10
+    labels = [text.get_text() for text in shots.legends[0].get_texts()]
+    assert {label.replace(" · k=10", "") for label in expected} <= set(labels)
+    joined = [line for line in shots.axes[0].lines if len(line.get_xdata()) == 2 and line.get_marker() != "None"]
+    assert sorted(line.get_markerfacecolor() == "white" for line in joined) == [False, False, True]
+
+    boxes = plots.per_case_dice(cases)
+    ticks = [tick.get_text() for tick in boxes.axes[0].get_yticklabels()]
+    assert len(ticks) == 6 and all(tick.endswith(("· paper", "· quick")) for tick in ticks)
+    hollow = [patch for patch in boxes.axes[0].patches if patch.get_facecolor()[:3] == (1.0, 1.0, 1.0)]
+    assert len(hollow) == 2  # UNet quick at k = 1 and 10
+
     _report(results, tmp_path / "report")
-    assert "The plots show the **paper** budget only." in (tmp_path / "report" / "report.md").read_text()
-    assert plotted == [{"paper"}] * 3
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "budgets differ between rows (paper, quick)" in text
 
 
 def test_pareto_front_keeps_only_undominated_configurations() -> None:

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from bench import executors
 from bench.cli import app
 from bench.embedding_cache import embedding_counts
-from bench.executors import SlurmOptions, execute, grid_status, load_job_ledger, pool_gpus, submitit_parameters
+from bench.executors import execute, grid_status, pool_gpus
 from bench.paths import process_alive
 from bench.spec import RunSpec
 from bench.store import load_records, record_path
+from bench.submitit_jobs import SlurmOptions, load_job_ledger, submitit_parameters
 from bench.timing import PeakMemory, resident_set_mb
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,6 +13,15 @@ from bench.cli.common import DataRootOption, ProgressBars, console, perf_app, us
 from bench.errors import BenchError
 from bench.registry import BACKBONES, DATASETS
 
+TINY_MATMUL = 512  # the matmul rate's matrix side in tiny mode: a fraction of a second
+
+DatasetOption = Annotated[str | None, typer.Option(help="Default: hc18 when the data root holds it, else synthetic.")]
+TaskOption = Annotated[str | None, typer.Option(help="Default: hc18's head, synthetic's ellipse, else the first.")]
+BackboneOption = Annotated[
+    str | None, typer.Option(help="SAM-family backbone; default litemedsam (tiny-sam-test with --tiny).")
+]
+CheckpointOption = Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")]
+
 
 @perf_app.callback(invoke_without_command=True)
 @user_errors
@@ -20,16 +29,12 @@ def perf_suite(
     context: typer.Context,
     out: Annotated[Path, typer.Option(help="The Markdown report to write.")] = Path("results/perf.md"),
     data_root: DataRootOption = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Default: hc18 when the data root holds it, else synthetic.")
-    ] = None,
-    task: Annotated[str | None, typer.Option(help="Default: hc18's head, synthetic's ellipse, else the first.")] = None,
+    dataset: DatasetOption = None,
+    task: TaskOption = None,
     shots: Annotated[int, typer.Option(min=1, help="Training images of every run.")] = 10,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of every trained method (quick budget otherwise).")] = 5,
-    backbone: Annotated[
-        str | None, typer.Option(help="SAM-family backbone; default litemedsam (tiny-sam-test with --tiny).")
-    ] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    backbone: BackboneOption = None,
+    checkpoint: CheckpointOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     tiny: Annotated[
         bool, typer.Option("--tiny", help="Tests: random tiny backbone, tiny inputs; every section in seconds.")
@@ -37,12 +42,13 @@ def perf_suite(
 ) -> None:
     """Speed and memory benchmarks; without a command, the whole suite in one Markdown report.
 
-    The suite: encoding throughput, a cold vs a warm embedding cache, fit time per method, tightness-loss memory
-    and peak memory per method, written to --out; about 10 minutes on a 2-core CPU.
+    The suite: encoding throughput, a cold vs a warm embedding cache, fit time per method, tightness-loss memory,
+    peak memory per method and the roofline, written to --out; about 10 minutes on a 2-core CPU.
     """
     if context.invoked_subcommand is not None:
         return
-    from bench.perf import SECTIONS, check_inputs, render_report, run_suite
+    from bench.perf.report import render_report
+    from bench.perf.suite import SECTIONS, check_inputs, run_suite
 
     settings = _suite_settings(out, data_root, dataset, task, shots, epochs, backbone, checkpoint, device, tiny)
     _check_report_path(out)
@@ -74,9 +80,31 @@ def _suite_settings(
     """The suite's settings from the options, every name checked; the command line that reproduces them."""
     import shlex
 
-    from bench.paths import default_data_root
-    from bench.perf import SuiteSettings, default_dataset
+    from bench.perf.suite import SuiteSettings
     from bench.runner import resolve_device
+
+    root, dataset, task = _data_choice(data_root, dataset, task)
+    backbone = _backbone_choice(backbone, tiny)
+    resolved_device = str(resolve_device(device))
+    words = ["bench", "perf", "--out", str(out), "--dataset", dataset, "--task", task]
+    if DATASETS.get(dataset).needs_data_root:
+        words += ["--data-root", str(root)]
+    words += ["--shots", str(shots), "--epochs", str(epochs), "--backbone", backbone]
+    words += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    words += ["--device", resolved_device] + (["--tiny"] if tiny else [])
+    sizes = {"encode_images": 2, "encode_repeats": 1, "loss_size": 40, "loss_batch": 2, "loss_repeats": 1,
+             "matmul_size": TINY_MATMUL, "matmul_repeats": 1, "roofline_budgets": ("quick",), "roofline_shots": 1}
+    return SuiteSettings(
+        dataset=dataset, task=task, data_root=root, shots=shots, epochs=epochs, backbone=backbone,
+        checkpoint=checkpoint, device=resolved_device, tiny=tiny, command=shlex.join(words),
+        **(sizes if tiny else {}),
+    )  # fmt: skip
+
+
+def _data_choice(data_root: Path | None, dataset: str | None, task: str | None) -> tuple[Path, str, str]:
+    """The resolved data root, the dataset (HC18 when the root holds it, else synthetic) and its task, checked."""
+    from bench.paths import default_data_root
+    from bench.perf.suite import default_dataset
 
     root = (data_root or default_data_root()).expanduser().resolve()
     if dataset is None:
@@ -86,21 +114,13 @@ def _suite_settings(
     task = task or tasks[0]
     if task not in tasks:
         raise BenchError(f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(tasks)}")
+    return root, dataset, task
+
+
+def _backbone_choice(backbone: str | None, tiny: bool) -> str:
     backbone = backbone or ("tiny-sam-test" if tiny else "litemedsam")
-    BACKBONES.get(backbone)
-    resolved_device = str(resolve_device(device))
-    words = ["bench", "perf", "--out", str(out), "--dataset", dataset, "--task", task]
-    if DATASETS.get(dataset).needs_data_root:
-        words += ["--data-root", str(root)]
-    words += ["--shots", str(shots), "--epochs", str(epochs), "--backbone", backbone]
-    words += ["--checkpoint", str(checkpoint)] if checkpoint else []
-    words += ["--device", resolved_device] + (["--tiny"] if tiny else [])
-    sizes = {"encode_images": 2, "encode_repeats": 1, "loss_size": 40, "loss_batch": 2, "loss_repeats": 1}
-    return SuiteSettings(
-        dataset=dataset, task=task, data_root=root, shots=shots, epochs=epochs, backbone=backbone,
-        checkpoint=checkpoint, device=resolved_device, tiny=tiny, command=shlex.join(words),
-        **(sizes if tiny else {}),
-    )  # fmt: skip
+    BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
+    return backbone
 
 
 def _check_report_path(out: Path) -> None:
@@ -134,7 +154,7 @@ def perf_encode(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Images/s of the harness's encoding path vs a bare image_encoder forward on the same batches."""
-    from bench.perf import encode_benchmark
+    from bench.perf.encode import encode_benchmark
 
     model = _perf_backbone(backbone, checkpoint, device)
     result = encode_benchmark(model, images, (size, size), batch_size, repeats)
@@ -151,7 +171,7 @@ def perf_decode(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Images/s of batched mask decoding (one box per image) vs decoding the images one at a time."""
-    from bench.perf import decode_benchmark
+    from bench.perf.decode import decode_benchmark
 
     result = decode_benchmark(_perf_backbone(backbone, checkpoint, device), images, repeats)
     console.print("\n".join(result.lines()), highlight=False)
@@ -167,8 +187,54 @@ def perf_loss(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "cpu",
 ) -> None:
     """Peak memory and time of the tightness prior: row/column sums vs one full-size mask per band."""
-    from bench.perf_loss import tightness_benchmark
+    from bench.perf.loss import tightness_benchmark
 
     result = tightness_benchmark(size, batch, box_fraction, repeats, device)
     console.print("\n".join(result.lines()), highlight=False)
 
+
+
+@perf_app.command("roofline")
+@user_errors
+def perf_roofline(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="A hot path to measure: encoder or a trained method (repeat the flag); default all."),
+    ] = None,
+    budget: Annotated[
+        list[str] | None, typer.Option(help="The training steps' budget: paper or quick (repeat); default both.")
+    ] = None,
+    data_root: DataRootOption = None,
+    dataset: DatasetOption = None,
+    task: TaskOption = None,
+    shots: Annotated[int, typer.Option(min=1, help="Support images of every training step.")] = 10,
+    images: Annotated[int, typer.Option(min=1, help="Random images the encoder forwards per repeat.")] = 4,
+    repeats: Annotated[int, typer.Option(min=1, help="Encoder repeats; the median is reported.")] = 3,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Encoder batch; default: the backbone's.")] = None,
+    backbone: BackboneOption = None,
+    checkpoint: CheckpointOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    tiny: Annotated[bool, typer.Option("--tiny", help="Tests: random tiny backbone, tiny inputs, in seconds.")] = False,
+) -> None:
+    """Counted FLOPs per image and achieved GFLOP/s of the encoder and of each trained method's training step,
+    against this machine's fp32 matmul rate (section 6 of the suite)."""
+    from bench.perf.roofline import MATMUL_SIZE, RooflineSettings, check_roofline_inputs, hot_paths, measure_roofline
+    from bench.perf.suite import scratch_cache
+    from bench.runner import resolve_device
+    from bench.spec import BUDGETS
+
+    root, dataset, task = _data_choice(data_root, dataset, task)
+    for name in budget or ():
+        if name not in BUDGETS:
+            raise BenchError(f"--budget takes {' or '.join(BUDGETS)}, not '{name}'")
+    settings = RooflineSettings(
+        backbone=_backbone_choice(backbone, tiny), checkpoint=checkpoint, device=str(resolve_device(device)),
+        dataset=dataset, task=task, data_root=root, shots=shots, tiny=tiny, paths=hot_paths(only),
+        budgets=tuple(dict.fromkeys(budget or BUDGETS)), encoder_images=images, encoder_repeats=repeats,
+        encoder_batch=batch_size, matmul_size=TINY_MATMUL if tiny else MATMUL_SIZE, matmul_repeats=1 if tiny else 5,
+    )  # fmt: skip
+    with console.status(f"loading backbone {settings.backbone} and checking {', '.join(settings.paths)}"):
+        check_roofline_inputs(settings)
+    with console.status("measuring: matmul rate, then " + ", ".join(settings.paths)), scratch_cache():
+        roofline = measure_roofline(settings)
+    console.print("\n".join(roofline.lines()), highlight=False, soft_wrap=True)

@@ -90,8 +90,10 @@ def run(
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
     from bench import data, store
     from bench import spec as specs
-    from bench.executors import SlurmOptions, check_executor, execute, load_job_ledger
+    from bench.claims import live_holder, remove_stale
+    from bench.executors import check_executor, execute
     from bench.runner import recipe_changes, resolve_device
+    from bench.submitit_jobs import SlurmOptions, load_job_ledger
 
     load_plugins(plugin)
     method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
@@ -131,9 +133,12 @@ def run(
         statuses[spec.run_id] = "outdated"
     to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
     skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
+    # runs another process holds now: not run here, and waited for after the rest (see ``execute``)
+    holders = {s.run_id: live_holder(store.claim_path(results, experiment, s.run_id)) for s in to_run}
+    held = {run_id: holder for run_id, holder in holders.items() if holder is not None}
 
     if dry_run:
-        _print_plan(planned, statuses, resolved_budget)
+        _print_plan(planned, statuses, held, resolved_budget)
         return
     for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
         with console.status(f"loading {dataset_name}/{task_name}"):
@@ -148,6 +153,8 @@ def run(
         check_writable(store.runs_folder(results, experiment), results)
         for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
             remove_stale_temporaries(folder)  # half-written files of a grid killed earlier
+        # and the claims its killed processes left on runs that are done (the others are taken over by name)
+        remove_stale(store.claims_folder(results, experiment), spared={s.run_id for s in to_run})
     submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
     waiting = sum(1 for s in to_run if s.run_id in submitted)
     console.print(
@@ -157,6 +164,9 @@ def run(
     )
     if waiting:
         console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
+    if held:
+        then = "not waited for (--detach)" if detach else "waited for after the rest"
+        console.print(f"  {len(held)} of them claimed by other processes: {then}", highlight=False)
     for reason, count in skipped.items():
         console.print(f"  skipped {count}: {reason}", highlight=False)
     if outdated:
@@ -169,6 +179,8 @@ def run(
 
     failures: list[dict] = []
     queued: list[dict] = []
+    elsewhere: list[dict] = []
+    claimed: dict[str, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         grid = progress.add_task("runs", total=len(to_run))
@@ -178,8 +190,19 @@ def run(
             if summary["status"] == "queued":
                 queued.append(summary)
                 return
+            if summary["status"] == "claimed":  # another process runs it
+                claimed[spec.run_id] = summary
+                then = "not waited for (--detach)" if detach else "waited for after the rest"
+                progress.console.print(f"{spec.run_id}: claimed by {summary['holder']}; {then}", highlight=False)
+                return
+            claimed.pop(spec.run_id, None)
             progress.advance(grid)
             mark = "[green]ok[/green]" if summary["status"] == "ok" else f"[red]failed[/red]: {summary['error']}"
+            if summary.get("elsewhere"):
+                mark += " (run by another process)"
+                elsewhere.append(summary)
+            elif summary.get("taken_from"):
+                mark += f" (taken over from {summary['taken_from']}, which is gone)"
             progress.console.print(f"{spec.run_id}: {mark}", highlight=False)
             if summary["status"] != "ok":
                 failures.append(summary)
@@ -196,8 +219,10 @@ def run(
                 "the records written so far are kept: fix it and re-run the command to resume"
             ) from error
     console.print(
-        f"{len(to_run) - len(failures) - len(queued)} ok, {len(failures)} failed"
+        f"{len(to_run) - len(failures) - len(queued) - len(claimed)} ok, {len(failures)} failed"
+        + (f" ({len(elsewhere)} of them run by another process)" if elsewhere else "")
         + (f", {len(queued)} queued or running" if queued else "")
+        + (f", {len(claimed)} running in other processes" if claimed else "")
         + f"; records in {store.runs_folder(results, experiment)}"
     )
     if queued:
@@ -219,8 +244,11 @@ def status(
     experiment: Annotated[str | None, typer.Option(help="One experiment (default: all).")] = None,
     plugin: PluginOption = None,
 ) -> None:
-    """Per method: runs done, failed, queued or running (submitit/slurm jobs) and missing; collects ended jobs."""
+    """Per method: runs done, failed, queued or running (submitted jobs and claimed runs) and missing; collects
+    ended jobs, and names the processes holding claims."""
+    from bench.claims import live_holders
     from bench.executors import grid_status
+    from bench.store import claims_folder
 
     load_plugins(plugin)
     rows = grid_status(results, experiment)
@@ -233,9 +261,13 @@ def status(
         status_table.add_row(row["experiment"], row["method"], str(row["done"]), str(row["failed"]),
                              str(row["queued_or_running"]), str(row["missing"]))  # fmt: skip
     console.print(status_table)
+    for name in dict.fromkeys(row["experiment"] for row in rows):
+        by_holder = Counter(holder.describe() for holder in live_holders(claims_folder(results, name)).values())
+        for holder, count in by_holder.items():
+            console.print(f"{name}: {count} run{'s' * (count > 1)} claimed by {holder}", highlight=False)
 
 
-def _print_plan(planned, statuses: dict, budget: str) -> None:
+def _print_plan(planned, statuses: dict, held: dict, budget: str) -> None:
     table = Table(title=f"Plan (budget {budget})")
     for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
         table.add_column(column)
@@ -243,6 +275,8 @@ def _print_plan(planned, statuses: dict, budget: str) -> None:
         spec = item.spec
         if item.skip_reason:
             state = f"skip: {item.skip_reason}"
+        elif spec.run_id in held:
+            state = f"claimed by {held[spec.run_id].describe()}"
         else:
             state = {"ok": "done", "failed": "failed, re-run", "outdated": "older recipe, re-run"}.get(
                 statuses.get(spec.run_id) or "", "to run"
@@ -250,4 +284,3 @@ def _print_plan(planned, statuses: dict, budget: str) -> None:
         table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
                       str(spec.draw), str(spec.seed), state)  # fmt: skip
     console.print(table)
-

@@ -1,4 +1,5 @@
-"""`bench report`: the training-time report, run status, statistics and plots in one folder."""
+"""`bench report`: the paper's claims checked, the training-time report, run status, statistics, diagnostics
+and plots in one folder."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench import store
-from bench.report import diagnosis, plots, stats, timing
+from bench.report import claims, diagnosis, plots, stats, timing
 from bench.report.names import Names
+from bench.report.rows import budget_rank
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
 
@@ -17,7 +19,7 @@ def _budget_line(runs: pd.DataFrame) -> str:
     budgets = sorted(runs["budget"].dropna().unique())
     if len(budgets) == 1:
         return f"Budget: **{budgets[0]}**."
-    return f"Records mix budgets (**{', '.join(budgets)}**): every table below has a budget column."
+    return f"Records mix budgets (**{', '.join(budgets)}**): every table and plot below names each row's budget."
 
 
 def _listed(lines: list[str]) -> list[str]:
@@ -33,7 +35,8 @@ def write_report(
     reference: str = stats.DEFAULT_REFERENCE,
     split: str | None = None,
 ) -> list[Path]:
-    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written.
+    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written (report.md
+    last).
 
     The report covers the records of one evaluation split (``store.of_split``: test unless told or absent).
     """
@@ -46,22 +49,31 @@ def write_report(
     has_reference = reference in set(runs.loc[runs["status"] == "ok", "method"])
 
     lines = [
-        "# Training-time report",
+        "# Report",
         "",
         f"From {len(records)} run records in `{results}`, scored on the **{store.record_split(records[0])}**"
         f" split. {_budget_line(runs)}",
         "",
-        "## Cost per method and dataset",
+        "## Claims of the seed paper",
         "",
     ]
-    costs = timing.cost_table(runs, reference)
+    verdicts = claims.check_claims(runs, cases)
+    if verdicts:
+        lines += claims.claims_markdown(verdicts, names)
+        written.append(out / "claims.csv")
+        claims.claims_frame(verdicts).to_csv(written[-1], index=False)
+    else:
+        lines.append("No finished runs.")
+
+    lines += ["", "## Cost per Table 1 row", ""]
+    costs = timing.cost_table(runs, reference, timing.training_images(records))
     if costs.empty:
         lines.append("No finished runs.")
     else:
         lines += [timing.cost_markdown(costs, reference_name), ""]
-        lines += [f"- {sentence}" for sentence in timing.ratio_sentences(costs, reference, reference_name)]
+        lines += [f"- {sentence}" for sentence in timing.ratio_sentences(costs)]
         if not has_reference:
-            lines.append(f"- No finished runs of the reference `{reference}`: no fit-time ratios.")
+            lines.append(f"- No finished runs of the reference `{reference}`: no time ratios.")
         lines += ["", timing.COST_NOTES]
         written.append(out / "time_report.csv")
         costs.to_csv(written[-1], index=False)
@@ -83,24 +95,49 @@ def write_report(
     status = pd.concat([failures.assign(status="failed"), missing_frame])
     status.to_csv(written[-1], index=False)
 
-    lines += ["", f"## Statistics against {reference_name}", ""]
-    if has_reference:
-        compared = stats.compare(cases, reference)
-        written.append(out / "statistics.csv")
-        compared.to_csv(written[-1], index=False)
-        lines += [_statistics_markdown(compared, names), "", stats.PROTOCOL]
-    else:
-        lines.append(f"No finished runs of `{reference}`; choose the reference with `--reference`.")
-
+    lines += _statistics_section(cases, reference, reference_name, has_reference, names, out, written)
     lines += _diagnosis_section(records, runs, cases, out, written)
+    lines += _plots_section(runs, cases, out, written)
+    written.append(out / "report.md")
+    written[-1].write_text("\n".join(lines) + "\n")
+    return written
 
-    lines += ["", "## Plots", ""]
-    # a plot averages runs per configuration: runs of two budgets must not meet there
-    budgets = set(runs["budget"].dropna())
-    plotted = "paper" if "paper" in budgets else min(budgets, default=None)
+
+def _statistics_section(
+    cases: pd.DataFrame, reference: str, reference_name: str, has_reference: bool, names: Names, out: Path,
+    written: list[Path],
+) -> list[str]:
+    """Every Table 1 row against the reference's headline row; then the same-budget tests (the table's marks)."""
+    lines = ["", f"## Statistics against {reference_name}", ""]
+    if not has_reference:
+        return lines + [f"No finished runs of `{reference}`; choose the reference with `--reference`."]
+    tests = stats.headline_tests(cases, reference, names.default_labels(reference))
+    written.append(out / "statistics.csv")
+    tests.to_csv(written[-1], index=False)
+    lines += [_statistics_markdown(tests, names, headline=True), "", stats.HEADLINE_PROTOCOL, ""]
+    compared = stats.compare(cases, reference)
+    lines += ["### Same budget", "",
+              "Each configuration without `--set` overrides against the reference at its own budget and k (what"
+              " `bench table --stats` marks):", ""]  # fmt: skip
+    if compared.empty or compared["p"].isna().all():
+        lines.append("No configuration has a reference at its own budget and k.")
+    else:
+        written.append(out / "statistics_same_budget.csv")
+        compared.to_csv(written[-1], index=False)
+        lines.append(_statistics_markdown(compared, names, headline=False))
+    return lines + ["", stats.PROTOCOL]
+
+
+def _plots_section(runs: pd.DataFrame, cases: pd.DataFrame, out: Path, written: list[Path]) -> list[str]:
+    lines = ["", "## Plots", ""]
+    budgets = sorted(runs.loc[runs["status"] == "ok", "budget"].dropna().unique(), key=budget_rank)
     if len(budgets) > 1:
-        lines += [f"The plots show the **{plotted}** budget only.", ""]
-        runs, cases = runs[runs["budget"] == plotted], cases[cases["budget"] == plotted]
+        caption = (f"Every Table 1 row at its own budget: budgets differ between rows ({', '.join(budgets)}); each"
+                   f" row's label ends with its budget, and its markers and boxes are filled at {plots.FILLED_BUDGET}"
+                   " and hollow otherwise. Rows of different budgets trained for different lengths.")  # fmt: skip
+    else:
+        caption = f"Every Table 1 row; budget: {', '.join(budgets) or '–'}."
+    lines += [caption, ""]
     figures = {
         "dice_per_case": plots.per_case_dice(cases) if not cases.empty else None,
         "dice_vs_shots": plots.dice_versus_shots(runs),
@@ -113,9 +150,7 @@ def write_report(
             continue
         written += plots.save_figure(figure, out, stem)
         lines.append(f"![{stem}]({stem}.png)")
-    written.append(out / "report.md")
-    written[-1].write_text("\n".join(lines) + "\n")
-    return written
+    return lines
 
 
 def _diagnosis_section(
@@ -149,19 +184,34 @@ def _diagnosis_section(
     return lines
 
 
-def _statistics_markdown(compared: pd.DataFrame, names: Names) -> str:
+def _statistics_markdown(compared: pd.DataFrame, names: Names, headline: bool) -> str:
+    """The tests as a Markdown table: against the headline row (its labels, k and budget, and what differs),
+    or at the same budget (the reference's labels)."""
     rows = []
     for row in compared.itertuples():
         info = names.method(row.method)
-        rows.append({
-            "Task": names.task_label(row.dataset, row.task),
-            "Budget": row.budget, "Method": info.display,
-            "Labels": row.labels, "k": "–" if info.training_free else row.shots, "Runs": row.runs,
-            "Dice × 100 [95 % CI]": f"{100 * row.mean:.2f} [{100 * row.ci_low:.2f}, {100 * row.ci_high:.2f}]",
-            "Reference labels": row.reference_labels or "–", "Pairs": _count(row.pairs),
-            "p": _p(row.p), "p (Holm)": _p(row.p_holm), "Significant": "yes" if row.significant else "",
-        })  # fmt: skip
+        values = {
+            "Task": names.task_label(row.dataset, row.task), "Method": info.display,
+            "Labels": row.labels, "k": "–" if info.training_free else row.shots, "Budget": row.budget,
+        }  # fmt: skip
+        if headline:
+            values["--set"] = row.variant or "–"
+        values |= {"Runs": row.runs,
+                   "Dice × 100 [95 % CI]": f"{100 * row.mean:.2f} [{100 * row.ci_low:.2f}, {100 * row.ci_high:.2f}]"}
+        if headline:
+            tested = bool(row.reference_labels)
+            values["Reference row"] = _reference_row(row) if tested else "(the headline row)"
+            values["Differs in"] = (row.differs or "–") if tested else "–"
+        else:
+            values["Reference labels"] = row.reference_labels or "–"
+        values |= {"Pairs": _count(row.pairs), "p": _p(row.p), "p (Holm)": _p(row.p_holm),
+                   "Significant": "yes" if row.significant else ""}  # fmt: skip
+        rows.append(values)
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _reference_row(row) -> str:
+    return f"{row.reference_labels} · k={row.reference_shots} · {row.reference_budget}"
 
 
 def _count(value: float) -> str:

@@ -15,31 +15,49 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from bench.report.names import Names
-from bench.report.plots import DPI, PANEL_HEIGHT, PANEL_WIDTH
+from bench.report.names import GROUP_ORDER, Names
+from bench.report.plots import DPI, FILLED_BUDGET, LEGEND_LINE, LEGEND_WIDTH, PANEL_HEIGHT, PANEL_WIDTH
+from bench.report.rows import one_line, row_order, with_row_names
 
-CONFIG = ["method_display", "variant", "labels", "shots", "budget", "backbone", "dataset", "task"]
+CONFIG = ["method", "variant", "labels", "shots", "budget", "backbone", "dataset", "task"]
 SIZE_BINS = 3  # terciles of the structure's box area over the scored cases
 # the size prior's bounds on predicted size / box area (bench.box_losses.SIZE_BOUNDS), drawn for reference
 SIZE_PRIOR_BOUNDS = (0.5, 0.9)
+SEED_MARKERS = ["o", "s", "^", "D", "v", "P"]
+LEGEND_FONT = 7  # a model search's configurations: many, long labels
 
 
-def _configuration(frame: pd.DataFrame) -> pd.Series:
-    """"Prompt module (ours) · box · k=10 [lr=0.0001]": one label per configuration of CONFIG."""
-    parts = [
-        f"{r.method_display} · {r.labels} · k={r.shots}" + (f" [{r.variant}]" if r.variant else "")
-        for r in frame.itertuples()
-    ]
-    return pd.Series(parts, index=frame.index)
+def _with_configuration(frame: pd.DataFrame, one_line_labels: bool = True, names: Names | None = None) -> pd.DataFrame:
+    """``frame`` with ``rows.with_row_names``'s columns and each row's Table 1 row label as ``configuration``
+    ("Prompt module (ours) · box · k=10 · paper", with its --set variant): on one line for tables, on two
+    where a variant makes it long for a legend. ``names``: those of the records ``frame`` was aggregated from
+    (an aggregate lacks their descriptions)."""
+    frame = with_row_names(frame, names or Names(frame))
+    return frame.assign(configuration=frame["row_label"].map(one_line) if one_line_labels else frame["row_label"])
 
 
-def _panels_per_draw(frame: pd.DataFrame) -> tuple[Figure, list, list[str]]:
-    """A figure with one panel per support draw (shared y) and the configurations' legend order."""
+def _order(frame: pd.DataFrame) -> list[str]:
+    """The configurations of a ``_with_configuration`` frame in Table 1's order."""
+    return row_order(frame.assign(row_label=frame["configuration"]), GROUP_ORDER)
+
+
+def _height(labels: list[str], extra_lines: int = 0) -> float:
+    """Inches a panel needs beside a legend of ``labels`` (and ``extra_lines``) at LEGEND_FONT."""
+    lines = sum(1 + label.count("\n") for label in labels) + extra_lines + 1
+    return max(PANEL_HEIGHT, LEGEND_LINE * LEGEND_FONT / 8 * lines + 0.5)
+
+
+def _panels_per_draw(frame: pd.DataFrame, extra_lines: int = 0) -> tuple[Figure, list, list[str]]:
+    """A figure with one panel per support draw (shared y), tall enough for the legend of its configurations
+    (and ``extra_lines``), and the configurations in Table 1's order."""
     draws = sorted(frame["draw"].unique())
-    figure = Figure(figsize=(PANEL_WIDTH * len(draws) + 3.2, PANEL_HEIGHT), layout="constrained", dpi=DPI)
+    order = _order(frame)
+    size = (PANEL_WIDTH * len(draws) + LEGEND_WIDTH, _height(order, extra_lines))
+    figure = Figure(figsize=size, layout="constrained", dpi=DPI)
     axes = figure.subplots(1, len(draws), squeeze=False, sharey=True)[0]
-    return figure, list(zip(axes, draws, strict=True)), sorted(frame["configuration"].unique())
+    return figure, list(zip(axes, draws, strict=True)), order
 
 
 def _palette(order: list[str]) -> list:
@@ -47,9 +65,27 @@ def _palette(order: list[str]) -> list:
     return sns.color_palette(n_colors=len(order)) if len(order) <= 10 else sns.color_palette("husl", len(order))
 
 
-def _legend_outside(ax) -> None:
-    if ax.get_legend() is not None:
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, title="")
+def _scatter_rows(ax, frame: pd.DataFrame, x: str, y: str, order: list[str], marker_of=None, size: float = 12) -> None:
+    """A scatter per configuration in its own colour, filled at the paper budget and hollow at the others,
+    as in the report's plots; ``marker_of`` maps a frame row to its marker (default: a circle)."""
+    for colour, label in zip(_palette(order), order, strict=True):
+        mine = frame[frame["configuration"] == label]
+        groups = mine.groupby(mine.apply(marker_of, axis=1)) if marker_of and not mine.empty else [("o", mine)]
+        for marker, points in groups:
+            filled = (points["budget"] == FILLED_BUDGET).all()
+            ax.scatter(points[x], points[y], s=size, marker=marker, facecolors=colour if filled else "none",
+                       edgecolors=colour, linewidths=0.9, alpha=0.7, label=None)  # fmt: skip
+
+
+def _legend_rows(figure: Figure, frame: pd.DataFrame, order: list[str], extra: tuple = ()) -> None:
+    """The figure's legend: a configuration per colour (its budget's fill), then ``extra``."""
+    handles = [Line2D([], [], linestyle="none", marker="o", color=colour, label=label,
+                      markerfacecolor=colour if frame.loc[frame["configuration"] == label, "budget"].eq(
+                          FILLED_BUDGET).all() else "white")
+               for colour, label in zip(_palette(order), order, strict=True)]  # fmt: skip
+    figure.legend(handles=[*handles, *extra], loc="outside right upper", frameon=False, fontsize=LEGEND_FONT,
+                  title=f"filled: {FILLED_BUDGET} budget; hollow: other budgets",
+                  title_fontsize=LEGEND_FONT)  # fmt: skip
 
 
 def _finished_k_shot(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,8 +114,17 @@ def per_draw_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     draws = [column for column in table.columns if column.startswith("draw ")]
     table[draws] = table[draws].fillna("–")
-    table.insert(0, "configuration", _configuration(table))
-    return table.drop(columns=["method_display", "variant", "labels", "shots"])
+    return _configuration_first(table, Names(runs))
+
+
+def _configuration_first(table: pd.DataFrame, names: Names) -> pd.DataFrame:
+    """A table of CONFIG rows with its configuration (which names the method, variant, labels, k and budget)
+    as the first column, in Table 1's order."""
+    named = _with_configuration(table, names=names)
+    named["_order"] = named["configuration"].map(_order(named).index)
+    ordered = named.sort_values(["_order", *[c for c in ("draw",) if c in named]], kind="stable")
+    shown = ["configuration", "backbone", "dataset", "task", *[c for c in table.columns if c not in CONFIG]]
+    return ordered[shown].reset_index(drop=True)
 
 
 def dice_by_size_table(cases: pd.DataFrame) -> pd.DataFrame:
@@ -101,29 +146,28 @@ def dice_by_size_table(cases: pd.DataFrame) -> pd.DataFrame:
                               duplicates="drop")  # fmt: skip
     table = per_case.groupby([*CONFIG, "draw", "size"], dropna=False, observed=True)["dice"].mean() * 100
     table = table.unstack("size").reset_index()
-    table.insert(0, "configuration", _configuration(table))
-    return table.drop(columns=["method_display", "variant", "labels", "shots"]).round(2)
+    return _configuration_first(table, Names(cases)).round(2)
 
 
 def dice_versus_size(cases: pd.DataFrame) -> Figure | None:
-    """Per-case Dice (mean over seeds) against the structure's tight-box area, a panel per draw."""
+    """Per-case Dice (mean over seeds) against the structure's tight-box area, a panel per support draw;
+    rows without a draw (training-free, all data) in every panel."""
     if cases.empty or "truth_box_area" not in cases or cases["truth_box_area"].isna().all():
         return None
-    frame = Names(cases).annotate(cases[cases["shots"] != "all"])
-    if frame.empty:
-        return None
-    frame = frame.groupby([*CONFIG, "draw", "case"], dropna=False)[["dice", "truth_box_area"]].mean().reset_index()
-    frame["configuration"] = _configuration(frame)
+    frame = cases.groupby([*CONFIG, "draw", "case"], dropna=False)[["dice", "truth_box_area"]].mean().reset_index()
+    frame = _with_configuration(frame, one_line_labels=False, names=Names(cases))
+    drawless = frame["training_free"].astype(bool) | (frame["shots"] == "all")
+    draws = sorted(frame.loc[~drawless, "draw"].unique()) or [0]
+    frame = pd.concat([frame[~drawless], *(frame[drawless].assign(draw=draw) for draw in draws)])
     frame["dice"] *= 100
     frame["box area [% of image]"] = frame["truth_box_area"] * 100
     figure, panels, order = _panels_per_draw(frame)
     for ax, draw in panels:
-        sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="dice",
-                        hue="configuration", hue_order=order, palette=_palette(order), s=12, alpha=0.6,
-                        legend=ax is panels[-1][0], ax=ax)  # fmt: skip
-        ax.set(title=f"support draw {draw}", ylabel="Dice × 100 (mean over seeds)", ylim=(-2, 102))
+        _scatter_rows(ax, frame[frame["draw"] == draw], "box area [% of image]", "dice", order)
+        ax.set(title=f"support draw {draw}", xlabel="box area [% of image]", ylabel="Dice × 100 (mean over seeds)",
+               ylim=(-2, 102))  # fmt: skip
         ax.grid(alpha=0.3)
-    _legend_outside(panels[-1][0])
+    _legend_rows(figure, frame, order)
     return figure
 
 
@@ -155,25 +199,28 @@ def training_curves(frame: pd.DataFrame) -> Figure | None:
     """Each logged quantity over the epochs, mean over seeds, a line per configuration and draw."""
     if frame.empty:
         return None
-    frame = Names(frame).annotate(frame)
-    frame["configuration"] = _configuration(frame) + " · draw " + frame["draw"].astype(str)
+    frame = _with_configuration(frame)
+    order = [f"{label} · draw {draw}" for label in _order(frame) for draw in sorted(frame["draw"].unique())]
+    frame["configuration"] = frame["configuration"] + " · draw " + frame["draw"].astype(str)
+    order = [label for label in order if label in set(frame["configuration"])]
     spec_columns = set(frame.columns) & {"epoch", "seed", "draw", "dice", "hd95", "fit_seconds", "epochs"}
     logged = [c for c in frame.columns if c not in spec_columns and pd.api.types.is_float_dtype(frame[c])
               and c not in {"infer_seconds_per_image", "peak_memory_mb"} and frame[c].notna().any()]  # fmt: skip
     if not logged:
         return None
-    figure = Figure(figsize=(PANEL_WIDTH * len(logged) + 3.2, PANEL_HEIGHT), layout="constrained", dpi=DPI)
+    size = (PANEL_WIDTH * len(logged) + LEGEND_WIDTH, _height(order))
+    figure = Figure(figsize=size, layout="constrained", dpi=DPI)
     axes = figure.subplots(1, len(logged), squeeze=False)[0]
-    order = sorted(frame["configuration"].unique())
     for ax, column in zip(axes, logged, strict=True):
         sns.lineplot(data=frame, x="epoch", y=column, hue="configuration", hue_order=order, palette=_palette(order),
-                     errorbar=None, legend=ax is axes[-1], ax=ax)  # fmt: skip
+                     errorbar=None, legend=False, ax=ax)  # fmt: skip
         if "size_over_box_area" in column:  # soft and thresholded (hard_) size
             for bound in SIZE_PRIOR_BOUNDS:
                 ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
         ax.set(title=column, ylabel="")
         ax.grid(alpha=0.3)
-    _legend_outside(axes[-1])
+    handles = [Line2D([], [], color=colour, label=label) for colour, label in zip(_palette(order), order, strict=True)]
+    figure.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=LEGEND_FONT)
     return figure
 
 
@@ -201,21 +248,24 @@ def support_sizes(records: list[dict]) -> pd.DataFrame:
 
 
 def support_sizes_figure(sizes: pd.DataFrame) -> Figure | None:
-    """``support_sizes`` drawn: final predicted size / box area against box area, a panel per draw, with the
-    size prior's bounds."""
+    """``support_sizes`` drawn: final predicted size / box area against box area, a panel per draw (a marker
+    per seed), with the size prior's bounds."""
     if sizes.empty:
         return None
-    frame = Names(sizes).annotate(sizes)
-    frame["configuration"] = _configuration(frame)
+    frame = _with_configuration(sizes, one_line_labels=False)
     frame["box area [% of image]"] = frame["support_box_area"] * 100
-    figure, panels, order = _panels_per_draw(frame)
+    seeds = sorted(frame["seed"].unique())
+    markers = dict(zip(seeds, SEED_MARKERS * len(seeds), strict=False))
+    figure, panels, order = _panels_per_draw(frame, extra_lines=len(seeds))
     for ax, draw in panels:
-        sns.scatterplot(data=frame[frame["draw"] == draw], x="box area [% of image]", y="final_size_over_box_area",
-                        hue="configuration", hue_order=order, palette=_palette(order), style="seed", s=30,
-                        legend=ax is panels[-1][0], ax=ax)  # fmt: skip
+        _scatter_rows(ax, frame[frame["draw"] == draw], "box area [% of image]", "final_size_over_box_area", order,
+                      marker_of=lambda row: markers[row["seed"]], size=30)  # fmt: skip
         for bound in SIZE_PRIOR_BOUNDS:
             ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
-        ax.set(title=f"support draw {draw}", ylabel="predicted size / box area (last epoch)")
+        ax.set(title=f"support draw {draw}", xlabel="box area [% of image]",
+               ylabel="predicted size / box area (last epoch)")  # fmt: skip
         ax.grid(alpha=0.3)
-    _legend_outside(panels[-1][0])
+    seed_handles = [Line2D([], [], linestyle="none", marker=markers[seed], color="0.35", label=f"seed {seed}")
+                    for seed in seeds]  # fmt: skip
+    _legend_rows(figure, frame, order, extra=tuple(seed_handles))
     return figure

@@ -3,9 +3,10 @@ predicted contour over the image with the ground-truth contour in another colour
 
 Predictions come from the files the runner saves beside the records (``store.prediction_path``: the
 first few test cases by id, binarised), images and ground truth from the dataset plugin. Per method one
-run is shown: by default the configuration with the most training samples (all data before any k), then
-the label regimes in the order mask, box, box-noisy, then the lowest draw and seed; ``shots`` and
-``labels`` narrow the choice.
+run is shown: by default one of its Table 1 headline row (``rows.headline``: no ``--set`` overrides, its
+default label regime — boxes for the prompt module —, its best budget), with the most training samples
+(all data before any k), then the lowest draw and seed; ``shots`` and ``labels`` narrow the choice. Each
+column's title names its run: labels, k, budget, seed and support draw.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from matplotlib.lines import Line2D
 
 from bench.data import load_task
 from bench.errors import BenchError
-from bench.report.names import GROUP_ORDER, LABEL_ORDER, Names, shots_text
+from bench.report.names import GROUP_ORDER, Names, shots_text
+from bench.report.rows import budget_rank, labels_rank
 from bench.spec import shots_label
-from bench.store import prediction_path, record_split, runs_frame
+from bench.store import prediction_path, record_split, runs_frame, variant_text
 
 DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3
@@ -37,11 +39,11 @@ def load_predictions(path: Path) -> dict[str, np.ndarray]:
         raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
 
 
-def _rank(record: dict) -> tuple:
+def _rank(record: dict, names: Names) -> tuple:
     spec = record["spec"]
-    labels = LABEL_ORDER.index(spec["labels"]) if spec["labels"] in LABEL_ORDER else len(LABEL_ORDER)
     most_samples = -(float("inf") if spec["shots"] is None else spec["shots"])
-    return (most_samples, labels, spec["draw"], spec["seed"], record["run_id"])
+    return (bool(spec.get("overrides")), labels_rank(spec["labels"], names.default_labels(spec["method"])),
+            budget_rank(spec["budget"]), most_samples, spec["draw"], spec["seed"], record["run_id"])  # fmt: skip
 
 
 def _matches_shots(record: dict, shots: str) -> bool:
@@ -87,10 +89,10 @@ def choose_runs(
             f"none of the {len(finished)} matching finished runs of {datasets[0]}/{task} has a predictions"
             " file (runs recorded before predictions were saved must be run again)"
         )
-    chosen: dict[str, dict] = {}
-    for record in sorted(saved, key=_rank):
-        chosen.setdefault(record["spec"]["method"], record)
     names = names or Names(runs_frame(records))
+    chosen: dict[str, dict] = {}
+    for record in sorted(saved, key=lambda record: _rank(record, names)):
+        chosen.setdefault(record["spec"]["method"], record)
     return datasets[0], [chosen[method] for method in sorted(chosen, key=lambda m: _method_order(m, names))]
 
 
@@ -126,11 +128,14 @@ def _panel(ax, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray | No
 
 
 def _title(record: dict, names: Names) -> str:
+    """The column's run: "UNet" / "mask, k=10, quick" / "seed 0, draw 1" (and its --set overrides)."""
     spec = record["spec"]
     info = names.method(spec["method"])
     k = shots_text(shots_label(spec["shots"]), info.training_free)
-    config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"])
-    return "\n".join([info.display, ", ".join(config)]) if config else info.display
+    config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"]) + [spec["budget"]]
+    run = f"seed {spec['seed']}" + ("" if k == "–" else f", draw {spec['draw']}")
+    lines = [info.display, ", ".join(config), run]
+    return "\n".join(lines + ([f"[{variant_text(spec.get('overrides'))}]"] if spec.get("overrides") else []))
 
 
 def qualitative_figure(

@@ -101,6 +101,13 @@ class Names:
             )  # fmt: skip
         return self._methods[name]
 
+    def default_labels(self, name: str) -> str | None:
+        """The label regime `bench run` gives the method when --labels is not given (its plugin's first
+        ``default_labels``, read without importing it), which picks its headline row; None when no plugin
+        here declares one (the report then prefers mask, box, box-noisy in that order)."""
+        labels = getattr(declared(METHODS, name), "default_labels", None)
+        return str(labels[0]) if isinstance(labels, (tuple, list)) and labels else None
+
     def _dataset(self, name: str) -> DatasetInfo:
         if name not in self._datasets:
             self._datasets[name] = self._declared_dataset(name)

@@ -1,13 +1,16 @@
-"""The report's plots (seaborn): per-case Dice, Dice versus training samples, Dice versus fit time.
+"""The report's plots: per-case Dice, Dice versus training samples, Dice versus fit time.
 
-Figures are ``matplotlib.figure.Figure`` objects rather than pyplot ones: no GUI backend and no global
-state, so reports can be made in worker processes and tests (matplotlib's recipe for web servers); saving
-renders through Agg (PNG) and the PDF backend. Each method keeps one colour in every figure
-(``names.Names.palette``) and each label regime one marker and dash pattern.
+Every plot shows every row of Table 1 (method × labels × k × ``--set`` variant × budget × backbone), each in
+one style throughout (``row_styles``): the method's colour (``names.Names.palette``; a darker shade for a
+second variant or backbone), a marker per label regime, and the budget as the marker's fill — filled at
+``paper``, hollow at any other budget — and in the row's label. Figures are ``matplotlib.figure.Figure``
+objects rather than pyplot ones: no GUI backend and no global state, so reports can be made in worker
+processes and tests (matplotlib's recipe for web servers); saving renders through Agg (PNG) and the PDF backend.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,174 +19,255 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.names import GROUP_ORDER, LABEL_ORDER, Names, shots_sort_key, shots_text
+from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key
+from bench.report.rows import row_order, with_row_names
 
 DPI = 150
 PANEL_WIDTH = 4.2  # inches per task
 PANEL_HEIGHT = 3.6
-LEGEND_WIDTH = 2.6
-ROW_HEIGHT = 0.28  # inches per configuration in the per-case plot
+LEGEND_WIDTH = 4.0  # a row's label: "Prompt module (ours) · box-noisy · k=10 · quick"
+LABELS_WIDTH = 3.4  # the per-case plot's row labels, left of its first panel
+BUDGET_LEGEND_WIDTH = 1.8
+ROW_HEIGHT = 0.3  # inches per row in the per-case plot (a row with a --set variant takes two lines)
+LEGEND_LINE = 0.19  # inches per legend line at LEGEND_FONT
+LEGEND_FONT = 8
 MIN_FIT_SECONDS = 0.01  # training-free methods fit in ~0 s; the log axis needs a floor
+FILLED_BUDGET = "paper"
+MAX_SHADES = 3  # a method's (backbone, variant) combinations told apart by shades of its colour
 MARKERS = {"mask": "o", "box": "s", "box-noisy": "^"}
-DASHES = {"mask": "", "box": (4, 2), "box-noisy": (1, 1.5)}
+EXTRA_MARKERS = ("D", "v", "P", "X")
+DODGE_DECADES = 0.025  # rows at one k are spread this far apart on the log axis, so none hides another
+ALL_DATA_FACTOR = 4.0  # all-data rows sit at this multiple of the largest k, under the tick "All"
 
 
-def _regimes(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["labels"])
-    return [regime for regime in LABEL_ORDER if regime in present] + sorted(present - set(LABEL_ORDER))
+@dataclass(frozen=True)
+class RowStyle:
+    label: str
+    colour: tuple[float, float, float]
+    marker: str
+    filled: bool
+
+    @property
+    def face(self) -> tuple[float, float, float] | str:
+        return self.colour if self.filled else "white"
+
+    def handle(self) -> Line2D:
+        return Line2D([], [], linestyle="none", marker=self.marker, markersize=7, color=self.colour,
+                      markerfacecolor=self.face, markeredgewidth=1.4, label=self.label)  # fmt: skip
 
 
-def _styles(regimes: list[str]) -> tuple[dict, dict]:
-    extra = ["D", "v", "P", "X"]
-    markers = {r: MARKERS.get(r) or extra[i % len(extra)] for i, r in enumerate(regimes)}
-    return markers, {r: DASHES.get(r, (2, 1, 1, 1)) for r in regimes}
+def row_styles(frame: pd.DataFrame, names: Names, key: str = "row_label") -> dict[str, RowStyle]:
+    """Row label (or, with ``key="series_label"``, series label) → style, in Table 1's order, for a
+    ``rows.with_row_names`` frame. A row's style does not depend on its k, so a series has its rows' style."""
+    palette = names.palette(frame["method"].unique())
+    markers = dict(MARKERS)
+    for regime in sorted(set(frame["labels"]) - set(MARKERS)):
+        markers[regime] = EXTRA_MARKERS[len(markers) % len(EXTRA_MARKERS)]
+    shades: dict[str, list[tuple[str, str]]] = {}
+    for method, backbone, variant in sorted(set(zip(frame["method"], frame["backbone"], frame["variant"],
+                                                    strict=True))):  # fmt: skip
+        shades.setdefault(method, []).append((backbone, variant))
+    rows = frame.drop_duplicates(key).set_index(key)
+    styles = {}
+    for label in row_order(frame, GROUP_ORDER, key):
+        row = rows.loc[label]
+        colour = _shade(palette[row["method_display"]], shades[row["method"]],
+                        shades[row["method"]].index((row["backbone"], row["variant"])))  # fmt: skip
+        styles[label] = RowStyle(label, colour, markers[row["labels"]], row["budget"] == FILLED_BUDGET)
+    return styles
 
 
-def _figure(panels: int, height: float) -> tuple[Figure, np.ndarray]:
-    figure = Figure(figsize=(PANEL_WIDTH * panels + LEGEND_WIDTH, height), layout="constrained", dpi=DPI)
-    return figure, figure.subplots(1, panels, squeeze=False, sharey=True)[0]
+def _shade(colour: tuple, combinations: list, index: int) -> tuple[float, float, float]:
+    """The colour of a method's ``index``-th (backbone, variant): the method's own for the first; darker shades
+    of it for up to two more; with more than three (a model search), hues of their own, as shades would be
+    too close to tell apart."""
+    if index == 0:
+        return tuple(colour)
+    if len(combinations) <= MAX_SHADES:
+        return tuple(channel * (1 - 0.35 * index) for channel in colour)
+    return tuple(sns.color_palette("husl", len(combinations) - 1)[index - 1])
 
 
-def _legend(
-    figure: Figure, frame: pd.DataFrame, palette: dict, regimes: list[str] | None = None, extra: tuple = ()
-) -> None:
-    """One legend for the figure: a colour per method, a marker and dash per label regime, then ``extra``."""
-    methods = _method_order(frame)
-    handles = [Line2D([], [], color=palette[m], marker="o", linestyle="-", label=m) for m in methods]
-    if regimes:
-        markers, dashes = _styles(regimes)
-        handles.append(Line2D([], [], linestyle="none", label="Training labels"))
-        for regime in regimes:
-            line = Line2D([], [], color="0.3", marker=markers[regime], label=regime)
-            if dashes[regime]:
-                line.set_dashes(dashes[regime])
-            handles.append(line)
-    handles.extend(extra)
-    figure.legend(handles=handles, loc="outside right upper", frameon=False, title="Method")
+def _budget_handles(frame: pd.DataFrame) -> list[Line2D]:
+    budgets = sorted(set(frame["budget"]), key=lambda budget: (budget != FILLED_BUDGET, budget))
+    return [Line2D([], [], linestyle="none", marker="o", markersize=7, color="0.35",
+                   markerfacecolor="0.35" if budget == FILLED_BUDGET else "white", label=f"{budget} budget")
+            for budget in budgets]  # fmt: skip
 
 
-def _method_order(frame: pd.DataFrame) -> list[str]:
-    """Display names in the table's order: by group, then name."""
-    pairs = frame[["group", "method_display"]].drop_duplicates()
-    ranked = sorted(zip(pairs["group"], pairs["method_display"], strict=True),
-                    key=lambda pair: (GROUP_ORDER.index(pair[0]), pair[1].lower()))  # fmt: skip
-    return list(dict.fromkeys(display for _, display in ranked))
+def budgets_differ(frame: pd.DataFrame) -> bool:
+    return frame["budget"].nunique() > 1
 
 
-def _tasks(frame: pd.DataFrame) -> list[str]:
-    return sorted(frame["task_label"].unique())
+def _legend(figure: Figure, frame: pd.DataFrame, handles: list, title: str = "Table 1 row") -> None:
+    """One legend outside the panels: ``handles``, then what the fill says about the budget."""
+    budget_title = "Budget (differs between rows)" if budgets_differ(frame) else "Budget"
+    header = [Line2D([], [], linestyle="none", label=budget_title)]
+    if handles:  # a blank line between the rows and the budgets
+        header.insert(0, Line2D([], [], linestyle="none", label=" "))
+    figure.legend(handles=[*handles, *header, *_budget_handles(frame)], loc="outside right upper",
+                  frameon=False, title=title, fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT + 1,
+                  alignment="left")  # fmt: skip
 
 
-def _configuration_labels(frame: pd.DataFrame) -> pd.Series:
-    """"UNet · mask · k=10"; without the regime for a method that neither learns from labels nor is prompted
-    with them, without k for a training-free one."""
-    labels = []
-    for row in frame.itertuples():
-        k = shots_text(row.shots, row.training_free)
-        parts = [row.method_display] + ([row.labels] if row.prompted or not row.training_free else [])
-        labels.append(" · ".join(parts + ([] if k == "–" else [f"k={k}"])))
-    return pd.Series(labels, index=frame.index)
+def _text_width(labels) -> float:
+    """Inches the longest line of ``labels`` takes at LEGEND_FONT (DejaVu Sans: about 0.6 em a character)."""
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=0)
+    return 0.6 * longest * LEGEND_FONT / 72
+
+
+def _legend_width(styles: dict[str, RowStyle]) -> float:
+    return max(LEGEND_WIDTH, _text_width(styles) + 0.8)  # the marker and its padding
+
+
+def _legend_height(styles: dict[str, RowStyle], frame: pd.DataFrame) -> float:
+    lines = sum(1 + label.count("\n") for label in styles) + 3 + frame["budget"].nunique()
+    return LEGEND_LINE * lines + 0.5
+
+
+def _figure(panels: int, height: float, left: float = 0.0, legend: float = LEGEND_WIDTH) -> tuple[Figure, list]:
+    """A figure of ``panels`` side by side, ``left`` inches for row labels and ``legend`` for the legend."""
+    figure = Figure(figsize=(left + PANEL_WIDTH * panels + legend, height), layout="constrained", dpi=DPI)
+    return figure, list(figure.subplots(1, panels, squeeze=False, sharey=True)[0])
+
+
+def _rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, RowStyle], list[str]]:
+    """The frame with its rows named, their styles, and the task labels of its panels."""
+    names = Names(frame)
+    frame = with_row_names(frame, names)
+    return frame, row_styles(frame, names), sorted(frame["task_label"].unique())
 
 
 def per_case_dice(cases: pd.DataFrame) -> Figure:
-    """Box plots of per-case Dice (each case averaged over its runs), one panel per task."""
-    names = Names(cases)
-    frame = names.annotate(cases)
-    keys = ["task_label", "group", "method", "method_display", "training_free", "prompted", "labels", "shots",
-            "case"]
-    frame = frame.groupby(keys, dropna=False)["dice"].mean().reset_index()
-    frame["dice"] *= 100
-    frame["configuration"] = _configuration_labels(frame)
-    methods = _method_order(frame)
-    frame["_order"] = [
-        (methods.index(m), LABEL_ORDER.index(lab) if lab in LABEL_ORDER else 9, shots_sort_key(s))
-        for m, lab, s in zip(frame["method_display"], frame["labels"], frame["shots"], strict=True)
-    ]
-    order = list(dict.fromkeys(frame.sort_values("_order")["configuration"]))
-    palette = names.palette(frame["method"].unique())
-    tasks = _tasks(frame)
-    figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, ROW_HEIGHT * len(order) + 1.2))
+    """Box plots of per-case Dice (each case averaged over its row's runs), a box per Table 1 row and a
+    panel per task; paper-budget boxes filled, the others hollow."""
+    frame, styles, tasks = _rows(cases)
+    frame = frame.groupby(["task_label", "row_label", "case"])["dice"].mean().reset_index()
+    order = list(styles)
+    lines = sum(1 + label.count("\n") for label in order)
+    labels_width = max(LABELS_WIDTH, _text_width(order) + 0.3)
+    figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, ROW_HEIGHT * lines + 1.2), labels_width,
+                           BUDGET_LEGEND_WIDTH)  # fmt: skip
+    rng = np.random.default_rng(0)
     for ax, task in zip(axes, tasks, strict=True):
         data = frame[frame["task_label"] == task]
-        sns.boxplot(data=data, x="dice", y="configuration", order=order, hue="method_display",
-                    palette=palette, saturation=1, dodge=False, legend=False, fliersize=0, width=0.6,
-                    ax=ax)  # fmt: skip
-        sns.stripplot(data=data, x="dice", y="configuration", order=order, color="0.15", size=2, alpha=0.45,
-                      jitter=0.2, ax=ax)  # fmt: skip
-        ax.set(title=task, xlabel="Dice × 100 per test case", ylabel="", xlim=(-2, 102))
+        values = [100 * data.loc[data["row_label"] == label, "dice"].to_numpy() for label in order]
+        positions = np.arange(len(order))
+        drawn = [i for i, value in enumerate(values) if len(value)]  # a row may lack this task
+        boxes = ax.boxplot([values[i] for i in drawn], positions=positions[drawn], orientation="horizontal",
+                           widths=0.6, patch_artist=True, showfliers=False,
+                           medianprops={"color": "0.1", "linewidth": 1.2})  # fmt: skip
+        for i, box in zip(drawn, boxes["boxes"], strict=True):
+            style = styles[order[i]]
+            box.set(facecolor=style.face, edgecolor=style.colour, linewidth=1.6)
+        for i in drawn:
+            jitter = rng.uniform(-0.2, 0.2, len(values[i]))
+            ax.scatter(values[i], positions[i] + jitter, s=3, color="0.15", alpha=0.4, linewidths=0)
+        ax.set_yticks(positions, order, fontsize=LEGEND_FONT)
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set(title=task, xlabel="Dice × 100 per test case", xlim=(-2, 102))
         ax.grid(axis="x", alpha=0.3)
-    _legend(figure, frame, palette)
+    _legend(figure, cases, [], title="")
     return figure
 
 
+def _shots_positions(frame: pd.DataFrame) -> tuple[dict[str, float], list[float], list[str]]:
+    """x position per training-sample count ("all" right of the largest k), and the ticks."""
+    ks = sorted({int(s) for s in frame["shots"] if s != "all"})
+    positions = {str(k): float(k) for k in ks}
+    if (frame["shots"] == "all").any():
+        positions["all"] = (ks[-1] if ks else 10.0) * ALL_DATA_FACTOR
+    ticks = sorted(positions.items(), key=lambda item: shots_sort_key(item[0]))
+    return positions, [x for _, x in ticks], ["All" if s == "all" else s for s, _ in ticks]
+
+
 def dice_versus_shots(runs: pd.DataFrame, seed: int = 0) -> Figure | None:
-    """Mean Dice per number of training samples with a 95 % bootstrap band over runs; None with < 2 k."""
-    names = Names(runs)
-    frame = names.annotate(runs[(runs["status"] == "ok") & (runs["shots"] != "all") & runs["dice"].notna()])
-    if frame.empty or frame["shots"].nunique() < 2:
+    """Mean Dice per training-sample count with a 95 % bootstrap interval over runs: a point per Table 1 row
+    at its k, a line joining the rows that differ only in k; training-free rows, which no k changes, as
+    horizontal dotted lines. None with fewer than two training-sample counts."""
+    finished = runs[(runs["status"] == "ok") & runs["dice"].notna()]
+    if finished.empty:
         return None
-    frame["k"] = frame["shots"].astype(int)
-    frame["dice"] *= 100
-    palette = names.palette(frame["method"].unique())
-    regimes = _regimes(frame)
-    markers, dashes = _styles(regimes)
-    tasks = _tasks(frame)
-    ks = sorted(frame["k"].unique())
-    figure, axes = _figure(len(tasks), PANEL_HEIGHT)
+    names = Names(finished)
+    frame = with_row_names(finished, names)
+    trained = frame[~frame["training_free"].astype(bool)]
+    if trained["shots"].nunique() < 2:
+        return None
+    styles = row_styles(frame, names, key="series_label")
+    tasks = sorted(frame["task_label"].unique())
+    frame = frame.assign(dice=frame["dice"] * 100)
+    positions, ticks, tick_labels = _shots_positions(trained)
+    figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, _legend_height(styles, frame)), legend=_legend_width(styles))
     for ax, task in zip(axes, tasks, strict=True):
         data = frame[frame["task_label"] == task]
-        sns.lineplot(data=data, x="k", y="dice", hue="method_display", style="labels", style_order=regimes,
-                     markers=markers, dashes=dashes, palette=palette, errorbar=("ci", 95), n_boot=2000,
-                     seed=seed, legend=False, ax=ax)  # fmt: skip
+        pairs = set(data.loc[~data["training_free"].astype(bool), ["series_label", "shots"]].itertuples(index=False))
+        at_shots = {shots: [label for label in styles if (label, shots) in pairs] for _, shots in pairs}
+        for label, style in styles.items():
+            mine = data[data["series_label"] == label]
+            if mine.empty:
+                continue
+            if mine["training_free"].astype(bool).any():
+                ax.axhline(mine["dice"].mean(), color=style.colour, linestyle=":", linewidth=1.3, marker=style.marker,
+                           markerfacecolor=style.face, markersize=6, clip_on=False)  # fmt: skip
+                continue
+            x = [positions[s] * 10 ** (DODGE_DECADES * (at_shots[s].index(label) - (len(at_shots[s]) - 1) / 2))
+                 for s in mine["shots"]]  # fmt: skip
+            sns.lineplot(data=mine.assign(x=x), x="x", y="dice", color=style.colour, marker=style.marker,
+                         markerfacecolor=style.face, markeredgecolor=style.colour, markeredgewidth=1.4,
+                         errorbar=("ci", 95), err_style="bars", n_boot=2000, seed=seed, legend=False,
+                         ax=ax)  # fmt: skip
         ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks(ticks, tick_labels)
         ax.minorticks_off()
-        ax.set(title=task, xlabel="Training samples k (log scale)", ylabel="Dice × 100 (95 % bootstrap band)")
+        ax.set_xlim(ticks[0] / 1.6, ticks[-1] * 1.6)
+        ax.set(title=task, xlabel="Training samples k (log scale)", ylabel="Dice × 100 (95 % bootstrap interval)")
         ax.grid(alpha=0.3)
-    _legend(figure, frame, palette, regimes)
+    _legend(figure, frame, [style.handle() for style in styles.values()], title="Table 1 rows (k on the x axis)")
     return figure
 
 
 def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
-    """The configurations no other beats on both fit time (lower) and Dice (higher), by fit time."""
+    """The rows no other beats on both fit time (lower) and Dice (higher), by fit time."""
     ordered = points.sort_values(["fit_seconds", "dice"], ascending=[True, False])
     best_so_far = ordered["dice"].astype(float).cummax().shift(fill_value=-np.inf)
     return ordered[ordered["dice"] > best_so_far]
 
 
 def dice_versus_fit_time(runs: pd.DataFrame) -> Figure | None:
-    """Each configuration's mean Dice against its mean fit time, with the cost–quality frontier."""
-    names = Names(runs)
-    frame = names.annotate(runs[(runs["status"] == "ok") & runs["dice"].notna() & runs["fit_seconds"].notna()])
-    if frame.empty:
+    """Each Table 1 row's mean Dice against its mean fit time, with the cost–quality frontier over the
+    automatic rows (drawn, and in the legend, where two or more rows make it)."""
+    finished = runs[(runs["status"] == "ok") & runs["dice"].notna() & runs["fit_seconds"].notna()]
+    if finished.empty:
         return None
-    keys = ["task_label", "group", "method", "method_display", "training_free", "labels", "shots"]
-    points = frame.groupby(keys, dropna=False)[["dice", "fit_seconds"]].mean().reset_index()
+    frame, styles, tasks = _rows(finished)
+    points = frame.groupby(["task_label", "row_label", "group"])[["dice", "fit_seconds"]].mean().reset_index()
     points["dice"] *= 100
     points["fit_seconds"] = points["fit_seconds"].clip(lower=MIN_FIT_SECONDS)
-    palette = names.palette(points["method"].unique())
-    regimes = _regimes(points)
-    markers, _ = _styles(regimes)
-    tasks = _tasks(points)
-    figure, axes = _figure(len(tasks), PANEL_HEIGHT)
+    figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, _legend_height(styles, frame)), legend=_legend_width(styles))
+    # a log axis where fit times span a decade or more (training-free rows sit at MIN_FIT_SECONDS); on a narrower
+    # span a log axis has no labelled tick
+    log_axis = points["fit_seconds"].max() >= 10 * points["fit_seconds"].min()
+    frontier_drawn = False
     for ax, task in zip(axes, tasks, strict=True):
         data = points[points["task_label"] == task]
-        front = pareto_front(data)
-        ax.step(front["fit_seconds"], front["dice"], where="post", color="0.55", linestyle="--", linewidth=1,
-                zorder=1)  # fmt: skip
-        sns.scatterplot(data=data, x="fit_seconds", y="dice", hue="method_display", style="labels",
-                        style_order=regimes, markers=markers, palette=palette, s=60, legend=False, zorder=2,
-                        ax=ax)  # fmt: skip
+        # a prompted method needs a box for every test image: it is no point on an automatic method's frontier
+        front = pareto_front(data[data["group"].isin(AUTOMATIC_GROUPS)])
+        if len(front) > 1:
+            ax.step(front["fit_seconds"], front["dice"], where="post", color="0.55", linestyle="--", linewidth=1,
+                    zorder=1)  # fmt: skip
+            frontier_drawn = True
         for row in data.itertuples():
-            k = shots_text(row.shots, row.training_free)
-            if k != "–":
-                ax.annotate(f"k={k}", (row.fit_seconds, row.dice), xytext=(4, 3), textcoords="offset points",
-                            fontsize=7, color="0.3")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set(title=task, xlabel="Mean fit time [s] (log scale)", ylabel="Mean Dice × 100")
+            style = styles[row.row_label]
+            ax.plot(row.fit_seconds, row.dice, linestyle="none", marker=style.marker, markersize=7,
+                    color=style.colour, markerfacecolor=style.face, markeredgewidth=1.4, zorder=2)  # fmt: skip
+        if log_axis:
+            ax.set_xscale("log")
+        ax.set(title=task, xlabel="Mean fit time [s]" + (" (log scale)" if log_axis else ""), ylabel="Mean Dice × 100")
         ax.grid(alpha=0.3)
-    frontier = Line2D([], [], color="0.55", linestyle="--", label="cost–quality frontier")
-    _legend(figure, points, palette, regimes, extra=(frontier,))
+    handles = [style.handle() for style in styles.values()]
+    if frontier_drawn:
+        handles.append(Line2D([], [], color="0.55", linestyle="--", label="cost–quality frontier\n(automatic rows)"))
+    _legend(figure, frame, handles)
     return figure
 
 

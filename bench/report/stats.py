@@ -1,7 +1,9 @@
-"""Per-task statistics: every configuration against a reference method, on per-case metrics.
+"""Per-task statistics on per-case metrics: every Table 1 row against the reference method's headline row
+(``headline_tests``), and every configuration against the reference at the same budget (``compare``, which
+also gives the table's significance marks).
 
-How cases are paired, corrected and resampled is ``PROTOCOL`` below; `bench report` prints it with the
-results.
+How cases are paired, corrected and resampled is ``HEADLINE_PROTOCOL`` and ``PROTOCOL`` below; `bench report`
+prints them with the results.
 """
 
 from __future__ import annotations
@@ -9,12 +11,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.names import LABEL_ORDER
+from bench.report.names import LABEL_ORDER, Names
+from bench.report.rows import headline, nearest_shots
 
 CONFIG = ["dataset", "task", "budget", "method", "labels", "shots", "backbone"]
 FAMILY = ["dataset", "task", "budget"]
+# a Table 1 row of one task: runs with --set overrides are rows of their own
+ROW = [*CONFIG, "variant"]
+TASK = ["dataset", "task"]
+# what a headline test names when the two rows differ in it, as (column, word)
+DIFFERENCES = (("budget", "budget"), ("labels", "labels"), ("shots", "k"), ("backbone", "backbone"),
+               ("variant", "--set"))  # fmt: skip
 ALPHA = 0.05
 DEFAULT_REFERENCE = "prompt-module"
+HEADLINE_PROTOCOL = """\
+Pairing. Every row of Table 1 (method × labels × k × `--set` variant × budget × backbone) is compared with
+the reference method's *headline* row on the same dataset and structure: the row Table 1 puts forward for it,
+without `--set` overrides, with its default label regime (boxes for the prompt module), at its best budget
+(paper before quick), at the row's k when the reference has it, else at the reference's fewest training
+samples, and at the row's backbone when the reference has it. "Differs in" names what the two rows do not
+share: a difference there is part of what the test measures. A row's per-case value is the case's metric
+averaged over the row's runs (seeds × draws), so every test case counts once; the two rows are paired by
+test-case id (only ids present in both count) and tested with SciPy's two-sided Wilcoxon signed-rank test.
+The p-values of one dataset and structure are Holm-corrected together. Confidence intervals: as below."""
 PROTOCOL = """\
 Pairing. A *configuration* is (dataset, task, budget, method, labels, shots, backbone); runs with `--set`
 overrides are left out of the tests (they are rows of their own in the table, unmarked). Its per-case
@@ -94,6 +113,72 @@ def _reference_config(available: set[tuple[str, str]], labels: str, backbone: st
     return chosen, backbone if backbone in backbones else backbones[0]
 
 
+def _summaries(cases: pd.DataFrame, keys: list[str], metric: str, intervals: bool) -> pd.DataFrame:
+    """Per group of ``keys``: runs, cases, the mean of run means and its bootstrap CI (NaN without
+    ``intervals``)."""
+    rows = []
+    for config, group in cases.groupby(keys, sort=True):
+        run_values = [run[metric].to_numpy() for _, run in group.groupby("run_id")]
+        low, high = bootstrap_ci(run_values) if intervals else (float("nan"), float("nan"))
+        mean = float(np.mean([run.mean() for run in run_values]))
+        rows.append(
+            {**dict(zip(keys, config, strict=True)), "runs": len(run_values),
+             "cases": group["case"].nunique(), "mean": mean, "ci_low": low, "ci_high": high}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def headline_tests(
+    cases: pd.DataFrame,
+    reference: str = DEFAULT_REFERENCE,
+    default_labels: str | None = None,
+    metric: str = "dice",
+    intervals: bool = True,
+) -> pd.DataFrame:
+    """One row per Table 1 row: its mean and bootstrap CI, and the paired test against the reference's
+    headline row of its task (``HEADLINE_PROTOCOL``; ``default_labels``: the reference's default regime).
+
+    ``cases`` is ``bench.store.cases_frame``. Columns: the ROW keys, runs, cases, mean, ci_low, ci_high,
+    reference_labels, reference_shots, reference_budget, reference_backbone (None where untested), differs
+    (what the two rows do not share: "budget, labels"), pairs, statistic, p, p_holm, significant. The
+    headline row itself is listed untested.
+    """
+    if cases.empty:
+        return pd.DataFrame()
+    cases = cases if "variant" in cases else cases.assign(variant="")
+    values = cases.groupby([*ROW, "case"])[metric].mean()
+    table = _summaries(cases, ROW, metric, intervals)
+    names = Names(cases)
+    reference_columns = [f"reference_{key}" for key in ("labels", "shots", "budget", "backbone")]
+    table[[*reference_columns, "differs"]] = None
+    table[["pairs", "statistic", "p", "p_holm"]] = np.nan
+    for _, task_rows in table.groupby(TASK):
+        mine = task_rows[task_rows["method"] == reference]
+        for index, row in task_rows.iterrows():
+            shots = nearest_shots(set(mine["shots"]), row["shots"])
+            chosen = headline(mine[mine["shots"] == shots], default_labels, row["backbone"])
+            if chosen is None or chosen.name == index:
+                continue
+            statistic, p, pairs = paired_wilcoxon(values.loc[tuple(chosen[ROW])], values.loc[tuple(row[ROW])])
+            differs = _differences(row, chosen, names.method(row["method"]).training_free)
+            table.loc[index, reference_columns] = [chosen[key] for key in ("labels", "shots", "budget", "backbone")]
+            table.loc[index, ["differs", "pairs", "statistic", "p"]] = [differs, pairs, statistic, p]
+    has_p = table["p"].notna()
+    for _, task_rows in table[has_p].groupby(TASK):
+        table.loc[task_rows.index, "p_holm"] = holm(task_rows["p"].to_numpy(dtype=float))
+    table["significant"] = table["p_holm"].astype(float) < ALPHA
+    return table
+
+
+def _differences(row: pd.Series, reference: pd.Series, training_free: bool) -> str:
+    """What ``row`` does not share with the reference row: "budget, labels". A method that does not train has
+    no budget or k to differ in, and a method without a backbone no backbone."""
+    ignored = {"budget", "shots"} if training_free else set()
+    if not (row["backbone"] and reference["backbone"]):
+        ignored.add("backbone")
+    return ", ".join(word for key, word in DIFFERENCES if key not in ignored and row[key] != reference[key])
+
+
 def compare(
     cases: pd.DataFrame, reference: str = DEFAULT_REFERENCE, metric: str = "dice", intervals: bool = True
 ) -> pd.DataFrame:
@@ -108,16 +193,7 @@ def compare(
     if cases.empty:
         return pd.DataFrame()
     values = per_case(cases, metric)
-    rows = []
-    for config, group in cases.groupby(CONFIG, sort=True):
-        run_values = [run[metric].to_numpy() for _, run in group.groupby("run_id")]
-        low, high = bootstrap_ci(run_values) if intervals else (float("nan"), float("nan"))
-        mean = float(np.mean([run.mean() for run in run_values]))
-        rows.append(
-            {**dict(zip(CONFIG, config, strict=True)), "runs": len(run_values),
-             "cases": group["case"].nunique(), "mean": mean, "ci_low": low, "ci_high": high}
-        )  # fmt: skip
-    table = pd.DataFrame(rows)
+    table = _summaries(cases, CONFIG, metric, intervals)
     table["reference_labels"] = None
     table[["pairs", "statistic", "p", "p_holm"]] = np.nan
     configs = values.index.droplevel("case").unique()

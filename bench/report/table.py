@@ -18,7 +18,8 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report import stats as statistics
-from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, LABEL_ORDER, Names, shots_sort_key, shots_text
+from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
+from bench.report.rows import budget_rank, labels_rank, with_row_names
 
 FORMATS = ("md", "latex", "csv")
 METRICS = ("dice", "hd95")
@@ -159,9 +160,8 @@ def summarise(runs: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 
 
 def _row_key(row: Row) -> tuple:
-    labels = LABEL_ORDER.index(row.labels) if row.labels in LABEL_ORDER else len(LABEL_ORDER)
-    return (GROUP_ORDER.index(row.group), row.display.lower(), row.method, labels, shots_sort_key(row.shots),
-            row.budget, row.backbone, row.variant)  # fmt: skip
+    return (GROUP_ORDER.index(row.group), row.display.lower(), row.method, labels_rank(row.labels),
+            shots_sort_key(row.shots), budget_rank(row.budget), row.backbone, row.variant)  # fmt: skip
 
 
 def _column_key(column: Column, names: Names) -> tuple:
@@ -185,23 +185,10 @@ def build_table(
     if summary.empty:
         raise BenchError("no finished runs to tabulate")
     names = Names(runs)
-    summary = names.annotate(summary)
-    # a method run with several backbones gets a row per backbone, named after it
-    several = summary.groupby("method")["backbone"].nunique() > 1
-    summary["method_display"] = [
-        f"{display} ({backbone})" if several[method] else display
-        for method, display, backbone in zip(summary["method"], summary["method_display"], summary["backbone"],
-                                             strict=True)
-    ]  # fmt: skip
-    # likewise a method run with several --set variants: a row per variant, the overrides in its name
-    variants = summary.groupby("method")["variant"].nunique() > 1
-    summary["method_display"] = [
-        f"{display} [{variant}]" if variants[method] and variant else display
-        for method, display, variant in zip(summary["method"], summary["method_display"], summary["variant"],
-                                            strict=True)
-    ]  # fmt: skip
+    # a method run with several backbones or --set variants gets a row per backbone and variant, named after it
+    summary = with_row_names(summary, names)
     rows = sorted(
-        {Row(r.group, r.method, r.method_display, r.labels, r.shots, r.training_free, r.budget, r.backbone,
+        {Row(r.group, r.method, r.row_display, r.labels, r.shots, r.training_free, r.budget, r.backbone,
              names.method(r.method).shows_labels, r.variant)
          for r in summary.itertuples()},
         key=_row_key,

@@ -1,0 +1,216 @@
+"""`bench perf roofline`: how close the hot paths come to this machine's own matmul rate.
+
+The ceiling is measured in the same process: an fp32 ``torch.mm`` of two ``matmul_size``² matrices (2n³ FLOPs)
+at the process's torch thread count, the median of a few repeats after a warm-up; on a GPU, CUDA-synchronised,
+with TF32 as torch has it (off unless enabled). FLOPs are counted, not estimated: ``FlopCounterMode`` counts the
+matrix products and convolutions, forward and backward — the work a matmul rate bounds. Element-wise operations
+are not counted, so a path they dominate shows a low fraction. No forward is both counted and timed, so
+counting's overhead is never timed.
+
+The hot paths: the encoder forward (FLOPs counted on the eager ``image_encoder``, i.e. what it computes; time of
+``Backbone.encode``, the harness's call, in batches of the size the backbone chooses unless one is given) and the
+training step of every trained method at its ``paper`` and ``quick`` budgets (:mod:`bench.perf.train_step`).
+Per-image figures are per image-step: the FLOPs of a step over the images in it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.backbones import Backbone
+from bench.errors import BenchError
+from bench.perf.comparison import random_images
+from bench.perf.train_step import measure_training_step, trained_methods, training_runs
+from bench.registry import did_you_mean
+from bench.spec import BUDGETS
+from bench.timing import Stopwatch
+
+ENCODER = "encoder"
+MATMUL_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class RooflineSettings:
+    """What one roofline measures: ``paths`` holds ``ENCODER`` and trained methods' names."""
+
+    backbone: str
+    checkpoint: Path | None
+    device: str
+    dataset: str
+    task: str
+    data_root: Path
+    shots: int
+    tiny: bool
+    paths: tuple[str, ...]
+    budgets: tuple[str, ...] = BUDGETS
+    encoder_images: int = 4
+    encoder_repeats: int = 3
+    encoder_batch: int | None = None  # None: the backbone's own choice
+    matmul_size: int = MATMUL_SIZE
+    matmul_repeats: int = 5
+
+    @property
+    def methods(self) -> list[str]:
+        """The trained methods whose training step is measured."""
+        return [path for path in self.paths if path != ENCODER]
+
+
+@dataclass(frozen=True)
+class MatmulRate:
+    size: int
+    repeats: int
+    device: str
+    threads: int
+    tf32: bool | None  # whether CUDA matmuls may use TF32 (torch's setting at the time); None on a CPU
+    gflops: float  # GFLOP per second
+
+    def describe(self) -> str:
+        tf32 = "" if self.tf32 is None else f", TF32 {'on' if self.tf32 else 'off'}"
+        threads = f"{self.threads} torch thread{'s' * (self.threads != 1)}"
+        where = f"{self.device}{tf32}, {threads}"
+        return f"fp32 `torch.mm` of two {self.size}² matrices on {where}, median of {self.repeats} after a warm-up"
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """FLOPs counted and seconds timed over the same work: ``images`` image-steps (or encoded images)."""
+
+    path: str
+    budget: str
+    measured: str  # what the timed work was, in words
+    images: int
+    flops: float
+    seconds: float
+
+    @property
+    def gflop_per_image(self) -> float:
+        return self.flops / self.images / 1e9
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+
+@dataclass
+class Roofline:
+    matmul: MatmulRate
+    paths: list[HotPath]
+    not_measured: list[tuple[str, str, str]] = field(default_factory=list)  # (hot path, budget, why)
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per hot path, every cell text (4 significant digits): the report's table and the command's."""
+        rows = [
+            {"hot path": path.path, "budget": path.budget, "measured": path.measured,
+             "GFLOP / image": f"{path.gflop_per_image:.4g}", "GFLOP/s": f"{path.gflops:.4g}",
+             "÷ matmul rate": f"{path.gflops / self.matmul.gflops:.4g}", "images/s": f"{path.images_per_second:.4g}"}
+            for path in self.paths
+        ]  # fmt: skip
+        rows += [{"hot path": path, "budget": budget, "measured": f"not measured: {why}", "GFLOP / image": "–",
+                  "GFLOP/s": "–", "÷ matmul rate": "–", "images/s": "–"} for path, budget, why in self.not_measured]
+        return rows  # fmt: skip
+
+    def lines(self) -> list[str]:
+        """What ``bench perf roofline`` prints: the matmul rate, then the table."""
+        table = pd.DataFrame(self.rows()).to_markdown(index=False, disable_numparse=True)
+        return [f"matmul rate: {self.matmul.gflops:.4g} GFLOP/s ({self.matmul.describe()})", "", table]
+
+
+def hot_paths(names: Sequence[str] | None) -> tuple[str, ...]:
+    """``names`` checked (each the encoder or a trained method), in order, once each; None: every hot path."""
+    known = [ENCODER, *trained_methods()]
+    for name in names or ():
+        if name not in known:
+            hint = did_you_mean(name, known)
+            raise BenchError(f"unknown hot path '{name}' (--only); known: {', '.join(known)}.{hint}")
+    return tuple(dict.fromkeys(names or known))
+
+
+def check_roofline_inputs(settings: RooflineSettings) -> None:
+    """Load the backbone and, when a training step is measured, the dataset, so that a bad input fails in one
+    line before anything is measured (both stay loaded: they are memoised per process)."""
+    from bench import data
+    from bench.backbones import load_backbone
+
+    load_backbone(settings.backbone, settings.checkpoint, settings.device)
+    if settings.methods:
+        task = data.load_task(settings.dataset, settings.task, settings.data_root)
+        if len(task.train) < settings.shots:
+            raise BenchError(f"{settings.dataset}/{settings.task} has {len(task.train)} training images; --shots"
+                             f" {settings.shots} needs more")  # fmt: skip
+
+
+def matmul_rate(device: torch.device, size: int = MATMUL_SIZE, repeats: int = 5) -> MatmulRate:
+    """GFLOP/s of an fp32 ``size``² × ``size``² matrix product on ``device``, median of ``repeats``."""
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator).to(device) for _ in range(2))
+    torch.mm(left, right)  # warm-up: thread pools, kernel selection
+    seconds = []
+    for _ in range(repeats):
+        with Stopwatch(device) as clock:
+            torch.mm(left, right)
+        seconds.append(clock.seconds)
+    tf32 = torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None
+    gflops = 2 * size**3 / statistics.median(seconds) / 1e9
+    return MatmulRate(size, repeats, str(device), torch.get_num_threads(), tf32, gflops)
+
+
+def encoder_path(
+    backbone: Backbone, images: int, repeats: int, batch_size: int | None = None, seed: int = 0
+) -> HotPath:
+    """The encoder forward on ``images`` random images in batches of ``batch_size`` (default: the backbone's
+    ``encode_batch_size``): FLOPs per image counted on one batch of the eager ``image_encoder``; the median
+    seconds of ``repeats`` passes of ``Backbone.encode`` over all of them."""
+    size = min(batch_size or backbone.encode_batch_size, images)
+    pictures = random_images(images, (backbone.input_size, backbone.input_size), seed)
+    batches = [
+        torch.stack([backbone.preprocess(picture) for picture in pictures[start : start + size]]).to(backbone.device)
+        for start in range(0, images, size)
+    ]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        backbone.image_encoder(batches[0])
+    flops_per_image = counter.get_total_flops() / len(batches[0])
+    backbone.encode(batches[0])  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        with Stopwatch(backbone.device) as clock:
+            for batch in batches:
+                backbone.encode(batch)
+        seconds.append(clock.seconds)
+    measured = f"{images} images in batches of {size}, median of {repeats}"
+    return HotPath(f"encoder forward ({backbone.name})", "–", measured, images, flops_per_image * images,
+                   statistics.median(seconds))  # fmt: skip
+
+
+def measure_roofline(settings: RooflineSettings) -> Roofline:
+    """The matmul rate, then every hot path of ``settings``, one after another in this process. Training runs
+    read and write embeddings through the harness's cache: the caller points it where it wants them."""
+    from bench.backbones import load_backbone
+
+    device = torch.device(settings.device)
+    roofline = Roofline(matmul_rate(device, settings.matmul_size, settings.matmul_repeats), [])
+    if ENCODER in settings.paths:
+        backbone = load_backbone(settings.backbone, settings.checkpoint, device)
+        encoder = encoder_path(backbone, settings.encoder_images, settings.encoder_repeats, settings.encoder_batch)
+        roofline.paths.append(encoder)
+    runs = training_runs(settings.methods, settings.budgets, settings.dataset, settings.task, settings.shots,
+                         settings.backbone, settings.checkpoint, settings.tiny)  # fmt: skip
+    for method, budget, run in runs:
+        one_pass = run if isinstance(run, str) else measure_training_step(run, settings.data_root, device)
+        if isinstance(one_pass, str):  # the run could not be planned or measured: the reason
+            roofline.not_measured.append((method, budget, one_pass))
+            continue
+        measured = (f"one pass: {one_pass.images} image{'s' * (one_pass.images != 1)} in {one_pass.steps}"
+                    f" optimiser step{'s' * (one_pass.steps != 1)}")  # fmt: skip
+        roofline.paths.append(HotPath(method, budget, measured, one_pass.images, one_pass.flops, one_pass.seconds))
+    return roofline
