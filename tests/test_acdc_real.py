@@ -6,14 +6,12 @@ The paper (Table 1's ACDC columns) trains on 90 patients / 765 slices, validates
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bench.datasets.acdc import ACDC, SMALL_STRUCTURE, VAL_PATIENTS
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = SHARED_DATA / "acdc"
 pytestmark = pytest.mark.skipif(
     not (REAL / "training" / "patient001" / "Info.cfg").is_file(), reason="real ACDC data not in ../shared"
