@@ -228,7 +228,8 @@ def _encode(
     """Encode the images of ``pending`` (digest → their indices in ``images``) into ``output`` and the cache,
     ``batch_size`` at a time, or as many as the backbone measured fastest on its device (``encode_batch_size``)."""
     todo = list(pending)
-    ahead = 2 * backbone.max_encode_batch  # images preprocessed ahead of the encoder
+    # images preprocessed ahead of the encoder: two batches, whether the caller or the backbone sizes them
+    ahead = 2 * max(batch_size or 0, backbone.max_encode_batch)
 
     def load(digest: str) -> torch.Tensor:
         return backbone.preprocess(images[pending[digest][0]])

@@ -99,3 +99,14 @@ def test_freed_activations_stay_mapped_so_later_passes_do_not_fault_them_in_agai
     assert default > 2 * activation_pages  # glibc hands the buffers back on free and faults them in again
     # kept: at most a straggler of one activation (glibc's consolidation varies), against several per pass
     assert faults("keep") <= max(activation_pages, default // 10)
+
+
+def test_a_caller_batch_larger_than_the_backbones_limit_is_preloaded_whole(tmp_path):
+    backbone = load_backbone("tiny-sam-test")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, size=(32, 32), dtype=np.uint8) for _ in range(11)]
+    batch = 3 * backbone.max_encode_batch  # more than the two backbone batches preprocessed ahead by default
+    embeddings = cached_embeddings(backbone, images, batch_size=batch, root=tmp_path)
+    with torch.inference_mode():
+        eager = backbone.image_encoder(torch.stack([backbone.preprocess(image) for image in images]))
+    np.testing.assert_allclose(embeddings.numpy(), eager.numpy(), rtol=2**-10, atol=1e-6)
