@@ -112,6 +112,10 @@ def check_roofline_rows(rows: list[dict[str, str]], matmul: float) -> None:
         assert per_image > 0 and rate > 0 and fraction > 0 and per_second > 0, row
         assert rate == pytest.approx(per_image * per_second, rel=3e-3)
         assert fraction == pytest.approx(rate / matmul, rel=3e-3)
+        # the products alone run no slower than the whole path: timed ÷ alone ≥ 1 within timing noise, and alone
+        # reaches the achieved fraction of the matmul rate times that bound
+        bound, alone = float(row["speed-up bound"].rstrip("×")), float(row["products alone ÷ matmul rate"])
+        assert bound > 0.5 and alone == pytest.approx(fraction * bound, rel=2e-2), row
 
 
 def test_the_suite_reports_every_section_with_measured_numbers(tmp_path, perf_ellipses, isolated_cache) -> None:

@@ -181,8 +181,11 @@ def _roofline_section(result: SuiteResult) -> list[str]:
         f" budget{'s' * (len(budgets) != 1)} with"
         f" {PASSES} passes over them (epochs; PerSAM-F: steps): the first takes the first-call costs, the second is"
         " counted, the third timed, so neither holds the fit's setup. GFLOP / image is per image-step (a step's"
-        " FLOPs over its images); ÷ matmul rate is the achieved GFLOP/s over the matmul rate"
-        " (`bench perf roofline` measures this section alone).",
+        " FLOPs over its images); ÷ matmul rate is the achieved GFLOP/s over the matmul rate. Speed-up bound: the"
+        " counted calls replayed one by one on random tensors of their own shapes give what the path's matrix"
+        " products and convolutions cost alone; timed ÷ that is the most the path can speed up without computing"
+        " something else, its element-wise work made free, and products alone ÷ matmul rate the fraction of the"
+        " matmul rate it would then reach (`bench perf roofline` measures this section alone).",
         "",
         _table(roofline.rows()),
     ]  # fmt: skip

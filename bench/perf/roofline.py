@@ -11,6 +11,11 @@ The hot paths: the encoder forward (FLOPs counted on the eager ``image_encoder``
 ``Backbone.encode``, the harness's call, in batches of the size the backbone chooses unless one is given) and the
 training step of every trained method at its ``paper`` and ``quick`` budgets (:mod:`bench.perf.train_step`).
 Per-image figures are per image-step: the FLOPs of a step over the images in it.
+
+The last column bounds what is left: the counted calls replayed one by one at their own shapes
+(:mod:`bench.perf.replay`) give the seconds the path's matrix products and convolutions take alone, and timed ÷
+that is the most the path can speed up without computing something else (its element-wise work made free);
+the FLOPs over those seconds, ÷ the matmul rate, is the fraction of the matmul rate the path would then reach.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.backbones import Backbone
 from bench.errors import BenchError
 from bench.perf.comparison import random_images
+from bench.perf.replay import OpRecorder, replay_seconds
 from bench.perf.train_step import measure_training_step, trained_methods, training_runs
 from bench.registry import did_you_mean
 from bench.spec import BUDGETS
@@ -88,6 +94,18 @@ class HotPath:
     images: int
     flops: float
     seconds: float
+    bound_seconds: float  # the counted calls alone (bench.perf.replay)
+
+    @property
+    def speedup_bound(self) -> str:
+        """The most this path can speed up while computing the same products (timed ÷ its products alone), as
+        text; "–" for a path that called no counted operator."""
+        return f"{self.seconds / self.bound_seconds:.3g}×" if self.bound_seconds > 0 else "–"
+
+    def products_alone_fraction(self, matmul_gflops: float) -> str:
+        """The GFLOP/s of this path's matrix products and convolutions run alone, over the matmul rate, as text:
+        the fraction of the matmul rate the path would reach were its element-wise work free."""
+        return f"{self.flops / self.bound_seconds / 1e9 / matmul_gflops:.4g}" if self.bound_seconds > 0 else "–"
 
     @property
     def gflop_per_image(self) -> float:
@@ -113,11 +131,15 @@ class Roofline:
         rows = [
             {"hot path": path.path, "budget": path.budget, "measured": path.measured,
              "GFLOP / image": f"{path.gflop_per_image:.4g}", "GFLOP/s": f"{path.gflops:.4g}",
-             "÷ matmul rate": f"{path.gflops / self.matmul.gflops:.4g}", "images/s": f"{path.images_per_second:.4g}"}
+             "÷ matmul rate": f"{path.gflops / self.matmul.gflops:.4g}", "images/s": f"{path.images_per_second:.4g}",
+             "products alone ÷ matmul rate": path.products_alone_fraction(self.matmul.gflops),
+             "speed-up bound": path.speedup_bound}
             for path in self.paths
         ]  # fmt: skip
-        rows += [{"hot path": path, "budget": budget, "measured": f"not measured: {why}", "GFLOP / image": "–",
-                  "GFLOP/s": "–", "÷ matmul rate": "–", "images/s": "–"} for path, budget, why in self.not_measured]
+        blank = dict.fromkeys(("GFLOP / image", "GFLOP/s", "÷ matmul rate", "images/s",
+                               "products alone ÷ matmul rate", "speed-up bound"), "–")  # fmt: skip
+        rows += [{"hot path": path, "budget": budget, "measured": f"not measured: {why}", **blank}
+                 for path, budget, why in self.not_measured]
         return rows  # fmt: skip
 
     def lines(self) -> list[str]:
@@ -177,9 +199,12 @@ def encoder_path(
         torch.stack([backbone.preprocess(picture) for picture in pictures[start : start + size]]).to(backbone.device)
         for start in range(0, images, size)
     ]
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    recorder = OpRecorder()
+    # the recorder outside the counter: inside it, it sees nothing in inference mode
+    with torch.inference_mode(), recorder, FlopCounterMode(display=False) as counter:
         backbone.image_encoder(batches[0])
     flops_per_image = counter.get_total_flops() / len(batches[0])
+    bound_per_image = replay_seconds(recorder.calls, backbone.device) / len(batches[0])
     backbone.encode(batches[0])  # warm-up
     seconds = []
     for _ in range(repeats):
@@ -189,7 +214,7 @@ def encoder_path(
         seconds.append(clock.seconds)
     measured = f"{images} images in batches of {size}, median of {repeats}"
     return HotPath(f"encoder forward ({backbone.name})", "–", measured, images, flops_per_image * images,
-                   statistics.median(seconds))  # fmt: skip
+                   statistics.median(seconds), bound_per_image * images)  # fmt: skip
 
 
 def measure_roofline(settings: RooflineSettings) -> Roofline:
@@ -212,5 +237,8 @@ def measure_roofline(settings: RooflineSettings) -> Roofline:
             continue
         measured = (f"one pass: {one_pass.images} image{'s' * (one_pass.images != 1)} in {one_pass.steps}"
                     f" optimiser step{'s' * (one_pass.steps != 1)}")  # fmt: skip
-        roofline.paths.append(HotPath(method, budget, measured, one_pass.images, one_pass.flops, one_pass.seconds))
+        bound = replay_seconds(one_pass.calls, device)
+        roofline.paths.append(
+            HotPath(method, budget, measured, one_pass.images, one_pass.flops, one_pass.seconds, bound)
+        )
     return roofline

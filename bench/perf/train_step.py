@@ -9,7 +9,8 @@ has no epochs: each of PerSAM-F's steps reads every reference) are set to ``PASS
 cached before ``fit`` starts, so the first loop ``fit`` wraps is its passes (and that it had ``PASSES`` items is
 checked).
 
-Pass 1 takes the first-call costs; pass 2 runs under ``FlopCounterMode``; pass 3 is timed (CUDA-synchronised at
+Pass 1 takes the first-call costs; pass 2 runs under ``FlopCounterMode`` and ``OpRecorder`` (the matrix
+products and convolutions it calls, for :mod:`bench.perf.replay`); pass 3 is timed (CUDA-synchronised at
 both ends), and torch's global optimiser-step hook counts its steps. Counting and timing are separate passes of
 one fit, so counting's overhead is never timed, and neither pass holds ``fit``'s setup (reading embeddings,
 building tensors, PerSAM-F's constant logit maps). A pass visits each support image once.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.perf.replay import OpRecorder
 from bench.spec import RunSpec
 from bench.timing import synchronize
 
@@ -40,12 +43,14 @@ ItemT = TypeVar("ItemT")
 
 @dataclass(frozen=True)
 class PassMeasure:
-    """One pass over the support set: FLOPs counted in pass 2, seconds and optimiser steps of pass 3."""
+    """One pass over the support set: FLOPs and the FLOP-counted calls of pass 2, seconds and optimiser steps of
+    pass 3."""
 
     images: int
     steps: int
     flops: float
     seconds: float
+    calls: Counter
 
 
 def trained_methods() -> list[str]:
@@ -97,6 +102,7 @@ class _MarkedPasses:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.counter = FlopCounterMode(display=False)
+        self.recorder = OpRecorder()
         self.counting = False
         self.boundaries = 0  # pass starts, then the end of the last pass
         self.seconds = 0.0
@@ -117,6 +123,7 @@ class _MarkedPasses:
     def _boundary(self) -> None:
         """The end of pass ``boundaries`` (1-based) and the start of the next."""
         if self.boundaries == COUNTED - 1:
+            self.recorder.__enter__()  # outside the counter: inside it, it would see nothing in inference mode
             self.counter.__enter__()
             self.counting = True
         elif self.boundaries == COUNTED:
@@ -131,6 +138,7 @@ class _MarkedPasses:
     def stop_counting(self) -> None:
         if self.counting:
             self.counter.__exit__(None, None, None)
+            self.recorder.__exit__(None, None, None)
             self.counting = False
 
     def after_step(self, optimiser: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -167,4 +175,5 @@ def measure_training_step(spec: RunSpec, data_root: Path, device: torch.device) 
         return f"the first loop its fit shows progress for is not its {PASSES} passes over the support set"
     if passes.steps == 0:
         return "its fit took no optimiser step in a pass"
-    return PassMeasure(len(train), passes.steps, passes.counter.get_total_flops(), passes.seconds)
+    flops = passes.counter.get_total_flops()
+    return PassMeasure(len(train), passes.steps, flops, passes.seconds, passes.recorder.calls)
