@@ -169,6 +169,9 @@ def test_plots_show_every_table_row_each_marked_with_its_budget(tmp_path) -> Non
     assert len(ticks) == 6 and all(tick.endswith(("· paper", "· quick")) for tick in ticks)
     hollow = [patch for patch in boxes.axes[0].patches if patch.get_facecolor()[:3] == (1.0, 1.0, 1.0)]
     assert len(hollow) == 2  # UNet quick at k = 1 and 10
+    assert boxes.axes[0].get_xlabel() == "Dice × 100 per test case"
+    on_val = plots.per_case_dice(cases.assign(eval_split="val"))  # a val report's cases are val cases
+    assert on_val.axes[0].get_xlabel() == "Dice × 100 per val case"
 
     _report(results, tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()

@@ -35,10 +35,11 @@ class TensorLayout:
 
     def materialise(self, generator: torch.Generator) -> torch.Tensor:
         """Random values in this layout; overlapping strides (expanded tensors) share their elements, as there."""
-        extent = 1 + sum((size - 1) * stride for size, stride in zip(self.shape, self.stride, strict=True))
-        if not self.dtype.is_floating_point:
-            return torch.zeros(max(extent, 1), dtype=self.dtype, device=self.device).as_strided(self.shape, self.stride)
-        values = torch.randn(max(extent, 1), generator=generator).to(self.device, self.dtype)
+        extent = max(1, 1 + sum((size - 1) * stride for size, stride in zip(self.shape, self.stride, strict=True)))
+        if self.dtype.is_floating_point:
+            values = torch.randn(extent, generator=generator).to(self.device, self.dtype)
+        else:
+            values = torch.zeros(extent, dtype=self.dtype, device=self.device)
         return values.as_strided(self.shape, self.stride)
 
 

@@ -142,6 +142,7 @@ def per_case_dice(cases: pd.DataFrame) -> Figure:
     """Box plots of per-case Dice (each case averaged over its row's runs), a box per Table 1 row and a
     panel per task; paper-budget boxes filled, the others hollow."""
     frame, styles, tasks = _rows(cases)
+    split = cases["eval_split"].iloc[0]  # the caller passes one split's cases (store.of_split)
     frame = frame.groupby(["task_label", "row_label", "case"])["dice"].mean().reset_index()
     order = list(styles)
     lines = sum(1 + label.count("\n") for label in order)
@@ -165,7 +166,7 @@ def per_case_dice(cases: pd.DataFrame) -> Figure:
             ax.scatter(values[i], positions[i] + jitter, s=3, color="0.15", alpha=0.4, linewidths=0)
         ax.set_yticks(positions, order, fontsize=LEGEND_FONT)
         ax.set_ylim(len(order) - 0.5, -0.5)
-        ax.set(title=task, xlabel="Dice × 100 per test case", xlim=(-2, 102))
+        ax.set(title=task, xlabel=f"Dice × 100 per {split} case", xlim=(-2, 102))
         ax.grid(axis="x", alpha=0.3)
     _legend(figure, cases, [], title="")
     return figure
