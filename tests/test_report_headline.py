@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 from bench import store
 from bench.data import load_task
+from bench.errors import BenchError
 from bench.report import stats, timing
 from bench.report.figure import choose_runs, qualitative_figure
 from bench.report.names import Names
@@ -133,6 +134,24 @@ def test_qualitative_figure_shows_the_headline_run_and_names_it(predicted) -> No
     # --labels still narrows the choice to the mask-trained runs
     _, masks = choose_runs(records, predicted, "ellipse", labels="mask")
     assert {run["spec"]["labels"] for run in masks} == {"mask"}
+
+
+def test_qualitative_figure_with_all_rows_shows_every_table_row_in_order(predicted) -> None:
+    variant = {"tightness_weight": 0.0001, "size_barrier_on": "pixels"}
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:SAVED_PREDICTIONS]
+    record = write_record(predicted, "rep-ours", {s.id: 0.5 for s in test}, labels="box", budget="paper", seed=1,
+                          overrides=variant)  # fmt: skip
+    write_predictions(predicted, record, {s.id: s.mask for s in test})
+    records = store.load_records(predicted)
+    drawn = qualitative_figure(records, predicted, "ellipse", images=1, rows="all")
+    titles = [ax.get_title() for ax in drawn.axes if ax.get_title()]
+    assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0",
+                          "Prompt_module & 100%\nmask, k=10, quick\nseed 2, draw 0",
+                          "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0",
+                          "Prompt_module & 100%\nbox, k=10, paper\nseed 1, draw 0\n"
+                          "[size_barrier_on=pixels,\ntightness_weight=0.0001]"]  # fmt: skip
+    with pytest.raises(BenchError, match="unknown --rows 'every'"):
+        choose_runs(records, predicted, "ellipse", rows="every")
 
 
 def test_statistics_markdown_lists_the_reference_row_and_differences(grid) -> None:

@@ -71,6 +71,9 @@ def figure(
     seed: Annotated[int, typer.Option(help="Seed of the drawn images.")] = 0,
     shots: Annotated[str | None, typer.Option(help="Only runs with this k (or 'all').")] = None,
     labels: Annotated[str | None, typer.Option(help="Only runs with this label regime.")] = None,
+    rows: Annotated[
+        str, typer.Option(help="'headline': a column per method (its Table 1 headline row); 'all': per row.")
+    ] = "headline",
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder; default: RESULTS/report.")] = None,
     split: Annotated[
@@ -86,9 +89,9 @@ def figure(
     records = store.require_records(results, experiment, split)
     chosen = specs.split_list(ids) if ids else None
     drawn = qualitative_figure(
-        records, results, task, dataset, chosen, images, seed, shots, labels, data_root
+        records, results, task, dataset, chosen, images, seed, shots, labels, data_root, rows
     )
-    stem = f"qualitative_{dataset + '_' if dataset else ''}{task}"
+    stem = f"qualitative_{dataset + '_' if dataset else ''}{task}{'_all_rows' if rows == 'all' else ''}"
     written = save_figure(drawn, out or results / "report", stem)
     console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
 

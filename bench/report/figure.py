@@ -2,15 +2,18 @@
 predicted contour over the image with the ground-truth contour in another colour.
 
 Predictions come from the files the runner saves beside the records (``store.prediction_path``: the
-first few test cases by id, binarised), images and ground truth from the dataset plugin. Per method one
-run is shown: by default one of its Table 1 headline row (``rows.headline``: no ``--set`` overrides, its
-default label regime — boxes for the prompt module —, its best budget), with the most training samples
-(all data before any k), then the lowest draw and seed; ``shots`` and ``labels`` narrow the choice. Each
-column's title names its run: labels, k, budget, seed and support draw.
+first few test cases by id, binarised), images and ground truth from the dataset plugin. By default
+(``rows="headline"``) one run per method is shown: one of its Table 1 headline row (``rows.headline``: no
+``--set`` overrides, its default label regime — boxes for the prompt module —, its best budget), with the
+most training samples (all data before any k), then the lowest draw and seed. With ``rows="all"`` every
+Table 1 row gets a column (its lowest draw and seed), in the table's order, so label regimes, budgets and
+``--set`` variants of one method can be compared by eye. ``shots`` and ``labels`` narrow the choice. Each
+column's title names its run: labels, k, budget, seed and support draw, and its overrides.
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from matplotlib.lines import Line2D
 
 from bench.data import load_task
 from bench.errors import BenchError
-from bench.report.names import GROUP_ORDER, Names, shots_text
+from bench.report.names import GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.report.rows import budget_rank, labels_rank
 from bench.spec import shots_label
 from bench.store import prediction_path, record_split, runs_frame, variant_text
@@ -28,6 +31,8 @@ DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3
 TRUTH_COLOUR = "#ffd60a"  # yellow, dashed: visible on grey-scale images and distinct from the prediction
 PREDICTION_COLOUR = "#ff2d55"
+ROW_CHOICES = ("headline", "all")
+TITLE_CHARS = 30  # about what a PANEL_INCHES-wide column holds at the titles' font size
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray]:
@@ -56,6 +61,13 @@ def _method_order(method: str, names: Names) -> tuple:
     return (GROUP_ORDER.index(info.group), info.display.lower(), method)
 
 
+def _row_key(record: dict) -> tuple:
+    """The Table 1 row of a run (``rows.ROW_KEYS``), ordered as the table orders a method's rows."""
+    spec = record["spec"]
+    return (labels_rank(spec["labels"]), shots_sort_key(shots_label(spec["shots"])), budget_rank(spec["budget"]),
+            spec.get("backbone") or "", variant_text(spec.get("overrides")))  # fmt: skip
+
+
 def choose_runs(
     records: list[dict],
     results: Path,
@@ -64,9 +76,12 @@ def choose_runs(
     shots: str | None = None,
     labels: str | None = None,
     names: Names | None = None,
+    rows: str = "headline",
 ) -> tuple[str, list[dict]]:
-    """(dataset, one finished run per method with a predictions file), in the table's method order (by the
-    records' ``names``, read from ``records`` when not given)."""
+    """(dataset, one finished run with a predictions file per method — per Table 1 row with ``rows="all"``),
+    in the table's order (by the records' ``names``, read from ``records`` when not given)."""
+    if rows not in ROW_CHOICES:
+        raise BenchError(f"unknown --rows '{rows}'; choose one of {', '.join(ROW_CHOICES)}")
     done = [r for r in records if r.get("status") == "ok"]
     finished = [r for r in done if r["spec"]["task"] == task and dataset in (None, r["spec"]["dataset"])]
     datasets = sorted({r["spec"]["dataset"] for r in finished})
@@ -90,10 +105,11 @@ def choose_runs(
             " file (runs recorded before predictions were saved must be run again)"
         )
     names = names or Names(runs_frame(records))
-    chosen: dict[str, dict] = {}
+    chosen: dict[tuple, dict] = {}
     for record in sorted(saved, key=lambda record: _rank(record, names)):
-        chosen.setdefault(record["spec"]["method"], record)
-    return datasets[0], [chosen[method] for method in sorted(chosen, key=lambda m: _method_order(m, names))]
+        method = record["spec"]["method"]
+        chosen.setdefault((_method_order(method, names), _row_key(record) if rows == "all" else ()), record)
+    return datasets[0], [chosen[key] for key in sorted(chosen)]
 
 
 def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: int) -> list[str]:
@@ -135,7 +151,9 @@ def _title(record: dict, names: Names) -> str:
     config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"]) + [spec["budget"]]
     run = f"seed {spec['seed']}" + ("" if k == "–" else f", draw {spec['draw']}")
     lines = [info.display, ", ".join(config), run]
-    return "\n".join(lines + ([f"[{variant_text(spec.get('overrides'))}]"] if spec.get("overrides") else []))
+    # wrapped at the commas: one long "key=value, key=value" line would run past the column (and the figure)
+    variant = textwrap.wrap(f"[{variant_text(spec.get('overrides'))}]", TITLE_CHARS, break_on_hyphens=False)
+    return "\n".join(lines + (variant if spec.get("overrides") else []))
 
 
 def qualitative_figure(
@@ -149,10 +167,12 @@ def qualitative_figure(
     shots: str | None = None,
     labels: str | None = None,
     data_root: Path | None = None,
+    rows: str = "headline",
 ) -> Figure:
-    """Rows: test images; columns: the image with its ground truth, then one per method."""
+    """Rows: test images; columns: the image with its ground truth, then one per method (per Table 1 row
+    with ``rows="all"``)."""
     names = Names(runs_frame(records))
-    dataset, runs = choose_runs(records, results, task, dataset, shots, labels, names)
+    dataset, runs = choose_runs(records, results, task, dataset, shots, labels, names, rows)
     predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
