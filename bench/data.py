@@ -74,6 +74,8 @@ class Task:
     # a preprocessing variant (``hc18-whole``) names the dataset whose split and support draws it shares, so
     # both variants train and score the same images
     split_of: str | None = None
+    # a user dataset's content identity (``Dataset.identity``): keys its support draws; None for a fixed release
+    identity: str | None = None
 
     def by_id(self, split: str) -> dict[str, Sample]:
         return {sample.id: sample for sample in getattr(self, split)}
@@ -149,6 +151,11 @@ def train_items(samples: Sequence[Sample], dataset: str, task: str, labels: str)
         if labels == "mask":
             items.append(TrainItem(sample.id, sample.image, sample.spacing, mask=sample.mask))
         else:
+            if not sample.mask.any():  # k-shot draws never pick one (``support_ids``); all-data runs may
+                raise BenchError(
+                    f"training image '{sample.id}' of {dataset}/{task} has no {task} pixels, so it has no box for "
+                    f"--labels {labels}; leave it out of the dataset or train with masks"
+                )
             box = box_for_regime(sample, dataset, task, labels)
             items.append(TrainItem(sample.id, sample.image, sample.spacing, box=box))
     return items
@@ -223,34 +230,46 @@ def seeded_split(
 def support_ids(task: Task, shots: int | None, draw: int) -> list[str]:
     """The training ids of support draw ``draw`` with ``shots`` images (None = all), written once.
 
-    The file lives under the cache (``supports/<dataset>/<task>/k<shots>_d<draw>.json``) and every method
-    and seed reuses it. The draw is seeded from its names, so a deleted file is re-drawn identically. A
-    preprocessing variant uses the draws of the dataset it shares its split with (``Task.split_of``).
+    The file lives under the cache (``supports/<dataset>/<task>/k<shots>_d<draw>.json``; a user dataset's under
+    ``supports/<dataset>/<identity>/…``, so other cases draw anew) and every method and seed reuses it. The draw
+    is seeded from its names, so a deleted file is re-drawn identically. A preprocessing variant uses the draws
+    of the dataset it shares its split with (``Task.split_of``). Images without the structure are never drawn:
+    they have no box to learn from.
     """
     train_ids = sorted(sample.id for sample in task.train)
     if shots is None:
         return train_ids
-    if shots > len(train_ids):
+    drawable = sorted(sample.id for sample in task.train if sample.mask.any())
+    if shots > len(drawable):
+        without = len(train_ids) - len(drawable)
         raise BenchError(
-            f"{task.dataset}/{task.name} has {len(train_ids)} training images; cannot draw {shots} shots"
+            f"{task.dataset}/{task.name} has {len(drawable)} training images"
+            + (f" with the structure ({without} more without it)" if without else "")
+            + f"; cannot draw {shots} shots"
         )
     dataset = task.split_of or task.dataset
-    path = cache_dir() / "supports" / dataset / task.name / f"k{shots}_d{draw}.json"
+    folder = cache_dir() / "supports" / safe_name(dataset)
+    path = (folder / task.identity if task.identity else folder) / task.name / f"k{shots}_d{draw}.json"
 
     def draw_support() -> dict:
         rng = np.random.default_rng(stable_seed("support", dataset, task.name, shots, draw))
-        chosen = sorted(train_ids[index] for index in rng.choice(len(train_ids), size=shots, replace=False))
+        chosen = sorted(drawable[index] for index in rng.choice(len(drawable), size=shots, replace=False))
         return {"dataset": dataset, "task": task.name, "shots": shots, "draw": draw, "ids": chosen}
 
     payload = persisted(path, draw_support)
     ids = list(payload["ids"])  # type: ignore[index]
-    unknown = sorted(set(ids) - set(train_ids))
+    unknown = sorted(set(ids) - set(drawable))
     if unknown:
         raise BenchError(
             f"support file '{path}' names ids that are not in the training split ({', '.join(unknown[:3])}…);"
             " the split changed: delete the file to draw again"
         )
     return ids
+
+
+def safe_name(name: str) -> str:
+    """A dataset name as one folder or file name: ``nnunet:Dataset501_X`` → ``nnunet-Dataset501_X``."""
+    return name.replace(":", "-").replace("/", "-").replace("@", "-")
 
 
 # --- preprocessing helpers ----------------------------------------------------------------------------
@@ -331,61 +350,3 @@ def center_crop_or_pad(array: np.ndarray, size: tuple[int, int], fill: int | flo
             dst_slices.append(slice(start, start + have))
     out[(..., *dst_slices)] = array[(..., *src_slices)]
     return out
-
-
-# --- dataset plugins ----------------------------------------------------------------------------------
-
-
-class Dataset:
-    """Base class of dataset plugins: a release folder (``<data_root>/<name>``) turned into Tasks.
-
-    Subclasses set the class attributes and implement ``load(task)``. They keep heavy imports (nibabel,
-    SimpleITK) inside methods so that listing datasets stays cheap.
-    """
-
-    name: str
-    display_name: str
-    tasks: tuple[str, ...]
-    task_display: dict[str, str] = {}
-    needs_data_root: bool = True
-
-    def __init__(self, data_root: Path | None = None) -> None:
-        from bench.paths import default_data_root
-
-        self.data_root = Path(data_root) if data_root is not None else default_data_root()
-
-    @property
-    def folder(self) -> Path:
-        return self.data_root / self.name
-
-    @property
-    def own_folder(self) -> Path:
-        """The one subfolder of the user's data folder the tool writes into (split and cache files)."""
-        return self.folder / ".bench"
-
-    def load(self, task: str) -> Task:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-# One plugin object per dataset and data root, so that the tasks of one release share its scan and cache
-_PLUGIN_MEMO: dict[tuple[str, str], Dataset] = {}
-_TASK_MEMO: dict[tuple[str, str, str], Task] = {}
-
-
-def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> Task:
-    """Load one task of a registered dataset (memoised per process)."""
-    from bench.registry import DATASETS, did_you_mean
-
-    dataset_cls = DATASETS.get(dataset)
-    if task not in dataset_cls.tasks:
-        raise BenchError(
-            f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(dataset_cls.tasks)}."
-            + did_you_mean(task, list(dataset_cls.tasks))
-        )
-    plugin = dataset_cls(Path(data_root) if data_root is not None else None)
-    root = str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else ""
-    plugin = _PLUGIN_MEMO.setdefault((dataset, root), plugin)
-    key = (dataset, task, root)
-    if key not in _TASK_MEMO:
-        _TASK_MEMO[key] = plugin.load(task)
-    return _TASK_MEMO[key]

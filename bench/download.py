@@ -33,8 +33,9 @@ from rich.progress import (
 )
 
 from bench.errors import BenchError
+from bench.inventory import LOSS_NAMED, Inventory, folder_is_writable, kept_summary
 from bench.registry import DATASETS
-from bench.release import LOSS_NAMED, SPLITS, Inventory, ReleaseDataset, folder_is_writable, kept_summary
+from bench.release import SPLITS, ReleaseDataset
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60

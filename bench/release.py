@@ -1,13 +1,12 @@
-"""What the plugins of downloaded releases (HC18, CAMUS, ACDC) share: scan, preprocess once, cache, split.
+"""What the plugins of downloaded releases (HC18, CAMUS, ACDC, nnU-Net folders) share: scan, preprocess once, split.
 
 A plugin lists the cases of its release (``find_cases``) and turns one case into preprocessed 2-D slices
-(``read_case``): a uint8 image and a uint8 label map, where a task is one label value. The base class does
-the rest the same way for every release:
+(``read_case``): a uint8 image and a uint8 label map, where a task is one label value (or several, for a
+region). The base class does the rest the same way for every release:
 
 * a case that cannot be read is skipped with its file name in a warning and counted; a case or slice that
   fails a published filter (an open outline, a missing structure) is counted without a warning;
-* the preprocessed arrays are cached in one ``.npz`` per dataset, named after the preprocessing version
-  and a fingerprint of the release files, so a new version or a changed file makes a new cache;
+* the preprocessed arrays are cached (``bench.inventory``), so a release is read once;
 * the split file is written once and read back ever after;
 * how much of each structure the preprocessing kept inside the fixed frame is measured per slice
   (``Slice.kept``), cached with the arrays, summarised by ``bench data check`` and put in ``Task.info``.
@@ -15,39 +14,47 @@ the rest the same way for every release:
 A preprocessing variant (``hc18-whole``) is a subclass with its own name that sets ``variant_of``: it reads
 the same release folder and shares its split file, so both preprocessings score the same images.
 
-Both files live in the release's own subfolder ``<data_root>/<release>/.bench``; when that folder is not
-writable (a read-only shared copy) they go to ``cache_dir()/datasets/<release>/<hash of the release path>``.
-``<release>`` is the plugin's name, or for a variant the name of the plugin it is a variant of.
+The built-in releases are fixed: their split and cache files live in the release's own subfolder
+``<data_root>/<release>/.bench``, or, when that folder is not writable (a read-only shared copy), in
+``cache_dir()/datasets/<release>/<hash of the release path>``. A user's own dataset (``fixed_release`` false)
+can change: its identity is a fingerprint of its cases (``identity``), which names its split file, keys its
+support draws and enters its run ids, and nothing is ever written into its folder.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import stat
-import tempfile
 import warnings
-import zipfile
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.data import (
-    Dataset,
     Sample,
     Task,
     center_crop_or_pad,
     kept_fractions,
     persisted,
+    safe_name,
     seeded_split,
     stable_seed,
 )
+from bench.dataset import Dataset
 from bench.errors import BenchError
-from bench.paths import atomic_write, cache_dir
+from bench.inventory import (
+    CACHE_FORMAT,
+    Inventory,
+    Slice,
+    folder_is_writable,
+    kept_summary,
+    read_cache,
+    write_cache,
+)
+from bench.paths import cache_dir
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.json"
@@ -55,10 +62,6 @@ READ_FAILURE = "unreadable"
 UNEXPECTED_LABELS = "unexpected label values"
 # Broken files are warned about at every load; cases a published filter leaves out are only counted.
 WARNED_REASONS = (READ_FAILURE, UNEXPECTED_LABELS)
-# 2: the kept fraction of each structure is stored per slice. Part of every cache file's fingerprint.
-CACHE_FORMAT = 2
-# A structure that lost more than this share of its pixels to the preprocessing is named by id.
-LOSS_NAMED = 0.1
 
 
 class UnreadableFile(Exception):
@@ -81,96 +84,6 @@ class Case:
     extra: tuple = ()  # values found while scanning that the fingerprint must cover (HC18: pixel size)
 
 
-@dataclass
-class Slice:
-    """One preprocessed 2-D image of a case."""
-
-    id: str
-    subject: str
-    image: np.ndarray  # uint8 H×W
-    labels: np.ndarray  # uint8 H×W, 0 = background
-    spacing: tuple[float, float]  # mm per pixel after preprocessing (row, col)
-    source_shape: tuple[int, int]
-    source_spacing: tuple[float, float]
-    # per task of the plugin, in its order: the share of the structure's pixels left inside the frame
-    kept: tuple[float, ...]
-
-
-@dataclass
-class Inventory:
-    """Everything preprocessed from one release, as stored in its cache file."""
-
-    ids: list[str]
-    subjects: list[str]
-    images: np.ndarray  # N×H×W uint8
-    labels: np.ndarray  # N×H×W uint8
-    spacings: np.ndarray  # N×2 float (row_mm, col_mm)
-    source_shapes: np.ndarray  # N×2 int
-    source_spacings: np.ndarray  # N×2 float
-    kept: np.ndarray  # N×tasks float, Slice.kept; NaN where the structure is not in the source
-    found: int  # cases scanned
-    excluded: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
-    notes: list[str] = field(default_factory=list)
-    cache_file: Path | None = None
-    from_cache: bool = False
-
-    def excluded_by_reason(self) -> dict[str, list[str]]:
-        grouped: dict[str, list[str]] = {}
-        for name, reason in self.excluded:
-            grouped.setdefault(reason, []).append(name)
-        return grouped
-
-
-def kept_summary(ids: list[str], kept: np.ndarray) -> dict:
-    """How much of one structure the preprocessing kept over some images: how many it cut at all, the least
-    and the median share of pixels kept (over all images and over the cut ones), and the ids that lost more
-    than ``LOSS_NAMED``. Images without the structure (NaN) are left out."""
-    present = ~np.isnan(kept)
-    ids = [sample_id for sample_id, has in zip(ids, present, strict=True) if has]
-    kept = kept[present]
-    cut = kept < 1
-    return {
-        "images": len(ids),
-        "cut": int(cut.sum()),
-        "min": round(float(kept.min()), 4) if len(ids) else None,
-        "median": round(float(np.median(kept)), 4) if len(ids) else None,
-        "median_of_cut": round(float(np.median(kept[cut])), 4) if cut.any() else None,
-        "lost_over_10pct": [sample_id for sample_id, value in zip(ids, kept, strict=True) if value < 1 - LOSS_NAMED],
-    }
-
-
-def folder_is_writable(folder: Path) -> bool:
-    """Whether the tool may create ``folder`` or write into it, found by trying rather than by flags alone."""
-    existing = folder if folder.exists() else folder.parent
-    if not existing.is_dir():
-        return False
-    # root passes every permission check; a folder with no write bit at all is read-only on purpose
-    # (a shared, read-only copy of a release), so it is not written into even then.
-    if not existing.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        return False
-    try:
-        folder.mkdir(exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError:
-        return False
-    return True
-
-
-def _save_arrays_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` with images stored raw and everything else deflated, then rename it into place.
-
-    Ultrasound and MR pixels deflate only about 2× but then take 4× longer to load; label maps shrink
-    100× or more. Storing the images raw keeps the cached load of a dataset to about a second.
-    """
-    with atomic_write(path) as file, zipfile.ZipFile(file, "w", allowZip64=True) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy")
-            info.compress_type = zipfile.ZIP_STORED if name == "images" else zipfile.ZIP_DEFLATED
-            with archive.open(info, "w", force_zip64=True) as stream:
-                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
-
-
 class ReleaseDataset(Dataset):
     """Base of the plugins that read a downloaded release. Subclasses implement ``find_cases``,
     ``read_case`` (and ``split_parts`` where the release has its own split) and set the class attributes below."""
@@ -189,6 +102,7 @@ class ReleaseDataset(Dataset):
     def __init__(self, data_root: Path | None = None) -> None:
         super().__init__(data_root)
         self._inventory: Inventory | None = None
+        self._identity: str | None = None
 
     # --- what a plugin implements -----------------------------------------------------------------------
 
@@ -257,13 +171,15 @@ class ReleaseDataset(Dataset):
 
     @functools.cached_property
     def state_folder(self) -> Path:
-        """Where the split and cache files are written: the own folder if writable, else the user cache."""
-        if folder_is_writable(self.own_folder):
+        """Where the split and cache files are written: a fixed release's own folder if writable, else (and for
+        a user's dataset, always) the user cache, in a folder of its own per dataset path."""
+        if self.fixed_release and folder_is_writable(self.own_folder):
             return self.own_folder
         key = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()[:16]
-        return cache_dir() / "datasets" / self.release_name / key
+        return cache_dir() / "datasets" / safe_name(self.release_name) / key
 
     def _fingerprint(self, cases: list[Case]) -> str:
+        """The cache file's key: the preprocessing and every file's path, size and modification time."""
         digest = hashlib.sha256(f"{self.name}\x1f{self.preprocessing_version}\x1f{CACHE_FORMAT}".encode())
         for case in cases:
             digest.update(f"\x1e{case.id}\x1f{case.subject}\x1f{case.extra!r}".encode())
@@ -274,6 +190,29 @@ class ReleaseDataset(Dataset):
                 )
         return digest.hexdigest()[:16]
 
+    def identity(self) -> str | None:
+        """A user dataset's content identity (``Dataset.identity``): its cases, their files' paths and sizes,
+        and the options that change what is read (``identity_options``). Sizes rather than times, so a copy of
+        the same files keeps it; None for a fixed release."""
+        if self.fixed_release:
+            return None
+        if self._identity is None:
+            self.require_folder()
+            cases, _ = self.find_cases()
+            if not cases:
+                raise self.missing(f"no {self.case_kind} found")
+            digest = hashlib.sha256(f"{self.preprocessing_version}\x1f{self.identity_options()!r}".encode())
+            for case in cases:
+                digest.update(f"\x1e{case.id}\x1f{case.subject}".encode())
+                for path in case.files:
+                    digest.update(f"\x1f{path.relative_to(self.folder).as_posix()}\x1f{path.stat().st_size}".encode())
+            self._identity = digest.hexdigest()[:12]
+        return self._identity
+
+    def identity_options(self) -> object:
+        """What besides the files changes what a user dataset yields (a channel, a pixel threshold)."""
+        return ()
+
     def inventory(self) -> Inventory:
         """Every usable slice of the release, from the cache when it is current, else preprocessed now."""
         if self._inventory is not None:
@@ -283,11 +222,12 @@ class ReleaseDataset(Dataset):
         if not cases:
             raise self.missing(f"no {self.case_kind} found")
         folder = self.state_folder
-        cache_file = folder / f"{self.name}-v{self.preprocessing_version}-{self._fingerprint(cases)}.npz"
-        inventory = self._read_cache(cache_file, notes) if cache_file.exists() else None
+        stem = safe_name(self.name)
+        cache_file = folder / f"{stem}-v{self.preprocessing_version}-{self._fingerprint(cases)}.npz"
+        inventory = read_cache(cache_file, notes, stem) if cache_file.exists() else None
         if inventory is None:
             inventory = self._preprocess(cases, notes)
-            self._write_cache(cache_file, inventory)
+            write_cache(cache_file, inventory, stem)
         for name, reason in inventory.excluded:
             if reason in WARNED_REASONS:
                 warnings.warn(f"{self.name}: skipped {name} ({reason})", stacklevel=2)
@@ -316,79 +256,20 @@ class ReleaseDataset(Dataset):
                 continue
             slices.extend(kept)
             excluded.extend(left_out)
-        if slices:
-            images = np.stack([s.image for s in slices])
-            labels = np.stack([s.labels for s in slices])
-        else:
-            images = labels = np.zeros((0, 0, 0), np.uint8)
-        tasks = len(self.tasks)
-        return Inventory(
-            ids=[s.id for s in slices],
-            subjects=[s.subject for s in slices],
-            images=images,
-            labels=labels,
-            spacings=np.array([s.spacing for s in slices], np.float64).reshape(-1, 2),
-            source_shapes=np.array([s.source_shape for s in slices], np.int64).reshape(-1, 2),
-            source_spacings=np.array([s.source_spacing for s in slices], np.float64).reshape(-1, 2),
-            kept=np.array([s.kept for s in slices], np.float64).reshape(-1, tasks),
-            found=len(cases),
-            excluded=excluded,
-            notes=notes,
-        )
-
-    def _write_cache(self, path: Path, inventory: Inventory) -> None:
-        meta = {
-            "found": inventory.found,
-            "excluded": inventory.excluded,
-            "ids": inventory.ids,
-            "subjects": inventory.subjects,
-        }
-        try:
-            _save_arrays_atomic(
-                path,
-                {
-                    "images": inventory.images,
-                    "labels": inventory.labels,
-                    "spacings": inventory.spacings,
-                    "source_shapes": inventory.source_shapes,
-                    "source_spacings": inventory.source_spacings,
-                    "kept": inventory.kept,
-                    "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
-                },
-            )
-        except OSError as error:  # a full disk costs the next load time, never this one's result
-            warnings.warn(f"{self.name}: could not write the cache file '{path}': {error}", stacklevel=3)
-            return
-        for stale in path.parent.glob(f"{self.name}-v*.npz"):
-            if stale != path:
-                stale.unlink(missing_ok=True)
-
-    def _read_cache(self, path: Path, notes: list[str]) -> Inventory | None:
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                meta = json.loads(arrays["meta"].tobytes())
-                return Inventory(
-                    ids=meta["ids"],
-                    subjects=meta["subjects"],
-                    images=arrays["images"],
-                    labels=arrays["labels"],
-                    spacings=arrays["spacings"],
-                    source_shapes=arrays["source_shapes"],
-                    source_spacings=arrays["source_spacings"],
-                    kept=arrays["kept"],
-                    found=meta["found"],
-                    excluded=[tuple(item) for item in meta["excluded"]],
-                    notes=notes,
-                    from_cache=True,
-                )
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as error:
-            warnings.warn(f"{self.name}: ignoring the damaged cache file '{path}' ({error})", stacklevel=3)
-            return None
+        return Inventory.from_slices(slices, len(self.tasks), len(cases), excluded, notes)
 
     def split_file(self) -> Path:
-        """The split file: the one already in the own folder (even a read-only one), else where it will go."""
+        """The split file: the one already in the own folder (even a read-only one), else where it will go. A
+        user dataset's is named after its identity, so other cases make another split file."""
+        if not self.fixed_release:
+            return self.state_folder / f"split-{self.identity()}.json"
         own = self.own_folder / SPLIT_FILE
         return own if own.exists() else self.state_folder / SPLIT_FILE
+
+    def given_split(self) -> dict[str, list[str]] | None:
+        """A split the user's dataset itself declares (a ``splits.json`` beside it), which wins over a seeded
+        one; None for the built-in releases."""
+        return None
 
     def split(self) -> dict[str, list[str]]:
         """The train/val/test ids, written once to the split file and read back on every later load.
@@ -396,6 +277,9 @@ class ReleaseDataset(Dataset):
         A variant shares the split file of ``variant_of`` (same folder) and, when none is written yet, makes it
         from that plugin's images: an image only the variant can use would otherwise move the split.
         """
+        given = self.given_split()
+        if given is not None:
+            return given
 
         def make() -> dict:
             source = self if self.variant_of is None else self.variant_of(self.data_root)
@@ -441,28 +325,24 @@ class ReleaseDataset(Dataset):
                 f"(e.g. {unlisted[0]}) and are left out; delete the file to re-split",
                 stacklevel=2,
             )
-        label = self.task_labels[task]
         column = self.tasks.index(task)
-        samples: dict[str, list[Sample]] = {}
+        samples: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+        too_small = 0
         for name in SPLITS:
-            samples[name] = []
             for sample_id in parts[name]:
                 if sample_id not in index:
                     continue
                 i = index[sample_id]
-                row_mm, col_mm = (float(v) for v in inventory.spacings[i])
+                mask = self.structure(inventory.labels[i], task)
+                if not self.in_task(mask):
+                    too_small += 1
+                    continue
                 samples[name].append(
-                    Sample(
-                        sample_id,
-                        inventory.images[i],
-                        inventory.labels[i] == label,
-                        (row_mm, col_mm),
-                        subject=inventory.subjects[i],
-                    )
+                    Sample(sample_id, inventory.images[i], mask, inventory.spacing(i), subject=inventory.subjects[i])
                 )
         info = {
             "folder": str(self.folder),
-            "label": label,
+            "label": self.task_labels[task],
             "found": inventory.found,
             "excluded": dict(Counter(reason for _, reason in inventory.excluded)),
             "split_file": str(self.split_file()),
@@ -477,10 +357,23 @@ class ReleaseDataset(Dataset):
                 ),
             },
         }
+        if too_small:
+            info["left_out_of_task"] = too_small
         split_of = self.variant_of.name if self.variant_of is not None else None
         return Task(
-            self.name, task, samples["train"], samples["val"], samples["test"], info=info, split_of=split_of
-        )
+            self.name, task, samples["train"], samples["val"], samples["test"], info=info, split_of=split_of,
+            identity=self.identity(),
+        )  # fmt: skip
+
+    def structure(self, labels: np.ndarray, task: str) -> np.ndarray:
+        """The boolean mask of ``task`` in a label map: one label value, or any of a region's values."""
+        value = self.task_labels[task]
+        return np.isin(labels, value) if isinstance(value, (tuple, list)) else labels == value
+
+    def in_task(self, mask: np.ndarray) -> bool:
+        """Whether an image of the release belongs to a task, given the task's mask in it: every image does in a
+        built-in release (its published filters ran in ``read_case``)."""
+        return True
 
 
 def check_labels(labels: np.ndarray, allowed: set[int], path: Path) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 
 from bench import claims, data
 from bench.allocator import keep_freed_memory
+from bench.dataset import load_task
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
@@ -252,7 +253,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
 def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[str], list, list]:
     """The task, the support ids, and the training and test items a run's method receives."""
     method_cls = METHODS.get(spec.method)
-    task = data.load_task(spec.dataset, spec.task, data_root)
+    task = load_task(spec.dataset, spec.task, data_root)
     support = data.support_ids(task, spec.shots, spec.draw)
     by_id = task.by_id("train")
     train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 
 from bench.data import center_crop_or_pad, percentile_to_uint8
+from bench.inventory import Slice
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, Slice, UnreadableFile, check_labels
+from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
 
 SIZE = (256, 256)
 TARGET_SPACING_MM = 1.0
@@ -73,6 +74,7 @@ def resample_slice(array: np.ndarray, spacing: tuple[float, float], interpolatio
 
 @DATASETS.register("acdc")
 class ACDC(ReleaseDataset):
+    fixed_release = True
     name = "acdc"
     display_name = "ACDC"
     tasks = ("rv", "lv")

@@ -28,8 +28,9 @@ from bench.data import (
     resize_image,
     resize_labels,
 )
+from bench.inventory import Slice
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, Slice, UnreadableFile, check_labels
+from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
 
 SIZE = (512, 512)
 LABELS = {1, 2, 3}
@@ -62,6 +63,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
 
 @DATASETS.register("camus")
 class CAMUS(ReleaseDataset):
+    fixed_release = True
     name = "camus"
     frame_size = SIZE
     display_name = "CAMUS"

@@ -28,8 +28,9 @@ from bench.data import (
     resize_image,
     resize_labels,
 )
+from bench.inventory import Slice
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, Slice, UnreadableFile
+from bench.release import Case, ReleaseDataset, UnreadableFile
 
 SIZE = (640, 640)
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
@@ -67,6 +68,7 @@ def fill_outline(outline: np.ndarray) -> np.ndarray | None:
 
 @DATASETS.register("hc18")
 class HC18(ReleaseDataset):
+    fixed_release = True
     name = "hc18"
     frame_size = SIZE
     display_name = "HC18"

@@ -18,7 +18,8 @@ import functools
 import cv2
 import numpy as np
 
-from bench.data import Dataset, Sample, Task, stable_seed
+from bench.data import Sample, Task, stable_seed
+from bench.dataset import Dataset
 from bench.registry import DATASETS
 
 SIZE = 256
@@ -115,6 +116,7 @@ def generate_image(seed: int, index: int) -> tuple[np.ndarray, dict[str, np.ndar
 class Synthetic(Dataset):
     """Generated from a seed; ``data_root`` is ignored."""
 
+    fixed_release = True
     name = "synthetic"
     display_name = "Synthetic"
     tasks = ("ellipse", "blob")

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from scipy import ndimage
 
-from bench.data import load_task
+from bench.dataset import load_task
 from bench.download import check
 from bench.errors import BenchError
 from bench.metrics import case_metrics

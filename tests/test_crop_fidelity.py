@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from bench import data
 from bench.cli import app
+from bench.dataset import load_task
 from bench.datasets.hc18 import OUTSIDE_CROP, fill_outline
 from bench.runner import run_one
 from bench.spec import RunSpec
@@ -93,8 +94,8 @@ def test_camus_whole_keeps_every_labelled_pixel_at_isotropic_spacing(camus_relea
     output = check_output("camus-whole", camus_releases / fmt)
     assert "la: none of 10 images cut (100 % kept)" in output and "lv: none of 10 images cut" in output
     assert "resampled: 10 of 10 images" in output
-    tasks = {task: data.load_task("camus-whole", task, camus_releases / fmt) for task in ("la", "lv")}
-    paper = data.load_task("camus", "la", camus_releases / fmt)
+    tasks = {task: load_task("camus-whole", task, camus_releases / fmt) for task in ("la", "lv")}
+    paper = load_task("camus", "la", camus_releases / fmt)
     assert [[s.id for s in getattr(tasks["la"], part)] for part in ("train", "val", "test")] == [
         [s.id for s in getattr(paper, part)] for part in ("train", "val", "test")
     ]
@@ -130,7 +131,7 @@ def test_camus_whole_keeps_every_labelled_pixel_at_isotropic_spacing(camus_relea
 
 
 def test_camus_layouts_give_the_same_whole_samples(camus_releases):
-    nifti, mhd = (data.load_task("camus-whole", "la", camus_releases / fmt) for fmt in ("nifti", "mhd"))
+    nifti, mhd = (load_task("camus-whole", "la", camus_releases / fmt) for fmt in ("nifti", "mhd"))
     for cached, other in zip(nifti.test + nifti.train, mhd.test + mhd.train, strict=True):
         assert cached.id == other.id and np.array_equal(cached.mask, other.mask)
         assert np.array_equal(cached.image, other.image)
@@ -179,8 +180,8 @@ def test_hc18_check_reports_the_heads_the_paper_crop_cuts(hc18_release):
 
 def test_hc18_whole_shrinks_only_the_cut_heads_and_shares_the_split(hc18_release):
     with pytest.warns(UserWarning, match=r"1 images usable only under this preprocessing \(e\.g\. 009_HC\)"):
-        whole = data.load_task("hc18-whole", "head", hc18_release)  # loaded first: the split comes from hc18
-    paper = data.load_task("hc18", "head", hc18_release)
+        whole = load_task("hc18-whole", "head", hc18_release)  # loaded first: the split comes from hc18
+    paper = load_task("hc18", "head", hc18_release)
     for part in ("train", "val", "test"):
         assert [s.id for s in getattr(whole, part)] == [s.id for s in getattr(paper, part)]
     assert whole.split_of == "hc18" and paper.split_of is None
@@ -219,7 +220,7 @@ def test_records_carry_the_preprocessing_and_what_it_kept(hc18_release, fake_met
     assert record["status"] == "ok", record.get("traceback")
     info = record["dataset_info"]
     assert info["preprocessing"].startswith("paper: centre crop/pad to 640×640")
-    task = data.load_task("hc18", "head", hc18_release)
+    task = load_task("hc18", "head", hc18_release)
     test_ids = [s.id for s in task.test]
     assert info["structure_kept"]["test"]["images"] == len(test_ids) == len(record["cases"])
     release = info["structure_kept"]["release"]

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import data, store
+from bench import store
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.method import RunContext
 from bench.runner import run_one
@@ -49,7 +50,7 @@ def test_the_split_keys_the_run_id_and_the_default_keeps_old_ids() -> None:
 
 
 def test_a_val_run_scores_val_and_never_sees_a_test_image(tmp_path) -> None:
-    task = data.load_task("synthetic", "blob")
+    task = load_task("synthetic", "blob")
     SeenImages.seen = []
     with registered_methods({"fake-seen": SeenImages}):
         record = run_one(replace(SPEC, method="fake-seen", eval_split="val"), tmp_path, "exp")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.data import load_task
+from bench.dataset import load_task
 from bench.datasets.hc18 import CSV_NAME, HC18, OPEN_OUTLINE, HC18Whole
 from bench.errors import BenchError
 from bench.release import READ_FAILURE

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bench.backbones import load_backbone
-from bench.data import Dataset, Task, eval_items, load_task
+from bench.data import Task, eval_items
+from bench.dataset import Dataset, load_task
 from bench.method import RunContext
 from bench.metrics import case_metrics
 from bench.registry import DATASETS, METHODS

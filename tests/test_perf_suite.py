@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from bench.backbones import load_backbone
 from bench.cli import app
-from bench.data import Dataset, Task, load_task
+from bench.data import Task
+from bench.dataset import Dataset, load_task
 from bench.registry import DATASETS, METHODS
 
 SECTIONS = (

@@ -9,7 +9,8 @@ import torch
 
 from bench import load_task
 from bench.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone
-from bench.data import Box, Dataset, Task, TrainItem
+from bench.data import Box, Task, TrainItem
+from bench.dataset import Dataset
 from bench.embedding_cache import cached_embeddings
 from bench.errors import BenchError
 from bench.method import RunContext

@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy import stats as scipy_stats
 
 from bench import store
-from bench.data import load_task
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.report import stats, timing
 from bench.report.figure import choose_runs, qualitative_figure

@@ -10,7 +10,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.data import load_task
+from bench.dataset import load_task
 from bench.report import plots
 from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR, load_predictions
 from bench.report.names import Names

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import data
+from bench.dataset import load_task
 from bench.executors import execute
 from bench.runner import run_one
 from bench.spec import RunSpec
@@ -37,7 +38,7 @@ def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods)
     on_disk = json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())
     assert on_disk["run_id"] == record["run_id"] and on_disk["spec"]["method"] == "fake-boxfill"
     assert len(on_disk["cases"]) == 40
-    task = data.load_task("synthetic", "blob")
+    task = load_task("synthetic", "blob")
     first = on_disk["cases"][0]
     truth = task.test[0].mask
     box_area = task.test[0].box.area

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from bench import claims, executors
 from bench.backbones import load_backbone
 from bench.cli import app
-from bench.data import load_task, write_json_atomic
+from bench.data import write_json_atomic
+from bench.dataset import load_task
 from bench.embedding_cache import EmbeddingStore, cached_embeddings, embedding_counts, image_digest
 from bench.executors import execute, grid_status
 from bench.runner import run_one

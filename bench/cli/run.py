@@ -20,6 +20,7 @@ from bench.cli.common import (
     load_plugins,
     user_errors,
 )
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS
@@ -88,8 +89,8 @@ def run(
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
-    from bench import data, store
     from bench import spec as specs
+    from bench import store
     from bench.claims import live_holder, remove_stale
     from bench.executors import check_executor, execute
     from bench.runner import recipe_changes, resolve_device
@@ -142,7 +143,7 @@ def run(
         return
     for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
         with console.status(f"loading {dataset_name}/{task_name}"):
-            data.load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
+            load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
     if any(METHODS.get(s.method).uses_backbone for s in to_run):
         from bench.backbones import load_backbone
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.backbones import Backbone
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.perf.comparison import random_images
 from bench.perf.replay import OpRecorder, replay_seconds
@@ -161,12 +162,11 @@ def hot_paths(names: Sequence[str] | None) -> tuple[str, ...]:
 def check_roofline_inputs(settings: RooflineSettings) -> None:
     """Load the backbone and, when a training step is measured, the dataset, so that a bad input fails in one
     line before anything is measured (both stay loaded: they are memoised per process)."""
-    from bench import data
     from bench.backbones import load_backbone
 
     load_backbone(settings.backbone, settings.checkpoint, settings.device)
     if settings.methods:
-        task = data.load_task(settings.dataset, settings.task, settings.data_root)
+        task = load_task(settings.dataset, settings.task, settings.data_root)
         if len(task.train) < settings.shots:
             raise BenchError(f"{settings.dataset}/{settings.task} has {len(task.train)} training images; --shots"
                              f" {settings.shots} needs more")  # fmt: skip

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.paths import environment_variable
 from bench.perf.comparison import Comparison
@@ -187,10 +188,9 @@ def _run_grid(
 def check_inputs(settings: SuiteSettings) -> None:
     """Load the dataset and the backbone and plan every run, so that a bad input fails in one line before
     anything is measured (both stay loaded for the suite: they are memoised per process)."""
-    from bench import data
     from bench.backbones import load_backbone
 
-    task = data.load_task(settings.dataset, settings.task, settings.data_root)
+    task = load_task(settings.dataset, settings.task, settings.data_root)
     if len(task.train) < settings.shots:
         raise BenchError(
             f"{settings.dataset}/{settings.task} has {len(task.train)} training images; --shots {settings.shots} "
@@ -231,7 +231,6 @@ def run_suite(
     The grids run in a temporary results folder against a temporary embedding cache (the user's cache is never
     read or written); the dataset and the backbone are loaded before any clock starts.
     """
-    from bench import data
     from bench.backbones import load_backbone
     from bench.perf.loss import tightness_benchmark
     from bench.registry import METHODS
@@ -239,7 +238,7 @@ def run_suite(
     check_inputs(settings)
     started = dt.datetime.now().astimezone()
     device = torch.device(settings.device)
-    task = data.load_task(settings.dataset, settings.task, settings.data_root)
+    task = load_task(settings.dataset, settings.task, settings.data_root)
     backbone = load_backbone(settings.backbone, settings.checkpoint, device)
     grid = _runnable(settings, GRID_METHODS)
     fits = _runnable(settings, FIT_METHODS)

@@ -30,6 +30,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.dataset import load_task
 from bench.perf.replay import OpRecorder
 from bench.spec import RunSpec
 from bench.timing import synchronize
@@ -156,7 +157,7 @@ def measure_training_step(spec: RunSpec, data_root: Path, device: torch.device) 
 
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
-    task = data.load_task(spec.dataset, spec.task, data_root)
+    task = load_task(spec.dataset, spec.task, data_root)
     by_id = task.by_id("train")
     support = [by_id[sample_id] for sample_id in data.support_ids(task, spec.shots, spec.draw)]
     train = data.train_items(support, spec.dataset, spec.task, spec.labels)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.data import load_task
+from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.report.names import GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.report.rows import budget_rank, labels_rank

@@ -1,0 +1,249 @@
+"""What a user's own dataset shares, whatever its layout (``nnunet:``, ``folder:``): where it is, its identity,
+reading a case into slices with no fixed frame, per-task pixel thresholds and the split.
+
+A layout plugin (``datasets/nnunet.py``, ``datasets/image_folder.py``) is a family: ``for_argument`` turns the
+name's argument into a class for that one dataset, with its own name (``<family>:<folder name>``), tasks and
+folder. It implements ``find_cases`` with ``Case.files == (image, label)`` and ``describe`` (tasks and names).
+
+Preprocessing keeps every image on its own grid (no crop, no resampling, so nothing is ever cut and metrics
+are computed on the image's own pixels): intensities are clipped to the 0.5–99.5 percentiles of the image (a
+2-D file) or of the volume (a 3-D file) and rescaled to uint8; a volume is cut across its coarsest-spaced axis.
+An image or slice belongs to a task when the task's structure covers at least ``min_pixels`` pixels of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bench.data import percentile_to_uint8, safe_name, seeded_split
+from bench.errors import BenchError
+from bench.image_io import label_map, read_any, select_channel, slices
+from bench.inventory import Slice
+from bench.release import SPLITS, Case, ReleaseDataset
+
+MIN_PIXELS = 10
+NO_STRUCTURE = f"no structure of ≥{MIN_PIXELS} px"
+# ``<family>:<folder>@<channel>``: the channel by index or by its name in the dataset's channel list
+CHANNEL_MARK = "@"
+USER_SPLIT_FILE = "splits.json"
+
+
+class UserDataset(ReleaseDataset):
+    """Base of the layout families. A class made by ``for_argument`` sets ``location`` and the tasks."""
+
+    fixed_release = False
+    family = ""
+    location: Path = Path()
+    channel: int | None = 0
+    default_channel: int | None = 0  # what a name without ``@N`` reads: nnU-Net's channel 0000
+    min_pixels = MIN_PIXELS
+    preprocessing = "own grid: no crop or resampling; 0.5–99.5 percentile intensity window per image or volume"
+    # labelled cases without a test part of their own are split by case in these proportions
+    split_fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+    # the share of validation cases drawn from the training cases when the dataset has its own test cases
+    val_fraction = 0.1
+
+    @property
+    def folder(self) -> Path:
+        return self.location
+
+    @property
+    def release_name(self) -> str:
+        return self.name
+
+    # --- a dataset of the family, by name ------------------------------------------------------------------
+
+    _classes: dict[tuple, type] = {}
+
+    @classmethod
+    def for_argument(cls, argument: str, data_root: Path | None) -> type[UserDataset]:
+        """The class of one dataset of this family: ``argument`` is its folder (a path, or a name looked up
+        under the data root) with an optional ``@channel``."""
+        location_text, _, channel_text = argument.partition(CHANNEL_MARK)
+        if not location_text:
+            raise BenchError(f"'{cls.family}:' needs a folder, as in {cls.family}:<folder>")
+        location = cls.locate(location_text, data_root)
+        description = cls.describe(location)
+        channel = cls.channel_index(channel_text, description.get("channels", {}), location)
+        stamp = tuple((path.name, path.stat().st_mtime_ns) for path in cls.description_files(location))
+        key = (cls, location, channel, stamp)
+        if key not in UserDataset._classes:
+            marked = channel != cls.default_channel
+            name = f"{cls.family}:{location.name}" + (f"{CHANNEL_MARK}{channel}" if marked else "")
+            tasks = tuple(description["labels"])
+            UserDataset._classes[key] = type(
+                f"{cls.__name__}_{safe_name(location.name)}",
+                (cls,),
+                {
+                    "name": name,
+                    "display_name": str(description.get("name") or location.name),
+                    "tasks": tasks,
+                    "task_display": {task: task for task in tasks},
+                    "task_labels": dict(description["labels"]),
+                    "location": location,
+                    "channel": channel,
+                    "description": description,
+                    "__module__": cls.__module__,
+                },
+            )
+        return UserDataset._classes[key]
+
+    @classmethod
+    def locate(cls, text: str, data_root: Path | None) -> Path:
+        """The dataset's folder: a path as given, else ``<data_root>/<text>``, ``<data_root>/<family>/<text>``
+        or (nnU-Net's own variable) ``$nnUNet_raw/<text>``; ``NNN`` finds the folder ``DatasetNNN_*``."""
+        from bench.paths import default_data_root
+
+        given = Path(text).expanduser()
+        if given.is_absolute() or text.startswith(".") or os.sep in text:
+            if not given.is_dir():
+                raise BenchError(f"{cls.family}: no dataset folder '{text}'")
+            return given.resolve()
+        root = Path(data_root) if data_root is not None else default_data_root()
+        bases = [root, root / cls.family]
+        if os.environ.get("nnUNet_raw"):
+            bases.append(Path(os.environ["nnUNet_raw"]))
+        for base in bases:
+            candidates = [base / text]
+            if text.isdigit():
+                candidates = sorted(base.glob(f"Dataset{int(text):03d}_*"))
+            for candidate in candidates:
+                if candidate.is_dir():
+                    return candidate.resolve()
+        looked = ", ".join(f"'{base}'" for base in bases)
+        raise BenchError(
+            f"{cls.family}: no dataset folder '{text}' under {looked}; set --data-root to the folder that holds it, "
+            f"or give its path ({cls.family}:path/to/{text})"
+        )
+
+    @classmethod
+    def describe(cls, location: Path) -> dict:  # pragma: no cover - abstract
+        """The dataset's ``labels`` (task name → value or values), optional ``name`` and ``channels``
+        (index → name); a BenchError naming the file when its description is wrong."""
+        raise NotImplementedError
+
+    @classmethod
+    def description_files(cls, location: Path) -> list[Path]:
+        """The files ``describe`` reads: a changed one makes a new class."""
+        return []
+
+    @classmethod
+    def channel_index(cls, text: str, channels: dict[int, str], location: Path) -> int | None:
+        if not text:
+            return cls.default_channel
+        by_name = {name.casefold(): index for index, name in channels.items()}
+        if text.isdigit() and (not channels or int(text) in channels):
+            return int(text)
+        if text.casefold() in by_name:
+            return by_name[text.casefold()]
+        known = ", ".join(f"{index} ({name})" for index, name in sorted(channels.items())) or "0"
+        raise BenchError(f"{cls.family}:{location.name} has no channel '{text}'; its channels: {known}")
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def identity_options(self) -> object:
+        split_file = self.folder / USER_SPLIT_FILE
+        given = hashlib.sha256(split_file.read_bytes()).hexdigest()[:12] if split_file.is_file() else None
+        return (self.channel, self.min_pixels, sorted(self.task_labels.items()), given)
+
+    def kept(self, before: np.ndarray, after: np.ndarray) -> tuple[float, ...]:
+        """Nothing is cut: every structure present is kept whole (NaN where it is absent)."""
+        return tuple(1.0 if self.structure(before, task).any() else float("nan") for task in self.tasks)
+
+    def allowed_values(self) -> set[int]:
+        values = {0}
+        for value in self.task_labels.values():
+            values.update(value if isinstance(value, (tuple, list)) else (value,))
+        return values | set(getattr(self, "description", {}).get("other_values", ()))
+
+    def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
+        image_path, label_path = case.files
+        image_file = read_any(image_path)
+        labels = label_map(read_any(label_path, label=True), label_path)
+        (in_file,) = case.extra or (0,)  # which channel of the image file the dataset's channel is
+        image = select_channel(image_file, in_file, image_path)
+        if image.shape != labels.shape:
+            raise BenchError(
+                f"{self.name}: {label_path.name} has shape {labels.shape}, its image {image_path.name} "
+                f"{image.shape}; an image and its labels must share one grid"
+            )
+        unexpected = sorted(set(np.unique(labels).tolist()) - self.allowed_values())
+        if unexpected:
+            raise BenchError(
+                f"{self.name}: {label_path.name} holds label value{'s' * (len(unexpected) > 1)} "
+                f"{', '.join(map(str, unexpected[:5]))}, which the dataset's labels do not name "
+                f"({', '.join(f'{task} = {value}' for task, value in self.task_labels.items())})"
+            )
+        scaled = percentile_to_uint8(image)  # over the whole volume for a 3-D file, as the paper does for ACDC
+        usable, left_out = [], []
+        single = image.ndim == 2 or 1 in image.shape
+        for index, pixels, slice_labels, spacing in slices(scaled, labels, image_file.spacing):
+            slice_id = case.id if single else f"{case.id}_s{index:03d}"
+            counts = [int(np.count_nonzero(self.structure(slice_labels, task))) for task in self.tasks]
+            if max(counts, default=0) < self.min_pixels:
+                left_out.append((slice_id, NO_STRUCTURE))
+                continue
+            kept = self.kept(slice_labels, slice_labels)
+            usable.append(
+                Slice(slice_id, case.subject, np.ascontiguousarray(pixels), np.ascontiguousarray(slice_labels),
+                      spacing, pixels.shape, spacing, kept)
+            )  # fmt: skip
+        return usable, left_out
+
+    def in_task(self, mask: np.ndarray) -> bool:
+        return int(np.count_nonzero(mask)) >= self.min_pixels
+
+    # --- splits --------------------------------------------------------------------------------------------
+
+    def split_seed(self) -> int:
+        from bench.data import stable_seed
+
+        return stable_seed("split", self.folder.name) % 2**32
+
+    def test_cases(self) -> set[str] | None:
+        """The cases the dataset itself sets apart for testing (nnU-Net's labelled imagesTs), or None."""
+        return None
+
+    def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
+        """By case, never by slice: a seeded train/val split of the dataset's training cases when it has test
+        cases of its own, else a seeded 70/10/20 split."""
+        test_cases = self.test_cases()
+        if test_cases is None:
+            return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)
+        test = sorted(i for i in ids if subjects[i] in test_cases)
+        rest = [i for i in ids if subjects[i] not in test_cases]
+        parts = seeded_split(rest, {"val": self.val_fraction, "train": 1 - self.val_fraction}, self.split_seed(),
+                             groups=subjects)  # fmt: skip
+        return {"train": parts["train"], "val": parts["val"], "test": test}
+
+    def given_split(self) -> dict[str, list[str]] | None:
+        """The user's own ``splits.json`` beside the data: ``{"train": [cases], "val": [...], "test": [...]}``."""
+        path = self.folder / USER_SPLIT_FILE
+        if not path.is_file():
+            return None
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BenchError(f"{self.name}: {path} is not valid JSON ({error})") from error
+        if not isinstance(payload, dict) or any(not isinstance(payload.get(part), list) for part in SPLITS):
+            raise BenchError(f"{self.name}: {path} must hold lists of case ids under train, val and test")
+        part_of: dict[str, str] = {}
+        for part in SPLITS:
+            for case in payload[part]:
+                if str(case) in part_of:
+                    raise BenchError(f"{self.name}: {path} puts case '{case}' in {part_of[str(case)]} and {part}")
+                part_of[str(case)] = part
+        inventory = self.inventory()
+        unknown = sorted(set(part_of) - set(inventory.subjects) - {case.subject for case in self.find_cases()[0]})
+        if unknown:
+            raise BenchError(f"{self.name}: {path} names cases the dataset does not have: {', '.join(unknown[:3])}")
+        parts: dict[str, list[str]] = {part: [] for part in SPLITS}
+        for sample_id, subject in zip(inventory.ids, inventory.subjects, strict=True):
+            if subject in part_of:
+                parts[part_of[subject]].append(sample_id)
+        return {part: sorted(ids) for part, ids in parts.items()}
