@@ -96,6 +96,8 @@ def dataset_class(name: str, data_root: str | Path | None = None) -> type[Datase
     from bench.registry import DATASETS
 
     family, separator, argument = name.partition(":")
+    if not separator and ("/" in name or name.startswith(".")):  # a folder's path: its layout says the family
+        family, separator, argument = _family_of_folder(Path(name)), ":", name
     if separator and family in DATASETS:
         family_cls = DATASETS.get(family)
         if not hasattr(family_cls, "for_argument"):
@@ -108,6 +110,43 @@ def dataset_class(name: str, data_root: str | Path | None = None) -> type[Datase
     if hasattr(found, "for_argument"):
         raise BenchError(f"dataset '{name}' needs a folder: {name}:<folder under --data-root>")
     return found
+
+
+def _family_of_folder(folder: Path) -> str:
+    if (folder / "dataset.json").is_file():
+        return "nnunet"
+    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        return "folder"
+    what = "is not a folder" if not folder.is_dir() else "holds neither dataset.json nor images/ and masks/"
+    raise BenchError(f"'{folder}' {what}; for your own data: {OWN_DATA_FORMS}; see docs/own-data.md")
+
+
+def locate_datasets(names: list[str], data_root: Path | None) -> tuple[list[str], Path | None]:
+    """The datasets' names as planned, and the data root their runs read them under: a user dataset given by
+    its path is named by its layout and folder name (``nnunet:Dataset501_X``), and when no data root is given,
+    the folder holding it becomes the data root, so that every run, in any process, finds it by that name."""
+    planned = []
+    for name in names:
+        found = dataset_class(name, data_root)
+        location = getattr(found, "location", None)
+        if found.name != name and location is not None and data_root is None:
+            data_root = location.parent
+        if location is not None and getattr(dataset_class(found.name, data_root), "location", None) != location:
+            raise BenchError(
+                f"'{name}' is not under --data-root '{data_root}'; give datasets by name under one --data-root, "
+                "or by paths in one folder"
+            )
+        planned.append(found.name)
+    return planned, data_root
+
+
+def check_present(names: list[str], data_root: Path | None) -> None:
+    """Fail in one line, before anything is planned, when a dataset's files are not under ``data_root``."""
+    for name in names:
+        plugin = dataset_plugin(name, data_root)
+        require = getattr(plugin, "require_cases", None)
+        if require is not None:
+            require()
 
 
 def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> Task:
@@ -124,7 +163,9 @@ def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> T
     plugin = dataset_plugin(dataset, data_root)
     key = (dataset, named, str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else "")
     if key not in _TASK_MEMO:
-        _TASK_MEMO[key] = plugin.load(named)
+        task = plugin.load(named)
+        task.identity = plugin.identity()
+        _TASK_MEMO[key] = task
     return _TASK_MEMO[key]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import math
 import shutil
 import tempfile
 import urllib.error
@@ -21,7 +20,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,9 +31,9 @@ from rich.progress import (
 )
 
 from bench.errors import BenchError
-from bench.inventory import LOSS_NAMED, Inventory, folder_is_writable, kept_summary
+from bench.inventory import folder_is_writable
 from bench.registry import DATASETS
-from bench.release import SPLITS, ReleaseDataset
+from bench.release import ReleaseDataset
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
@@ -246,89 +244,3 @@ def download(dataset: str, data_root: Path | None, console: Console) -> None:
     _say(console, REGISTRATION.get(plugin.release_name, f"Get {plugin.display_name} from {plugin.homepage}."))
     _say(console, f"Then unpack it so that the layout is: {plugin.layout}")
     _say(console, f"with <data_root> = {plugin.data_root} (set it with --data-root or $BENCH_DATA).")
-
-
-def _span(values, unit: str = "", digits: int = 0) -> str:
-    low, high = min(values), max(values)
-    return f"{low:.{digits}f}{unit}" if low == high else f"{low:.{digits}f}–{high:.{digits}f}{unit}"
-
-
-def _percent(fraction: float) -> str:
-    """A share as a percentage rounded down, so that only a structure kept whole reads 100.0 %."""
-    return f"{math.floor(fraction * 1000 + 1e-9) / 10:.1f} %"
-
-
-def _kept_lines(plugin: ReleaseDataset, inventory: Inventory) -> list[str]:
-    """Per task: how many images the preprocessing cut the structure in, how much of it they kept, and which
-    lost more than ``LOSS_NAMED`` of its pixels."""
-    lines = [f"  kept:      share of each structure's pixels inside the {inventory.images.shape[1]}×"
-             f"{inventory.images.shape[2]} frame, over the usable images"]  # fmt: skip
-    for column, task in enumerate(plugin.tasks):
-        summary = kept_summary(inventory.ids, inventory.kept[:, column])
-        if not summary["cut"]:
-            lines.append(f"             {task}: none of {summary['images']} images cut (100 % kept)")
-            continue
-        lines.append(
-            f"             {task}: {summary['cut']} of {summary['images']} images cut; "
-            f"kept min {_percent(summary['min'])}, median {_percent(summary['median'])} "
-            f"({_percent(summary['median_of_cut'])} over the cut ones)"
-        )
-        lost = summary["lost_over_10pct"]
-        if lost:
-            more = len(lost) - SHOWN_IDS
-            shown = ", ".join(lost[:SHOWN_IDS]) + (f", … ({more} more)" if more > 0 else "")
-            lines.append(f"             {task}: {len(lost)} lost more than {LOSS_NAMED:.0%}: {shown}")
-    return lines
-
-
-def check(dataset: str, data_root: Path | None, console: Console) -> None:
-    """Validate a release's layout, preprocess it (filling the cache) and print a summary.
-
-    Raises BenchError (exit code 2) when the release is missing or leaves a split empty.
-    """
-    plugin = release_plugin(dataset, data_root)
-    if plugin is None:
-        _say(console, f"'{dataset}' is generated on the fly and needs no data; it is usable.")
-        return
-    inventory = plugin.inventory()
-    parts = plugin.split()
-    usable = set(inventory.ids)
-    sizes = {name: sum(1 for sample_id in parts[name] if sample_id in usable) for name in SPLITS}
-    lines = [
-        f"[bold]{plugin.display_name}[/bold] ({dataset}) in {plugin.folder}",
-        f"  found:     {inventory.found} {plugin.case_kind}",
-        *(f"             {note}" for note in inventory.notes),
-        f"  usable:    {len(inventory.ids)} images of {len(set(inventory.subjects))} subjects",
-    ]
-    excluded = inventory.excluded_by_reason()
-    lines.append(f"  excluded:  {sum(len(names) for names in excluded.values())}")
-    for reason, names in sorted(excluded.items(), key=lambda item: -len(item[1])):
-        shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
-        lines.append(f"             {len(names)} {reason}: {shown}")
-    if inventory.ids:
-        height, width = inventory.images.shape[1:]
-        rows, cols = inventory.source_shapes[:, 0], inventory.source_shapes[:, 1]
-        spacing, source = (
-            _span(inventory.spacings.ravel(), " mm", 3),
-            _span(inventory.source_spacings.ravel(), " mm", 3),
-        )
-        resampled = int((~np.isclose(inventory.spacings, inventory.source_spacings).all(axis=1)).sum())
-        lines += [
-            f"  size:      {height}×{width} after preprocessing (source {_span(rows)} × {_span(cols)} px)",
-            f"  spacing:   {spacing} per pixel" + (f" (source {source})" if source != spacing else ""),
-            f"  preproc.:  {plugin.preprocessing}",
-            f"  resampled: {resampled} of {len(inventory.ids)} images",
-            *_kept_lines(plugin, inventory),
-        ]
-    lines += [
-        "  split:     "
-        + ", ".join(f"{name} {sizes[name]}" for name in SPLITS)
-        + f"  ({plugin.split_file()})",
-        "  tasks:     " + ", ".join(f"{task} = label {plugin.task_labels[task]}" for task in plugin.tasks),
-        f"  cache:     {inventory.cache_file}" + (" (reused)" if inventory.from_cache else " (written)"),
-    ]
-    _say(console, "\n".join(lines))
-    empty = [name for name in SPLITS if sizes[name] == 0]
-    if empty:
-        raise BenchError(f"{dataset} is not usable: no images in its {' and '.join(empty)} split")
-    _say(console, f"[green]{dataset} is usable.[/green]")

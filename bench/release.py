@@ -169,6 +169,12 @@ class ReleaseDataset(Dataset):
         if not self.folder.is_dir():
             raise self.missing("no release folder")
 
+    def require_cases(self) -> None:
+        """A BenchError unless the release is where it should be with cases in it (cheap: nothing is read)."""
+        self.require_folder()
+        if not self.find_cases()[0]:
+            raise self.missing(f"no {self.case_kind} found")
+
     @functools.cached_property
     def state_folder(self) -> Path:
         """Where the split and cache files are written: a fixed release's own folder if writable, else (and for

@@ -17,14 +17,14 @@ import torch
 
 from bench import claims, data
 from bench.allocator import keep_freed_memory
-from bench.dataset import load_task
+from bench.dataset import dataset_class, load_task
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
-from bench.registry import DATASETS, METHODS
+from bench.registry import METHODS
 from bench.spec import RunSpec
 from bench.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path
 from bench.timing import PeakMemory, Stopwatch
@@ -232,7 +232,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
     save_predictions(saved[0], [s.id for s in scored], probabilities, saved[1])
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     return {
-        DATASET_INFO: describe_dataset(DATASETS.get(spec.dataset), spec.dataset, spec.task, scored)
+        DATASET_INFO: describe_dataset(dataset_class(spec.dataset, data_root), spec.dataset, spec.task, scored)
         | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])),
@@ -254,6 +254,11 @@ def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[
     """The task, the support ids, and the training and test items a run's method receives."""
     method_cls = METHODS.get(spec.method)
     task = load_task(spec.dataset, spec.task, data_root)
+    if task.identity != spec.dataset_identity:
+        raise BenchError(
+            f"{spec.dataset} changed since this run was planned (its cases are now {task.identity}, the run was "
+            f"planned on {spec.dataset_identity}); plan the grid again"
+        )
     support = data.support_ids(task, spec.shots, spec.draw)
     by_id = task.by_id("train")
     train = data.train_items([by_id[i] for i in support], spec.dataset, spec.task, spec.labels)

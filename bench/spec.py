@@ -8,9 +8,12 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from bench.data import safe_name
+from bench.dataset import dataset_class, dataset_plugin
 from bench.errors import BenchError
-from bench.registry import DATASETS, METHODS
+from bench.registry import METHODS
 
 BUDGETS = ("paper", "quick")
 # where a run is scored: the test split (reported results) or the val split (model development, tuning)
@@ -39,13 +42,17 @@ class RunSpec:
     checkpoint: str | None = None
     overrides: tuple[tuple[str, object], ...] = field(default=())
     eval_split: str = "test"  # the split the run is scored on (EVAL_SPLITS)
+    # a user dataset's content identity (``Dataset.identity``): other data, another run; None for fixed releases
+    dataset_identity: str | None = None
 
     def canonical(self) -> dict:
         payload = asdict(self)
         payload["overrides"] = {key: value for key, value in sorted(self.overrides)}
-        # the default split stays out of the hash, so records written before the split was a choice keep their ids
+        # the defaults stay out of the hash, so records written before these were choices keep their ids
         if self.eval_split == "test":
             del payload["eval_split"]
+        if self.dataset_identity is None:
+            del payload["dataset_identity"]
         return payload
 
     def canonical_json(self) -> str:
@@ -57,9 +64,8 @@ class RunSpec:
         digest = hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
         shots = "all" if self.shots is None else f"k{self.shots}"
         split = "" if self.eval_split == "test" else f"_{self.eval_split}"
-        return (
-            f"{self.method}_{self.dataset}-{self.task}_{self.labels}_{shots}_d{self.draw}_s{self.seed}{split}_{digest}"
-        )
+        dataset = safe_name(self.dataset)
+        return f"{self.method}_{dataset}-{self.task}_{self.labels}_{shots}_d{self.draw}_s{self.seed}{split}_{digest}"
 
     @property
     def shots_label(self) -> str:
@@ -152,6 +158,7 @@ def expand_grid(
     checkpoint: str | None = None,
     overrides: tuple[tuple[str, object], ...] = (),
     eval_split: str = "test",
+    data_root: str | Path | None = None,
 ) -> list[PlannedRun]:
     """Every (method, dataset, task, labels, shots, draw, seed) combination, with skips and their reasons.
 
@@ -171,17 +178,19 @@ def expand_grid(
     if draw_count < 1:
         raise BenchError("--draws must be at least 1")
     method_classes = {name: METHODS.get(name) for name in methods}
-    dataset_classes = {name: DATASETS.get(name) for name in datasets}
+    # a user's dataset given by its path is planned under its own name (``nnunet:<folder>``)
+    dataset_classes = {cls.name: cls for cls in (dataset_class(name, data_root) for name in datasets)}
     if tasks:
         all_tasks = {task for cls in dataset_classes.values() for task in cls.tasks}
         for task in tasks:
-            if task not in all_tasks:
+            if not any(cls.task_named(task) for cls in dataset_classes.values()):
                 from bench.registry import did_you_mean
 
                 raise BenchError(
                     f"unknown task '{task}' for {', '.join(datasets)}; known tasks: "
                     f"{', '.join(sorted(all_tasks))}.{did_you_mean(task, sorted(all_tasks))}"
                 )
+    identities = {name: dataset_plugin(name, data_root).identity() for name in dataset_classes}
 
     unknown_keys = {key for key, _ in overrides} - {
         f.name for cls in method_classes.values() for f in dataclasses.fields(cls.HParams)
@@ -203,7 +212,8 @@ def expand_grid(
         method_shots = [None] if method_cls.training_free else _unique(list(shots))
         uses_backbone = method_cls.uses_backbone
         for dataset_name, dataset_cls in dataset_classes.items():
-            dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in tasks]
+            chosen = {dataset_cls.task_named(task) for task in tasks or ()}
+            dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in chosen]
             for task, regime, shot in itertools.product(dataset_tasks, regimes, method_shots):
                 for draw, seed in _draws_and_seeds(method_cls, shot, draw_count, seed_list):
                     spec = RunSpec(
@@ -219,6 +229,7 @@ def expand_grid(
                         checkpoint=checkpoint if uses_backbone else None,
                         overrides=method_overrides,
                         eval_split=eval_split,
+                        dataset_identity=identities[dataset_name],
                     )
                     planned.append(PlannedRun(spec, method_cls.skip(spec)))
     return planned

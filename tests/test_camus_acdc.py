@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 from scipy import ndimage
 
+from bench.data_check import check
 from bench.dataset import load_task
-from bench.download import check
 from bench.errors import BenchError
 from bench.metrics import case_metrics
 from bench.release import READ_FAILURE, UNEXPECTED_LABELS

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bench.cli.common import DataRootOption, cache_app, console, data_app, user_errors
+from bench.cli.common import DataRootOption, PluginOption, cache_app, console, data_app, load_plugins, user_errors
 
 
 @data_app.command("download")
@@ -25,13 +25,17 @@ def data_download(
 @data_app.command("check")
 @user_errors
 def data_check(
-    dataset: Annotated[str, typer.Argument(help="A dataset name, e.g. hc18.")],
+    dataset: Annotated[
+        str, typer.Argument(help="A dataset name (hc18), nnunet:<folder>, folder:<folder>, or a dataset folder's path.")
+    ],
     data_root: DataRootOption = None,
+    plugin: PluginOption = None,
 ) -> None:
-    """Validate a release and print what was found, excluded and split; exit 2 when it is not usable."""
-    from bench import download
+    """Validate a dataset and print what was found, excluded and split; exit 2 when it is not usable."""
+    from bench.data_check import check
 
-    download.check(dataset, data_root, console)
+    load_plugins(plugin)
+    check(dataset, data_root, console)
 
 
 @cache_app.command("info")

@@ -20,7 +20,7 @@ from bench.cli.common import (
     load_plugins,
     user_errors,
 )
-from bench.dataset import load_task
+from bench.dataset import check_present, load_task, locate_datasets
 from bench.errors import BenchError
 from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS
@@ -47,8 +47,13 @@ def list_plugins(
 @user_errors
 def run(
     methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
-    datasets: Annotated[str, typer.Option(help="Comma-separated dataset names.")] = "synthetic",
-    tasks: Annotated[str | None, typer.Option(help="Tasks (structures); default: every task.")] = None,
+    datasets: Annotated[
+        str,
+        typer.Option(help="Comma-separated dataset names; own data: nnunet:<folder>, folder:<folder> or a path."),
+    ] = "synthetic",
+    tasks: Annotated[
+        str | None, typer.Option(help="Tasks (structures, any case); default: every task.")
+    ] = None,
     shots: Annotated[str, typer.Option(help="Training images per run: integers and/or 'all'.")] = "10",
     labels: Annotated[
         str | None, typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
@@ -110,9 +115,11 @@ def run(
     )  # fmt: skip
     if any(METHODS.get(name).uses_backbone for name in method_names):
         BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
+    dataset_names, data_root = locate_datasets(specs.names_in(datasets, "--datasets"), data_root)
+    check_present(dataset_names, data_root)  # a wrong --data-root fails here, --dry-run included
     planned = specs.expand_grid(
         methods=method_names,
-        datasets=specs.names_in(datasets, "--datasets"),
+        datasets=dataset_names,
         tasks=specs.names_in(tasks, "--tasks") if tasks is not None else None,
         shots=specs.parse_shots(shots),
         labels=specs.names_in(labels, "--labels") if labels is not None else None,
@@ -123,6 +130,7 @@ def run(
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
         overrides=specs.parse_overrides(set_ or []),
         eval_split=eval_split,
+        data_root=data_root,
     )
     runnable = [p.spec for p in planned if p.skip_reason is None]
     existing = {s.run_id: store.existing_record(results, experiment, s.run_id) for s in runnable}
