@@ -24,7 +24,7 @@ from bench.data import percentile_to_uint8, safe_name, seeded_split
 from bench.errors import BenchError
 from bench.image_io import label_map, read_any, select_channel, slices
 from bench.inventory import Slice
-from bench.release import SPLITS, Case, ReleaseDataset
+from bench.release import SPLITS, Case, ReleaseDataset, UnreadableFile
 
 MIN_PIXELS = 10
 NO_STRUCTURE = f"no structure of ≥{MIN_PIXELS} px"
@@ -164,7 +164,12 @@ class UserDataset(ReleaseDataset):
     def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
         image_path, label_path = case.files
         image_file = read_any(image_path)
-        labels = label_map(read_any(label_path, label=True), label_path)
+        try:
+            labels = label_map(read_any(label_path, label=True), label_path)
+        except UnreadableFile as error:  # a label file that reads but holds what no label map may: not skipped
+            if "not a readable" in error.detail:
+                raise
+            raise BenchError(f"{self.name}: {label_path.name}: {error.detail}") from error
         (in_file,) = case.extra or (0,)  # which channel of the image file the dataset's channel is
         image = select_channel(image_file, in_file, image_path)
         if image.shape != labels.shape:

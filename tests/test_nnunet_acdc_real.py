@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not ACDC.is_dir(), reason="the shared ACDC copy 
 
 def ed_files(patient: str) -> tuple[Path, Path]:
     folder = next(ACDC.glob(f"*/{patient}"))
-    frame = int(next(line for line in (folder / "Info.cfg").read_text().splitlines() if line.startswith("ED")).split(":")[1])
+    info = (folder / "Info.cfg").read_text().splitlines()
+    frame = int(next(line for line in info if line.startswith("ED")).split(":")[1])
     return folder / f"{patient}_frame{frame:02d}.nii.gz", folder / f"{patient}_frame{frame:02d}_gt.nii.gz"
 
 
