@@ -134,13 +134,15 @@ def slicing_axis(shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> i
 
 def slices(
     image: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...] | None
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, tuple[float, float] | None]]:
-    """(index, image slice, label slice, in-plane (row_mm, col_mm)) across the volume's coarsest axis; a 2-D
-    image is its own one slice."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, tuple[float, float] | None, float | None]]:
+    """(index, image slice, label slice, in-plane (row_mm, col_mm), thickness in mm) across the volume's
+    coarsest axis; a 2-D image is its own one slice, of no thickness."""
     if image.ndim == 2:
-        yield 0, image, labels, (spacing[0], spacing[1]) if spacing is not None else None
+        yield 0, image, labels, (spacing[0], spacing[1]) if spacing is not None else None, None
         return
     axis = slicing_axis(image.shape, spacing)
     in_plane = None if spacing is None else tuple(value for i, value in enumerate(spacing) if i != axis)
+    thickness = None if spacing is None else spacing[axis]
     for index in range(image.shape[axis]):
-        yield index, np.take(image, index, axis=axis), np.take(labels, index, axis=axis), in_plane  # type: ignore[misc]
+        image_slice, label_slice = np.take(image, index, axis=axis), np.take(labels, index, axis=axis)
+        yield index, image_slice, label_slice, in_plane, thickness  # type: ignore[misc]

@@ -42,6 +42,8 @@ class Slice:
     source_spacing: tuple[float, float] | None
     # per task of the plugin, in its order: the share of the structure's pixels left inside the frame
     kept: tuple[float, ...]
+    # a slice of a volume: its position along the axis the volume was cut across, and its thickness in mm
+    in_volume: tuple[int, float | None] | None = None
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Inventory:
     source_spacings: np.ndarray  # N×2 float
     kept: np.ndarray  # N×tasks float, Slice.kept; NaN where the structure is not in the source
     found: int  # cases scanned
+    # N×2 float, Slice.in_volume: position along the cut axis (NaN for a 2-D image) and thickness (NaN if unknown)
+    in_volume: np.ndarray | None = None
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     notes: list[str] = field(default_factory=list)
     cache_file: Path | None = None
@@ -81,7 +85,10 @@ class Inventory:
             found=found,
             excluded=excluded,
             notes=notes,
-        )
+            in_volume=np.array(
+                [(s.in_volume[0], np.nan if s.in_volume[1] is None else s.in_volume[1]) if s.in_volume
+                 else (np.nan, np.nan) for s in slices], np.float64).reshape(-1, 2),
+        )  # fmt: skip
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -90,6 +97,13 @@ class Inventory:
     def spacing(self, index: int) -> tuple[float, float] | None:
         row_mm, col_mm = (float(value) for value in self.spacings[index])
         return None if np.isnan(row_mm) else (row_mm, col_mm)
+
+    def volume_position(self, index: int) -> tuple[int, float | None] | None:
+        """``Slice.in_volume`` of image ``index``: None for a 2-D image."""
+        if self.in_volume is None or np.isnan(self.in_volume[index, 0]):
+            return None
+        position, thickness = self.in_volume[index]
+        return int(position), None if np.isnan(thickness) else float(thickness)
 
     def excluded_by_reason(self) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
@@ -192,6 +206,7 @@ def write_cache(path: Path, inventory: Inventory, dataset: str) -> None:
                 "source_shapes": inventory.source_shapes,
                 "source_spacings": inventory.source_spacings,
                 "kept": inventory.kept,
+                "in_volume": inventory.in_volume if inventory.in_volume is not None else np.zeros((0, 2)),
                 "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
             },
         )
@@ -218,6 +233,7 @@ def read_cache(path: Path, notes: list[str], dataset: str) -> Inventory | None:
                 source_shapes=arrays["source_shapes"],
                 source_spacings=arrays["source_spacings"],
                 kept=arrays["kept"],
+                in_volume=arrays["in_volume"] if len(arrays["in_volume"]) else None,
                 found=meta["found"],
                 excluded=[tuple(item) for item in meta["excluded"]],
                 notes=notes,

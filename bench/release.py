@@ -55,6 +55,7 @@ from bench.inventory import (
     write_cache,
 )
 from bench.paths import cache_dir
+from bench.volumes import VOLUME_OF
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.json"
@@ -365,6 +366,13 @@ class ReleaseDataset(Dataset):
         }
         if too_small:
             info["left_out_of_task"] = too_small
+        in_volumes = {s.id: inventory.volume_position(index[s.id]) for part in samples.values() for s in part}
+        if any(in_volumes.values()):
+            info[VOLUME_OF] = {
+                sample_id: (inventory.subjects[index[sample_id]], *position)
+                for sample_id, position in in_volumes.items()
+                if position is not None
+            }
         split_of = self.variant_of.name if self.variant_of is not None else None
         return Task(
             self.name, task, samples["train"], samples["val"], samples["test"], info=info, split_of=split_of,

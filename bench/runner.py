@@ -28,6 +28,7 @@ from bench.registry import METHODS
 from bench.spec import RunSpec
 from bench.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path
 from bench.timing import PeakMemory, Stopwatch
+from bench.volumes import VOLUME_OF, volume_metrics
 
 # Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
 # saves the same images and a grid's predictions stay a few megabytes.
@@ -229,6 +230,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         | truth_geometry(sample.mask)
         for sample, p in zip(scored, probabilities, strict=True)
     ]
+    volumes = volume_metrics(scored, probabilities, task.info[VOLUME_OF]) if VOLUME_OF in task.info else None
     save_predictions(saved[0], [s.id for s in scored], probabilities, saved[1])
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     return {
@@ -247,7 +249,7 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         "params_trainable": trainable,
         # images encoded by the backbone vs read from the embedding cache during this run
         "embeddings": {k: v - encodes_before[k] for k, v in embedding_counts().items()},
-    } | ({"training_log": ctx.training_log} if ctx.training_log else {})
+    } | ({"training_log": ctx.training_log} if ctx.training_log else {}) | ({"volumes": volumes} if volumes else {})
 
 
 def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[str], list, list]:

@@ -187,7 +187,7 @@ class UserDataset(ReleaseDataset):
         scaled = percentile_to_uint8(image)  # over the whole volume for a 3-D file, as the paper does for ACDC
         usable, left_out = [], []
         single = image.ndim == 2 or 1 in image.shape
-        for index, pixels, slice_labels, spacing in slices(scaled, labels, image_file.spacing):
+        for index, pixels, slice_labels, spacing, thickness in slices(scaled, labels, image_file.spacing):
             slice_id = case.id if single else f"{case.id}_s{index:03d}"
             counts = [int(np.count_nonzero(self.structure(slice_labels, task))) for task in self.tasks]
             if max(counts, default=0) < self.min_pixels:
@@ -196,7 +196,7 @@ class UserDataset(ReleaseDataset):
             kept = self.kept(slice_labels, slice_labels)
             usable.append(
                 Slice(slice_id, case.subject, np.ascontiguousarray(pixels), np.ascontiguousarray(slice_labels),
-                      spacing, pixels.shape, spacing, kept)
+                      spacing, pixels.shape, spacing, kept, None if single else (index, thickness))
             )  # fmt: skip
         return usable, left_out
 

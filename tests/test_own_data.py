@@ -243,3 +243,27 @@ def test_bad_channel_unreadable_file_wrong_root_and_read_only(tmp_path: Path, is
         assert files_under(folder) == before
     finally:
         os.chmod(folder, 0o755)
+
+
+def test_volume_dataset_records_per_volume_metrics(tmp_path: Path, isolated_cache: Path) -> None:
+    from bench.metrics import hd95
+    from bench.volumes import hd95_nd
+
+    write_decathlon(tmp_path, cases=8)
+    results = tmp_path / "results"
+    run = invoke("run", "--plugin", EXAMPLES / "otsu_threshold.py", "--methods", "otsu", "--datasets",
+                 "nnunet:Task09_Toy", "--tasks", "disc", "--data-root", tmp_path, "--results", results)  # fmt: skip
+    assert run.exit_code == 0, run.output
+    (record,) = (json.loads(path.read_text()) for path in (results / "default" / "runs").glob("*.json"))
+    volumes = {volume["id"]: volume for volume in record["volumes"]}
+    for case, volume in volumes.items():
+        slices = [c for c in record["cases"] if c["id"].startswith(f"{case}_s")]
+        assert volume["slices"] == len(slices)
+        assert volume["tp"] == sum(c["tp"] for c in slices) and volume["fn"] == sum(c["fn"] for c in slices)
+    report = invoke("report", "--results", results, "--out", tmp_path / "report")
+    assert report.exit_code == 0, report.output
+    assert "## Per volume" in (tmp_path / "report" / "report.md").read_text()
+
+    rng = np.random.default_rng(0)  # the 3-D HD95 is the 2-D one's convention: equal on a single slice
+    truth, prediction = rng.random((2, 40, 50)) > 0.7
+    assert hd95_nd(prediction[None], truth[None], (5.0, 0.7, 0.8)) == pytest.approx(hd95(prediction, truth, (0.7, 0.8)))

@@ -11,6 +11,7 @@ from bench import store
 from bench.report import claims, diagnosis, plots, stats, timing
 from bench.report.names import Names
 from bench.report.rows import budget_rank
+from bench.report.table import render_table
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
 
@@ -96,6 +97,7 @@ def write_report(
     status.to_csv(written[-1], index=False)
 
     lines += _statistics_section(cases, reference, reference_name, has_reference, names, out, written)
+    lines += _volumes_section(records, out, written)
     lines += _diagnosis_section(records, runs, cases, out, written)
     lines += _plots_section(runs, cases, out, written)
     written.append(out / "report.md")
@@ -126,6 +128,22 @@ def _statistics_section(
         compared.to_csv(written[-1], index=False)
         lines.append(_statistics_markdown(compared, names, headline=False))
     return lines + ["", stats.PROTOCOL]
+
+
+def _volumes_section(records: list[dict], out: Path, written: list[Path]) -> list[str]:
+    """Table 1 over volumes for the runs of 3-D datasets: each case's scored slices stacked back
+    (``bench.volumes``), since the field reports volumes; Table 1 itself stays per slice, as in the paper."""
+    with_volumes = [record | {"cases": record["volumes"]} for record in records if record.get("volumes")]
+    if not with_volumes:
+        return []
+    runs = store.runs_frame(with_volumes)
+    lines = ["", "## Per volume", "", "Mean over test volumes of each run, then over runs: every case's scored slices "
+             "stacked back along the axis its volume was cut across (HD95 in mm with the slice thickness).", ""]
+    for metric in ("dice", "hd95"):
+        lines += [render_table(runs, metric, "md"), ""]
+        written.append(out / f"volumes_{metric}.csv")
+        written[-1].write_text(render_table(runs, metric, "csv"))
+    return lines
 
 
 def _plots_section(runs: pd.DataFrame, cases: pd.DataFrame, out: Path, written: list[Path]) -> list[str]:
