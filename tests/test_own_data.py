@@ -267,3 +267,25 @@ def test_volume_dataset_records_per_volume_metrics(tmp_path: Path, isolated_cach
     rng = np.random.default_rng(0)  # the 3-D HD95 is the 2-D one's convention: equal on a single slice
     truth, prediction = rng.random((2, 40, 50)) > 0.7
     assert hd95_nd(prediction[None], truth[None], (5.0, 0.7, 0.8)) == pytest.approx(hd95(prediction, truth, (0.7, 0.8)))
+
+
+def test_plugin_dataset_in_check_run_and_figure(tmp_path: Path, isolated_cache: Path) -> None:
+    folder = tmp_path / "data" / "suffixmasks"
+    folder.mkdir(parents=True)
+    for index in range(12):
+        image, labels = labelled_image(index)
+        cv2.imwrite(str(folder / f"scan{index:02d}.png"), image)
+        cv2.imwrite(str(folder / f"scan{index:02d}_mask.png"), (labels == 1).astype(np.uint8) * 255)
+    plugin = ("--plugin", EXAMPLES / "suffix_masks.py")
+    check = invoke("data", "check", "suffixmasks", *plugin, "--data-root", tmp_path / "data")
+    assert check.exit_code == 0 and "suffixmasks is usable" in check.output, check.output
+    results = tmp_path / "results"
+    run = invoke("run", *plugin, "--plugin", EXAMPLES / "otsu_threshold.py", "--methods", "otsu", "--datasets",
+                 "suffixmasks", "--data-root", tmp_path / "data", "--results", results)  # fmt: skip
+    assert run.exit_code == 0, run.output
+    (record,) = (json.loads(path.read_text()) for path in (results / "default" / "runs").glob("*.json"))
+    assert record["spec"]["dataset_identity"]  # a plugin's dataset is identified by its content too
+    figure = invoke("figure", *plugin, "--task", "lesion", "--results", results, "--data-root", tmp_path / "data",
+                    "--out", tmp_path / "figures", "--images", "2")  # fmt: skip
+    assert figure.exit_code == 0, figure.output
+    assert list((tmp_path / "figures").glob("qualitative_lesion.png"))

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from bench.cli.common import app, console, user_errors
+from bench.cli.common import PluginOption, app, console, load_plugins, user_errors
+from bench.data import safe_name
 
 
 @app.command()
@@ -79,6 +80,7 @@ def figure(
     split: Annotated[
         str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
     ] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """The qualitative figure: test images with each method's predicted and the true contour."""
     from bench import spec as specs
@@ -86,12 +88,13 @@ def figure(
     from bench.report.figure import qualitative_figure
     from bench.report.plots import save_figure
 
+    load_plugins(plugin)
     records = store.require_records(results, experiment, split)
     chosen = specs.split_list(ids) if ids else None
     drawn = qualitative_figure(
         records, results, task, dataset, chosen, images, seed, shots, labels, data_root, rows
     )
-    stem = f"qualitative_{dataset + '_' if dataset else ''}{task}{'_all_rows' if rows == 'all' else ''}"
+    stem = f"qualitative_{safe_name(dataset) + '_' if dataset else ''}{task}{'_all_rows' if rows == 'all' else ''}"
     written = save_figure(drawn, out or results / "report", stem)
     console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
 
