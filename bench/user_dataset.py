@@ -252,3 +252,28 @@ class UserDataset(ReleaseDataset):
             if subject in part_of:
                 parts[part_of[subject]].append(sample_id)
         return {part: sorted(ids) for part, ids in parts.items()}
+
+
+def discover(data_root: Path | None) -> list[tuple[str, type[UserDataset] | BenchError]]:
+    """The user datasets under a data root (and its ``nnunet/`` folder): each name with its class, or with the
+    error that makes it unusable, for `bench ls`."""
+    from bench.dataset import dataset_class
+    from bench.paths import default_data_root
+
+    root = Path(data_root) if data_root is not None else default_data_root()
+    found: list[tuple[str, type[UserDataset] | BenchError]] = []
+    for base in (root, root / "nnunet"):
+        if not base.is_dir():
+            continue
+        for folder in sorted(path for path in base.iterdir() if path.is_dir() and not path.name.startswith(".")):
+            family = "nnunet" if (folder / "dataset.json").is_file() else None
+            if family is None and (folder / "images").is_dir() and (folder / "masks").is_dir():
+                family = "folder"
+            if family is None:
+                continue
+            name = f"{family}:{folder.name}"
+            try:
+                found.append((name, dataset_class(name, root)))  # type: ignore[arg-type]
+            except BenchError as error:
+                found.append((name, error))
+    return found

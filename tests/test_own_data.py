@@ -289,3 +289,12 @@ def test_plugin_dataset_in_check_run_and_figure(tmp_path: Path, isolated_cache: 
                     "--out", tmp_path / "figures", "--images", "2")  # fmt: skip
     assert figure.exit_code == 0, figure.output
     assert list((tmp_path / "figures").glob("qualitative_lesion.png"))
+
+
+def test_ls_lists_user_datasets_and_their_tasks(tmp_path: Path, isolated_cache: Path) -> None:
+    write_nnunet_2d(tmp_path / "nnunet")
+    write_image_folder(tmp_path, binary_value=1, name="discs")
+    listed = invoke("ls", "datasets", "--data-root", tmp_path)
+    assert listed.exit_code == 0, listed.output
+    assert "nnunet:Dataset123_Toy: tasks disc, square" in listed.output
+    assert "folder:discs: tasks foreground" in listed.output

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.cli.common import (
+    DataRootOption,
     PluginOption,
     ProgressBars,
     app,
@@ -33,14 +34,22 @@ REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
 def list_plugins(
     kind: Annotated[str | None, typer.Argument(help="methods, datasets or backbones (default: all)")] = None,
     plugin: PluginOption = None,
+    data_root: DataRootOption = None,
 ) -> None:
-    """List registered plugins (built-ins are listed without importing their code)."""
+    """List registered plugins (built-ins are listed without importing their code), and the user datasets
+    (nnU-Net folders, image folders) under --data-root with their tasks."""
     load_plugins(plugin)
     if kind is not None and kind not in REGISTRIES:
         raise BenchError(f"bench ls takes methods, datasets or backbones, not '{kind}'")
     for name, registry in REGISTRIES.items():
         if kind in (None, name):
             console.print(f"[bold]{name}[/bold]: {', '.join(registry.names()) or '(none)'}", highlight=False)
+    if kind in (None, "datasets") and data_root is not None:
+        from bench.user_dataset import discover
+
+        for name, found in discover(data_root):
+            described = f"{found}" if isinstance(found, BenchError) else f"tasks {', '.join(found.tasks)}"
+            console.print(f"  {name}: {described}", highlight=False, soft_wrap=True)
 
 
 @app.command()
