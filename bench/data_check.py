@@ -87,7 +87,11 @@ def _task_lines(plugin: ReleaseDataset, dataset: str) -> tuple[list[str], list[s
     no image shows."""
     lines, absent = [], []
     for task in plugin.tasks:
-        loaded = plugin.load(task)
+        try:
+            loaded = plugin.load(task)
+        except BenchError:  # no image shows it: said below, after the summary
+            absent.append(task)
+            continue
         sizes = [len(getattr(loaded, name)) for name in SPLITS]
         left_out = loaded.info.get("left_out_of_task", 0)
         value = plugin.task_labels[task]
@@ -96,8 +100,6 @@ def _task_lines(plugin: ReleaseDataset, dataset: str) -> tuple[list[str], list[s
             + ", ".join(f"{part} {size}" for part, size in zip(SPLITS, sizes, strict=True))
             + (f"; {left_out} left out with fewer than {plugin.min_pixels} px of it" if left_out else "")
         )
-        if not sum(sizes):
-            absent.append(task)
     return lines, absent
 
 
@@ -150,5 +152,5 @@ def check(dataset: str, data_root: Path | None, console: Console) -> None:
         raise BenchError(f"{name} is not usable: no images in its {' and '.join(empty)} split")
     if absent:
         shown = ", ".join(absent)
-        raise BenchError(f"{name}: no image shows {shown} (≥{plugin.min_pixels} px); drop it from the labels")
+        raise BenchError(f"{name}: no image shows {shown} (≥{plugin.min_pixels} px); leave it out of the labels")
     _say(console, f"[green]{name} is usable.[/green]")

@@ -103,7 +103,6 @@ class ReleaseDataset(Dataset):
     def __init__(self, data_root: Path | None = None) -> None:
         super().__init__(data_root)
         self._inventory: Inventory | None = None
-        self._identity: str | None = None
 
     # --- what a plugin implements -----------------------------------------------------------------------
 
@@ -203,7 +202,7 @@ class ReleaseDataset(Dataset):
         the same files keeps it; None for a fixed release."""
         if self.fixed_release:
             return None
-        if self._identity is None:
+        if self._content_identity is None:
             self.require_folder()
             cases, _ = self.find_cases()
             if not cases:
@@ -213,8 +212,8 @@ class ReleaseDataset(Dataset):
                 digest.update(f"\x1e{case.id}\x1f{case.subject}".encode())
                 for path in case.files:
                     digest.update(f"\x1f{path.relative_to(self.folder).as_posix()}\x1f{path.stat().st_size}".encode())
-            self._identity = digest.hexdigest()[:12]
-        return self._identity
+            self._content_identity = digest.hexdigest()[:12]
+        return self._content_identity
 
     def identity_options(self) -> object:
         """What besides the files changes what a user dataset yields (a channel, a pixel threshold)."""

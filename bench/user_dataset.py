@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import percentile_to_uint8, safe_name, seeded_split
+from bench.data import Task, percentile_to_uint8, safe_name, seeded_split
 from bench.errors import BenchError
 from bench.image_io import label_map, read_any, select_channel, slices
 from bench.inventory import Slice
@@ -202,6 +202,14 @@ class UserDataset(ReleaseDataset):
 
     def in_task(self, mask: np.ndarray) -> bool:
         return int(np.count_nonzero(mask)) >= self.min_pixels
+
+    def load(self, task: str) -> Task:
+        loaded = super().load(task)
+        if not (loaded.train or loaded.val or loaded.test):
+            raise BenchError(
+                f"{self.name}: no image shows {task} (≥{self.min_pixels} px); leave it out of --tasks or the labels"
+            )
+        return loaded
 
     # --- splits --------------------------------------------------------------------------------------------
 

@@ -201,14 +201,13 @@ def test_bad_nnunet_input_is_one_line_and_exit_2(case: str, tmp_path: Path, isol
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and result.output.strip().count("\n") == 0 or case == "task in no image"
     assert files_under(tmp_path) == before
-    if case != "task in no image":  # a task of no image is reported by `data check`; runs of the others may run
-        # the layout is checked when the grid is planned; what the files hold, when they are read before any run
-        content = case in ("shapes differ", "unknown label value")
-        results = tmp_path / "results"
-        run = invoke("run", "--methods", "unet", "--datasets", folder, "--results", results,
-                     *(() if content else ("--dry-run",)))  # fmt: skip
-        assert run.exit_code == 2 and message in run.output, run.output
-        assert not results.exists()
+    # the layout is checked when the grid is planned; what the files hold, when they are read before any run
+    content = case in ("shapes differ", "unknown label value", "task in no image")
+    results = tmp_path / "results"
+    run = invoke("run", "--methods", "unet", "--datasets", folder, "--results", results,
+                 *(() if content else ("--dry-run",)))  # fmt: skip
+    assert run.exit_code == 2 and message in run.output, run.output
+    assert not results.exists()
 
 
 def test_bad_channel_unreadable_file_wrong_root_and_read_only(tmp_path: Path, isolated_cache: Path) -> None:
