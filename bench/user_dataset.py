@@ -146,6 +146,9 @@ class UserDataset(ReleaseDataset):
 
     # --- reading -------------------------------------------------------------------------------------------
 
+    def missing(self, what: str) -> BenchError:
+        return BenchError(f"{self.name}: {what} in '{self.folder}'. Expected layout: {self.layout}.")
+
     def identity_options(self) -> object:
         split_file = self.folder / USER_SPLIT_FILE
         given = hashlib.sha256(split_file.read_bytes()).hexdigest()[:12] if split_file.is_file() else None

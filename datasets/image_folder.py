@@ -120,9 +120,6 @@ class ImageFolder(UserDataset):
             raise BenchError(f"folder: '{labels_path}' names no structure besides background")
         return {"labels": labels, "name": location.name}
 
-    def missing(self, what: str) -> BenchError:
-        return BenchError(f"{self.name}: {what} in '{self.folder}'. Expected layout: {self.layout}.")
-
     def find_cases(self) -> tuple[list[Case], list[str]]:
         # a colour image is read as its luminance unless a channel is named (folder:<folder>@1)
         in_file = LUMINANCE if self.channel is None else self.channel

@@ -113,9 +113,6 @@ class NNUNet(UserDataset):
         return {"labels": tasks, "other_values": sorted(other), "name": payload.get("name"), "channels": channels,
                 "decathlon": decathlon, "file_ending": ending, "training": payload.get("training")}  # fmt: skip
 
-    def missing(self, what: str) -> BenchError:
-        return BenchError(f"{self.name}: {what} in '{self.folder}'. Expected layout: {self.layout}.")
-
     def find_cases(self) -> tuple[list[Case], list[str]]:
         if self.description.get("decathlon"):
             return self._decathlon_cases()
