@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench import claims
 from bench.errors import BenchError, hide_dependency_notices
-from bench.method import no_progress
 from bench.paths import process_alive
+from bench.progress import no_progress
 from bench.runner import RecordStamp, encode_grid, finished_elsewhere, record_stamp, run_claimed
 from bench.spec import RunSpec
 from bench.store import claim_path, claims_folder, experiment_folder
