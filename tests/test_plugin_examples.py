@@ -86,17 +86,20 @@ def test_otsu_plugin_loaded_only_for_run_is_first_class_in_table_report_and_figu
     header, *body = _markdown_body(invoke("table", "--results", results, "--format", "md"))
     assert header[-1] == "Synthetic Blob"
     by_method = {row[1]: row for row in body}
-    assert set(by_method) == set(DISPLAY.values())
-    assert by_method["Otsu threshold"][:5] == [AUTOMATIC, "Otsu threshold", "–", "", ""]
-    assert by_method["UNet"][:5] == [AUTOMATIC, "UNet", "10", "✓", ""]
-    for method, display in DISPLAY.items():
+    # the trained rows ran with --set overrides, and say so; Otsu has none of those fields, so none apply to it
+    shown = {method: display if method == "otsu" else f"{display} [epochs=1, input_size=64]"
+             for method, display in DISPLAY.items()}  # fmt: skip
+    assert set(by_method) == set(shown.values())
+    assert by_method["Otsu threshold"][:6] == [AUTOMATIC, "Otsu threshold", "–", "", "", "1"]
+    assert by_method[shown["unet"]][:6] == [AUTOMATIC, shown["unet"], "10", "✓", "", "1"]
+    for method, display in shown.items():
         cell = by_method[display][-1]
         assert cell.startswith("**") == (round(dice[method], 2) == best), (display, cell)
-        assert cell.strip("*") == f"{dice[method]:.2f} ± 0.00"
+        assert cell.strip("*") == f"{dice[method]:.2f}"  # one run: its value, no "± 0.00"
 
     latex = invoke("table", "--results", results, "--format", "latex")
-    assert r"\multicolumn{5}{l}{\textit{Automatic --- fully trained}} \\" in latex
-    assert rf"Otsu threshold & -- &  &  & \textbf{{{dice['otsu']:.2f} $\pm$ 0.00}} \\" in latex.splitlines()
+    assert r"\multicolumn{6}{l}{\textit{Automatic --- fully trained}} \\" in latex
+    assert rf"Otsu threshold & -- &  &  & 1 & \textbf{{{dice['otsu']:.2f}}} \\" in latex.splitlines()
 
     csv = pd.read_csv(io.StringIO(invoke("table", "--results", results, "--format", "csv")),
                       keep_default_na=False)  # fmt: skip
@@ -112,7 +115,8 @@ def test_otsu_plugin_loaded_only_for_run_is_first_class_in_table_report_and_figu
     cost_row = next(line for line in lines if line.startswith("| Otsu threshold "))
     assert cost_row.split("|")[4].strip() == "–"  # training samples of a training-free method (after the dataset)
     assert any(line.startswith("| quick") and "| Otsu threshold " in line for line in lines)  # run status
-    ratio = "- Tiny CNN (example) · mask · k=10 · quick against UNet · mask · k=10 · quick (Synthetic): fit time "
+    ratio = ("- Tiny CNN (example) · mask · k=10 · quick [epochs=1, input_size=64] against UNet · mask · k=10 · quick"
+             " [epochs=1, input_size=64] (Synthetic): fit time ")
     assert any(line.startswith(ratio) for line in lines)
     assert not any(line.startswith("- Otsu threshold") and " against " in line for line in lines)  # trains nothing
 
