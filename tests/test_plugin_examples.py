@@ -163,7 +163,8 @@ def test_example_plugins_from_an_installed_package_render_where_it_is_not_instal
 
     assert "otsu" not in METHODS  # this process has no such package
     header, *body = _markdown_body(invoke("table", "--results", results))
-    assert [row[:3] for row in body] == [[AUTOMATIC, "Otsu threshold", "–"], [AUTOMATIC, "Tiny CNN (example)", "3"]]
+    assert [row[:3] for row in body] == [[AUTOMATIC, "Otsu threshold", "–"],
+                                         [AUTOMATIC, "Tiny CNN (example) [epochs=2]", "3"]]
     invoke("report", "--results", results, "--out", tmp_path / "report", "--reference", "tiny-cnn")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| Otsu threshold " in text and "| Tiny CNN (example) " in text
@@ -230,7 +231,7 @@ def test_report_imports_no_method_code_and_old_records_ask_the_registry(tmp_path
         [AUTOMATIC, "UNet", "10", "✓", ""],
         ["Ours", "Prompt module (ours)", "10", "", "✓"],
     ]
-    assert body[1][-1] == "**60.00 ± 0.00**"  # the best automatic result; MedSAM is prompted, never bold
+    assert body[1][-1] == "**60.00**"  # the best automatic result (one run: no ±); MedSAM is prompted, never bold
     assert output["titles"][1:] == ["MedSAM (box prompt)\nbox, quick\nseed 0", "Otsu threshold\nquick\nseed 0",
                                     "UNet\nmask, k=10, quick\nseed 0, draw 0",
                                     "Prompt module (ours)\nbox, k=10, quick\nseed 0, draw 0"]  # fmt: skip
