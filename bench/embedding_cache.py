@@ -30,8 +30,8 @@ import torch
 
 from bench import claims
 from bench.errors import BenchError
-from bench.method import no_progress
 from bench.paths import atomic_write, cache_dir
+from bench.progress import no_progress
 
 if TYPE_CHECKING:
     from bench.backbones import Backbone

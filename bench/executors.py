@@ -23,9 +23,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from bench import claims
-from bench.errors import BenchError, hide_dependency_notices
-from bench.method import no_progress
+from bench.errors import BenchError
 from bench.paths import process_alive
+from bench.progress import no_progress
 from bench.runner import RecordStamp, encode_grid, finished_elsewhere, record_stamp, run_claimed
 from bench.spec import RunSpec
 from bench.store import claim_path, claims_folder, experiment_folder
@@ -56,7 +56,6 @@ def _run_in_worker(
 ) -> dict:
     if visible_gpu is not None:  # before anything touches CUDA in this fresh process
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpu
-    hide_dependency_notices()
     # a fresh process (pool worker, submitit job) knows only the built-in and entry-point plugins
     _load_plugins(plugins)
     return run_claimed(spec, results, experiment, data_root, device, seen, progress)

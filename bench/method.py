@@ -14,25 +14,19 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from bench.data import TestItem, TrainItem
 from bench.descriptions import GROUPS  # noqa: F401 (plugins and the contract tests read it from here)
 from bench.errors import BenchError
+from bench.progress import no_progress  # noqa: F401 (plugins take the progress helper from here)
 
 if TYPE_CHECKING:
     import torch
 
     from bench.spec import RunSpec
-
-ItemT = TypeVar("ItemT")
-
-
-def no_progress(iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
-    yield from iterable
-
 
 @dataclass
 class RunContext:
@@ -65,7 +59,7 @@ class RunContext:
 
     def embeddings(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Image embeddings (N×256×64×64) through the shared on-disk cache; cached images are not encoded."""
-        from bench.backbones import cached_embeddings
+        from bench.embedding_cache import cached_embeddings
 
         return cached_embeddings(self.backbone, images, progress=self.progress)
 

@@ -21,9 +21,10 @@ from bench.dataset import dataset_class, load_task
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
-from bench.method import RunContext, no_progress
+from bench.method import RunContext
 from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
+from bench.progress import no_progress
 from bench.registry import METHODS
 from bench.spec import RunSpec
 from bench.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path

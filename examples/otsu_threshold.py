@@ -1,4 +1,4 @@
-"""Otsu threshold: a complete training-free method plugin, the worked example of README "Adding a method".
+"""Otsu threshold: a complete training-free method plugin, the worked example of docs/adding-a-method.md.
 
 Use it without installing anything:
 

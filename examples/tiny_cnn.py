@@ -1,6 +1,6 @@
 """A tiny trained method plugin: a four-layer CNN learning the structure from the support masks.
 
-The second worked example of README "Adding a method" (the first, training-free, is otsu_threshold.py):
+The second worked example of docs/adding-a-method.md (the first, training-free, is otsu_threshold.py):
 
     bench run --plugin examples/tiny_cnn.py --methods tiny-cnn --datasets synthetic --shots 1,10
     bench table

@@ -25,7 +25,7 @@ have gradients from the first step:
   structure's usual place and size;
 * ``box``: a box covering the whole image (the first training image's frame).
 
-Measured on HC18, 10 boxes, paper budget, 3 draws × 3 seeds, the same training loop on one GPU (README):
+Measured on HC18, 10 boxes, paper budget, 3 draws × 3 seeds, the same training loop on one GPU (docs/prompt-module.md):
 ``support-box`` 84.7 ± 2.5 Dice, ``box`` 82.0 ± 2.6. The whole-image box starts far larger than the head
 and the emptiness loss then shrinks the masks below the structure's size.
 
@@ -107,8 +107,8 @@ class PromptModuleParams:
     # the weak-box losses (bench.box_losses): log-barrier t, multiplied by barrier_growth after every epoch
     # (Kervadec et al.'s schedule; 1 keeps t fixed), band width of the tightness prior, the size prior's bounds
     # on predicted size / box area, and the terms' weights. Two defaults differ from the paper's recipe (its
-    # values: tightness_weight=1e-4, size_barrier_on=pixels), both selected on HC18 val (README, "Weak-box
-    # training and the support draw"): with the paper's, the tightness prior's pull is too weak against box
+    # values: tightness_weight=1e-4, size_barrier_on=pixels), both selected on HC18 val (docs/prompt-module.md,
+    # "Weak-box training and the support draw"): with the paper's, the tightness prior's pull is too weak against box
     # emptiness and masks settle at ~0.70 of their box (heads fill ~0.78), and the pixel-form size barrier
     # has no pull inside its bounds
     barrier_t: float = BARRIER_T
@@ -139,7 +139,7 @@ class PromptModule(Method):
         "paper": PromptModuleParams(),
         # quick: half the epochs at the full lr. The first Adam steps move the 0.01-scaled sparse weights far
         # enough to wipe out every mask of a small structure (synthetic blob) for ~20 epochs; a run this
-        # short needs the full lr to come back. A 10-shot HC18 run in under 2 min on 2 cores (README)
+        # short needs the full lr to come back. A 10-shot HC18 run in under 2 min on 2 cores (docs/prompt-module.md)
         "quick": PromptModuleParams(epochs=50, lr_drop_epoch=50),
     }
     tiny = {"epochs": 2, "lr_drop_epoch": 1}

@@ -14,7 +14,7 @@ from bench.dataset import Dataset
 from bench.embedding_cache import cached_embeddings
 from bench.errors import BenchError
 from bench.method import RunContext
-from bench.methods import persam
+from bench.methods import persam, persam_steps
 from bench.registry import DATASETS, METHODS
 from bench.runner import run_one
 from bench.spec import RunSpec, expand_grid
@@ -90,12 +90,12 @@ def test_guidance_off_is_the_stock_decoder_and_on_changes_it(name: str) -> None:
     bias = torch.rand((1, 1, 1, 64 * 64), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         stock_masks, stock_iou = decoder(**inputs)
-        with persam.target_guidance(decoder):
+        with persam_steps.target_guidance(decoder):
             swapped = transformer_classes(decoder)
             masks, iou = decoder(**inputs)
-        with persam.target_guidance(decoder, target_embedding=target):
+        with persam_steps.target_guidance(decoder, target_embedding=target):
             prompted, _ = decoder(**inputs)
-        with persam.target_guidance(decoder, attention_bias=bias):
+        with persam_steps.target_guidance(decoder, attention_bias=bias):
             guided, _ = decoder(**inputs)
     assert swapped != stock_classes
     assert all(issubclass(new, old) for new, old in zip(swapped, stock_classes, strict=True))
@@ -105,7 +105,7 @@ def test_guidance_off_is_the_stock_decoder_and_on_changes_it(name: str) -> None:
     assert not torch.allclose(prompted, stock_masks, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(guided, stock_masks, rtol=1e-3, atol=1e-3)
     assert transformer_classes(decoder) == stock_classes  # restored: the cached backbone is shared
-    with pytest.raises(RuntimeError), persam.target_guidance(decoder, target, bias):
+    with pytest.raises(RuntimeError), persam_steps.target_guidance(decoder, target, bias):
         raise RuntimeError("a failing decode")
     assert transformer_classes(decoder) == stock_classes
     assert not hasattr(decoder.transformer, "target_embedding")
@@ -135,7 +135,7 @@ def test_target_prompting_reproduces_the_originals_in_place_shift(name: str) -> 
     finally:
         for handle in handles:
             handle.remove()
-    with torch.inference_mode(), persam.target_guidance(decoder, target_embedding=target):
+    with torch.inference_mode(), persam_steps.target_guidance(decoder, target_embedding=target):
         masks, iou = decoder(**inputs)
     torch.testing.assert_close(masks, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(iou, expected_iou, rtol=1e-4, atol=1e-4)
@@ -150,7 +150,7 @@ def test_attention_bias_is_a_second_softmax_over_the_image_in_token_to_image_att
     bias[..., 1234] = 50.0  # after the second softmax every token attends to this image cell alone
     untouched = [layer.cross_attn_image_to_token, layer.self_attn, decoder.transformer.final_attn_token_to_image]
     classes = [type(module) for module in untouched]
-    with torch.inference_mode(), persam.target_guidance(decoder, attention_bias=bias):
+    with torch.inference_mode(), persam_steps.target_guidance(decoder, attention_bias=bias):
         attention = layer.cross_attn_token_to_image
         attended = attention(q=queries, k=keys, v=keys)
         assert [type(module) for module in untouched] == classes
@@ -167,10 +167,10 @@ def test_reference_mask_reaches_the_grid_through_resize_and_pad() -> None:
     mask[:50, 100:] = True  # → input frame rows 0–63, columns 128–255 → grid rows 0–15, columns 32–63
     expected = torch.zeros((64, 64), dtype=torch.bool)
     expected[:16, 32:] = True
-    assert torch.equal(persam.mask_on_grid(backbone, mask), expected)
+    assert torch.equal(persam_steps.mask_on_grid(backbone, mask), expected)
     speck = np.zeros((100, 200), dtype=bool)
     speck[60, 30] = True  # smaller than a cell: the cell it falls in (input frame ≈ row 77, column 39)
-    cells = persam.mask_on_grid(backbone, speck)
+    cells = persam_steps.mask_on_grid(backbone, speck)
     assert cells[19, 9] and 1 <= int(cells.sum()) <= 4
 
 
@@ -186,14 +186,14 @@ def test_similarity_peaks_where_the_target_feature_is() -> None:
     backbone = load_backbone("tiny-sam-test")
     embedding = torch.randn((256, 64, 64), generator=torch.Generator().manual_seed(5))
     shape = (128, 256)  # the image fills the top half of the input frame
-    on_grid, at_image = persam.similarity(backbone, embedding, embedding[:, 10, 40], shape)
+    on_grid, at_image = persam_steps.similarity(backbone, embedding, embedding[:, 10, 40], shape)
     assert at_image.shape == shape and on_grid.argmax() == 10 * 64 + 40
-    x, y = persam.extreme_point(at_image)
+    x, y = persam_steps.extreme_point(at_image)
     assert abs(x - 162) <= 4 and abs(y - 42) <= 4  # cell (row 10, column 40) covers pixels 40–43 × 160–163
-    fixed = persam.attention_bias(backbone, on_grid, at_image, shape, "fixed")
+    fixed = persam_steps.attention_bias(backbone, on_grid, at_image, shape, "fixed")
     assert fixed.shape == (1, 1, 1, 4096) and int(fixed.argmax()) == 10 * 64 + 40
     # the original's map stretches the image (top half of the frame) over the whole grid: row 10 → row 20
-    faithful = persam.attention_bias(backbone, on_grid, at_image, shape, "faithful")
+    faithful = persam_steps.attention_bias(backbone, on_grid, at_image, shape, "faithful")
     assert faithful.shape == (1, 1, 1, 4096) and int(faithful.argmax()) == 20 * 64 + 40
 
 
@@ -205,12 +205,12 @@ def test_k_shot_target_features_average_or_pool_the_references() -> None:
     items = [TrainItem("a", np.zeros((256, 256), np.uint8), None, mask=small),
              TrainItem("b", np.zeros((256, 256), np.uint8), None, mask=large)]  # fmt: skip
     embeddings = torch.stack([torch.full((256, 64, 64), 1.0), torch.full((256, 64, 64), 6.0)])
-    average = persam.target_feature(backbone, items, embeddings, "average", persam.mean_feature)
-    pooled = persam.target_feature(backbone, items, embeddings, "pooled", persam.mean_feature)
+    average = persam_steps.target_feature(backbone, items, embeddings, "average", persam_steps.mean_feature)
+    pooled = persam_steps.target_feature(backbone, items, embeddings, "pooled", persam_steps.mean_feature)
     torch.testing.assert_close(average, torch.full((256,), 3.5))
     torch.testing.assert_close(pooled, torch.full((256,), (64 * 1.0 + 256 * 6.0) / 320))
     cells = torch.tensor([[0.0, 4.0], [2.0, 0.0]])
-    torch.testing.assert_close(persam.max_mean_feature(cells), torch.tensor([1.5, 3.0]))
+    torch.testing.assert_close(persam_steps.max_mean_feature(cells), torch.tensor([1.5, 3.0]))
 
 
 # --- PerSAM-F's two weights --------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def test_litemedsam_features_of_the_reference_mask_resemble_the_test_ellipses() 
     reference, tests = task.train[0], task.test[:2]
     embeddings = cached_embeddings(backbone, [reference.image] + [sample.image for sample in tests])
     item = TrainItem(reference.id, reference.image, None, mask=reference.mask)
-    target = persam.target_feature(backbone, [item], embeddings[:1], "average", persam.mean_feature)
+    target = persam_steps.target_feature(backbone, [item], embeddings[:1], "average", persam_steps.mean_feature)
     for sample, embedding in zip(tests, embeddings[1:], strict=True):
-        _, at_image = persam.similarity(backbone, embedding, target, sample.image.shape)
+        _, at_image = persam_steps.similarity(backbone, embedding, target, sample.image.shape)
         assert at_image[torch.from_numpy(sample.mask)].mean() > at_image[torch.from_numpy(~sample.mask)].mean()

@@ -17,14 +17,14 @@ OFFSETS = 0.005 * np.arange(len(IDS))  # distinct per case (mean 1.75 points), s
 
 def _write(results, method: str, labels: str, dice: float, *, shots: int | None = 10, budget: str = "quick",
            seeds=(0, 1), fit_seconds: float = 50.0, epochs: int | None = 50, params_trainable: int = 250_000,
-           step: float = 0.0) -> np.ndarray:  # fmt: skip
+           step: float = 0.0, overrides: dict | None = None) -> np.ndarray:  # fmt: skip
     """Runs of one Table 1 row whose per-case Dice, averaged over seeds, is ``dice + OFFSETS + step × i``."""
     values = dice + OFFSETS + step * np.arange(len(IDS))
     for seed in seeds:
         shift = 0.01 * (seed - (len(seeds) - 1) / 2)  # seeds differ, their mean does not
         write_record(results, method, dict(zip(IDS, (values + shift).tolist(), strict=True)), labels=labels,
                      shots=shots, seed=seed, budget=budget, fit_seconds=fit_seconds, epochs=epochs,
-                     params_trainable=params_trainable)  # fmt: skip
+                     params_trainable=params_trainable, overrides=overrides)  # fmt: skip
     return values
 
 
@@ -109,3 +109,17 @@ def test_the_report_has_a_claims_section_and_csv(tmp_path) -> None:
     saved = pd.read_csv(tmp_path / "report" / "claims.csv")
     assert saved["verdict"].tolist() == [claims.HOLDS] + [claims.UNMEASURABLE] * 3
 
+
+
+def test_a_verdict_resting_on_a_set_override_row_says_so(tmp_path) -> None:
+    """A smoke run (``--set epochs=2``) is the only UNet row: claim (a) may use it, but must name it as such."""
+    _write(tmp_path, "prompt-module", "box", 0.80, budget="paper")
+    _write(tmp_path, "unet", "mask", 0.60, overrides={"epochs": 2})
+    verdicts = _verdicts(tmp_path)
+    evidence = verdicts["a"].evidence
+    assert "UNet · mask · k=10 · quick [epochs=2] 61.75" in evidence
+    assert "Rests on rows with --set overrides (no row without them ran): UNet" in evidence
+    assert "(--set epochs=2)" in evidence and "Prompt module (ours) · box" not in evidence.split("Rests on")[1]
+    # a claim on rows without overrides says nothing of the kind
+    _write(tmp_path, "unet", "mask", 0.60)
+    assert "Rests on" not in _verdicts(tmp_path)["a"].evidence

@@ -64,7 +64,7 @@ def test_markdown_groups_rows_by_type_and_matches_numpy(grid) -> None:
     results, expected = grid
     rows = _markdown_rows(_table(results, "--format", "md"))
     header, body = rows[0], rows[1:]
-    assert header == ["Type", "Method", "Training samples", "Mask labels", "BB labels",
+    assert header == ["Type", "Method", "Training samples", "Mask labels", "BB labels", "Runs",
                       "Synthetic Ellipse", "Synthetic Blob"]  # fmt: skip
     # types in the paper's order, each named once; the unknown method last under "Other"
     assert [row[0] for row in body if row[0]] == [
@@ -76,7 +76,9 @@ def test_markdown_groups_rows_by_type_and_matches_numpy(grid) -> None:
     assert body[0][2:5] == ["–", "", "✓"]  # training-free: no training samples; prompted with boxes
     assert body[1][2:5] == ["1", "✓", ""]
     assert body[6][2:5] == ["10", "", "✓"]
-    assert body[-1][6] == "–"  # retired-net has no blob run
+    assert body[-1][7] == "–"  # retired-net has no blob run
+    # runs per row; per column where they differ
+    assert [row[5] for row in body] == ["1"] + ["4"] * 6 + ["1 / 0"]
 
     names = {"MedSAM": "rep-medsam", "UNet": "rep-unet", "AutoSAM": "rep-autosam",
              "Prompt_module & 100%": "rep-ours", "retired-net": "retired-net"}  # fmt: skip
@@ -85,20 +87,23 @@ def test_markdown_groups_rows_by_type_and_matches_numpy(grid) -> None:
         method = names[row[1]]
         labels = "mask" if row[3] == "✓" else "box"
         shots = "all" if row[2] == "–" else row[2]
-        for task, cell in zip(("ellipse", "blob"), row[5:], strict=True):
+        for task, cell in zip(("ellipse", "blob"), row[6:], strict=True):
             if (method, labels, shots, task) not in expected:
                 continue
             mean, std = expected[(method, labels, shots, task)]
-            assert cell.strip("*") == f"{mean:.2f} ± {std:.2f}"
+            single = row[5].startswith("1")  # one run: its value, no "± 0.00"
+            assert cell.strip("*") == (f"{mean:.2f}" if single else f"{mean:.2f} ± {std:.2f}")
             checked += 1
     assert checked == 15
-    assert "Budget: quick." in _table(results, "--format", "md")
+    caption = _table(results, "--format", "md").split("Table 1. ")[1]
+    assert "Budget: quick. Bold: the best automatic result per column." in caption
+    assert "population std (ddof 0)" in caption
 
 
 def test_best_automatic_result_is_bold_per_column(grid) -> None:
     results, expected = grid
     rows = _markdown_rows(_table(results, "--format", "md"))[1:]
-    for column, task in ((5, "ellipse"), (6, "blob")):
+    for column, task in ((6, "ellipse"), (7, "blob")):
         bold = [row[1] for row in rows if row[column].startswith("**")]
         automatic = {k: v[0] for k, v in expected.items() if k[3] == task and k[0] != "rep-medsam"}
         best = max(automatic, key=automatic.get)
@@ -110,7 +115,7 @@ def test_best_automatic_result_is_bold_per_column(grid) -> None:
 def test_hd95_table_bolds_the_lowest(grid) -> None:
     results, _ = grid
     rows = _markdown_rows(_table(results, "--format", "md", "--metric", "hd95"))[1:]
-    column = [(row[1], float(NUMBER.findall(row[5])[0]), row[5].startswith("**")) for row in rows]
+    column = [(row[1], float(NUMBER.findall(row[6])[0]), row[6].startswith("**")) for row in rows]
     automatic = [(name, value) for name, value, _ in column if name not in ("MedSAM", "retired-net")]
     lowest = min(value for _, value in automatic)
     assert [name for name, value, bold in column if bold] == [n for n, v in automatic if v == lowest]
@@ -135,9 +140,10 @@ def test_csv_and_latex_agree_with_markdown_number_for_number(grid) -> None:
                   if line.endswith(r"\\") and "multicolumn" not in line and "Method" not in line]  # fmt: skip
     assert len(markdown) == len(csv) == len(latex_rows)
     for md_row, (_, csv_row), tex_row in zip(markdown, csv.iterrows(), latex_rows, strict=True):
-        md_numbers = [float(n) for cell in md_row[5:] for n in NUMBER.findall(cell)]
-        columns = [f"Synthetic {task} {stat}" for task in ("Ellipse", "Blob") for stat in ("mean", "std")]
-        csv_numbers = [float(csv_row[column]) for column in columns if not pd.isna(csv_row[column])]
+        md_numbers = [float(n) for cell in md_row[6:] for n in NUMBER.findall(cell)]
+        # the CSV keeps a single run's std (0) beside its runs count; the printed tables show its value alone
+        csv_numbers = [float(csv_row[f"Synthetic {task} {stat}"]) for task in ("Ellipse", "Blob")
+                       for stat in ("mean", "std") if csv_row[f"Synthetic {task} runs"] > (stat == "std")]  # fmt: skip
         tex_numbers = [float(n) for n in NUMBER.findall(tex_row)]
         assert md_numbers == pytest.approx(csv_numbers)
         assert md_numbers == pytest.approx(tex_numbers)
@@ -167,11 +173,11 @@ def test_latex_is_booktabs_with_grouped_header_and_escaped_names(grid, tmp_path)
     results, _ = grid
     latex = _table(results, "--format", "latex")
     assert r"\toprule" in latex and r"\bottomrule" in latex and r"\midrule" in latex
-    assert r"\multicolumn{2}{c}{Synthetic}" in latex and r"\cmidrule(lr){5-6}" in latex
-    assert r"\multicolumn{6}{l}{\textit{Automatic --- fully trained}}" in latex
+    assert r"\multicolumn{2}{c}{Synthetic}" in latex and r"\cmidrule(lr){6-7}" in latex
+    assert r"\multicolumn{7}{l}{\textit{Automatic --- fully trained}}" in latex
     assert r"Prompt\_module \& 100\%" in latex and "Prompt_module & 100%" not in latex
     assert r"\textbf{" in latex and "Budget: quick." in latex
-    check_latex_structure(latex, columns=6)
+    check_latex_structure(latex, columns=7)
 
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed: the structural check above is all that ran")
@@ -198,7 +204,7 @@ def test_stats_marks_significant_differences_from_the_reference(tmp_path) -> Non
     write_record(tmp_path, "rep-autosam", dict(zip(ids, alternating, strict=True)))
 
     rows = _markdown_rows(_table(tmp_path, "--format", "md", "--stats", "--reference", "rep-ours"))[1:]
-    marked = {row[1]: row[5].endswith("†") for row in rows}
+    marked = {row[1]: row[6].endswith("†") for row in rows}
     assert marked == {"UNet": True, "AutoSAM": False, "Prompt_module & 100%": False}
     assert "Holm" in _table(tmp_path, "--format", "md", "--stats", "--reference", "rep-ours")
     latex = _table(tmp_path, "--format", "latex", "--stats", "--reference", "rep-ours")
@@ -219,19 +225,51 @@ def test_mixed_budgets_get_a_budget_column_and_say_so(tmp_path) -> None:
     rows = _markdown_rows(text)
     assert rows[0][5] == "Budget" and sorted(row[5] for row in rows[1:]) == ["paper", "quick"]
     assert "Records mix budgets (paper, quick)" in text
-    check_latex_structure(_table(tmp_path, "--format", "latex"), columns=6)
+    check_latex_structure(_table(tmp_path, "--format", "latex"), columns=7)
 
 
 def test_a_method_run_with_two_backbones_gets_a_row_for_each(tmp_path) -> None:
     write_record(tmp_path, "rep-ours", dict.fromkeys(IDS, 0.7), labels="box", backbone="litemedsam")
     write_record(tmp_path, "rep-ours", dict.fromkeys(IDS, 0.9), labels="box", backbone="medsam-vit-b")
     write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, 0.6))
-    rows = {row[1]: row[5] for row in _markdown_rows(_table(tmp_path, "--format", "md"))[1:]}
-    assert rows == {"UNet": "60.00 ± 0.00", "Prompt_module & 100% (litemedsam)": "70.00 ± 0.00",
-                    "Prompt_module & 100% (medsam-vit-b)": "**90.00 ± 0.00**"}  # fmt: skip
+    rows = {row[1]: row[6] for row in _markdown_rows(_table(tmp_path, "--format", "md"))[1:]}
+    assert rows == {"UNet": "60.00", "Prompt_module & 100% (litemedsam)": "70.00",
+                    "Prompt_module & 100% (medsam-vit-b)": "**90.00**"}  # fmt: skip
 
 
 def test_unknown_format_is_a_user_error(grid) -> None:
     results, _ = grid
     outcome = CliRunner().invoke(app, ["table", "--results", str(results), "--format", "xlsx"])
     assert outcome.exit_code == 2 and "--format takes md, latex, csv" in outcome.output
+
+
+def _csv(results, *options: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(_table(results, "--format", "csv", *options)), keep_default_na=False)
+
+
+def test_bold_is_per_column_and_budget_the_same_in_every_format_and_the_caption_says_so(tmp_path) -> None:
+    for budget, (unet, ours) in {"quick": (0.6, 0.7), "paper": (0.8, 0.75)}.items():
+        for seed in (0, 1):
+            write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, unet + 0.01 * seed), budget=budget, seed=seed)
+            write_record(tmp_path, "rep-ours", dict.fromkeys(IDS, ours), labels="box", budget=budget, seed=seed)
+    # training-free: no budget changes it, so it competes in both (and wins neither)
+    write_record(tmp_path, "rep-medsam", dict.fromkeys(IDS, 0.95), labels="box", shots=None, budget="paper")
+    text = _table(tmp_path, "--format", "md")
+    rows = _markdown_rows(text)[1:]
+    bold = sorted((row[1], row[5]) for row in rows if row[7].startswith("**"))
+    assert bold == [("Prompt_module & 100%", "quick"), ("UNet", "paper")]
+    assert [row[5] for row in rows if row[1] == "MedSAM"] == ["–"]  # training-free: no budget
+    assert "among rows of the same budget" in text.split("Table 1. ")[1]
+    csv = _csv(tmp_path)
+    best = csv[csv["Synthetic Ellipse best"]]
+    assert sorted(zip(best["Method"], best["Budget"], strict=True)) == bold
+    latex = _table(tmp_path, "--format", "latex")
+    assert latex.count(r"\textbf{") == 2 and "among rows of the same budget" in latex
+    check_latex_structure(latex, columns=7)
+
+
+def test_set_overrides_show_on_their_rows_even_when_every_row_shares_them(tmp_path) -> None:
+    write_record(tmp_path, "rep-unet", dict.fromkeys(IDS, 0.6), overrides={"epochs": 2})
+    text = _table(tmp_path, "--format", "md")
+    assert [row[1] for row in _markdown_rows(text)[1:]] == ["UNet [epochs=2]"]
+    assert "--set overrides" in text.split("Table 1. ")[1]

@@ -64,7 +64,7 @@ def test_prompt_module_losses_with_fused_attention_equal_the_stock_decoders(back
 
 
 def test_persams_class_swap_keeps_the_fused_attention_outside_its_block():
-    from bench.methods.persam import target_guidance
+    from bench.methods.persam_steps import target_guidance
 
     backbone = load_backbone("tiny-sam-test")
     before = [type(module) for module in backbone.mask_decoder.modules()]

@@ -9,7 +9,6 @@ import warnings
 import typer
 
 from bench.cli.common import app, errors
-from bench.errors import hide_dependency_notices
 
 # click's UsageError, whether typer uses click or its own vendored copy (which exports only the subclass)
 _USAGE_ERROR: type[Exception] = typer.BadParameter.__base__
@@ -27,7 +26,6 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main() -> None:
-    hide_dependency_notices()
     warnings.formatwarning = _one_line_warning
     try:
         exit_code = app(standalone_mode=False)

@@ -218,7 +218,8 @@ def _statistics_markdown(compared: pd.DataFrame, names: Names, headline: bool) -
                    "Dice × 100 [95 % CI]": f"{100 * row.mean:.2f} [{100 * row.ci_low:.2f}, {100 * row.ci_high:.2f}]"}
         if headline:
             tested = bool(row.reference_labels)
-            values["Reference row"] = _reference_row(row) if tested else "(the headline row)"
+            own = "(the headline row)" if not row.variant else "(the headline row: only --set variants ran)"
+            values["Reference row"] = _reference_row(row) if tested else own
             values["Differs in"] = (row.differs or "–") if tested else "–"
         else:
             values["Reference labels"] = row.reference_labels or "–"

@@ -2,10 +2,12 @@
 
 Each claim compares Table 1 rows: a method's row is its headline (``rows.headline``) among the rows with the
 label regime and k the claim names — boxes for the prompt module, masks for the others, k = 10 (PerSAM:
-1) — so the best budget is used and ``--set`` variants only when nothing else ran. Two rows are compared on
-their mean Dice × 100 and, where the claim says better or worse, with the paired per-case test of
-``bench.report.stats`` (two-sided Wilcoxon on the cases both scored). ``RULES`` states when each claim holds;
-every verdict names the rows, their numbers and their budgets, and says so when the budgets differ.
+1) — so the best budget is used and ``--set`` variants only when nothing else ran; a verdict that rests on
+such a row says so, naming its overrides (a smoke run with ``--set epochs=2`` is not the method's recipe).
+Two rows are compared on their mean Dice × 100 and, where the claim says better or worse, with the paired
+per-case test of ``bench.report.stats`` (two-sided Wilcoxon on the cases both scored). ``RULES`` states when
+each claim holds; every verdict names the rows, their numbers and their budgets, and says so when the budgets
+differ.
 """
 
 from __future__ import annotations
@@ -64,13 +66,26 @@ class _Rows:
 
     def __init__(self, summary: pd.DataFrame, values: pd.Series) -> None:
         self.summary, self.values = summary, values
+        self.used: list[pd.Series] = []  # the rows a claim read, so its verdict can say what they are
 
     def row(self, method: str, labels: str, shots: str, budget: str | None = None) -> pd.Series | None:
         mine = self.summary[(self.summary["method"] == method) & (self.summary["labels"] == labels)
                             & (self.summary["shots"] == shots)]  # fmt: skip
         if budget is not None:
             mine = mine[mine["budget"] == budget]
-        return headline(mine, labels)
+        chosen = headline(mine, labels)
+        if chosen is not None:
+            self.used.append(chosen)
+        return chosen
+
+    def overrides_note(self) -> str:
+        """" Rests on rows with --set overrides: …" when a row the claim read has any; else ""."""
+        variants = {one_line(row["row_label"]): row["variant"] for row in self.used if row["variant"]}
+        if not variants:
+            return ""
+        named = "; ".join(f"{label} (--set {variant})" for label, variant in variants.items())
+        return (f" Rests on rows with --set overrides (no row without them ran): {named}; such a row is a variant"
+                " (a smoke run, say), not the method's recipe.")
 
     def paired_p(self, first: pd.Series, second: pd.Series) -> float:
         keys = [tuple(row[stats.ROW]) for row in (first, second)]
@@ -216,8 +231,9 @@ def check_claims(runs: pd.DataFrame, cases: pd.DataFrame) -> list[Verdict]:
     for dataset, task in sorted(tasks, key=lambda pair: _task_key(*pair, names)):
         rows = _Rows(summary.loc[tasks[(dataset, task)]], values)
         for claim, check in (("a", _claim_a), ("b", _claim_b), ("c", _claim_c), ("d", _claim_d)):
+            rows.used = []
             verdict, evidence, budgets = check(rows, names)
-            verdicts.append(Verdict(dataset, task, claim, verdict, evidence, budgets))
+            verdicts.append(Verdict(dataset, task, claim, verdict, evidence + rows.overrides_note(), budgets))
     return verdicts
 
 

@@ -31,7 +31,8 @@ def with_row_names(frame: pd.DataFrame, names: Names) -> pd.DataFrame:
     """A copy of a store frame (or a summary of it) with ``Names.annotate``'s columns and the row's names.
 
     ``row_display`` is the Method cell of Table 1: the display name, with the backbone when the method ran
-    with several, and with the ``--set`` variant in brackets when it ran with several. ``row_label`` names
+    with several, and with the ``--set`` variant in brackets whenever the row has one (a smoke run with
+    ``--set epochs=2`` must never pass for the recipe, even when every row shares it). ``row_label`` names
     the whole row in plots: "UNet · mask · k=10 · quick", the variant on a second line; ``series_label`` is
     the same without k, for a line that joins a configuration's rows across k.
     """
@@ -39,15 +40,13 @@ def with_row_names(frame: pd.DataFrame, names: Names) -> pd.DataFrame:
         frame = frame.assign(variant="")
     frame = names.annotate(frame)
     several_backbones = frame.groupby("method")["backbone"].nunique() > 1
-    several_variants = frame.groupby("method")["variant"].nunique() > 1
     displays, labels, series = [], [], []
     for row in frame.itertuples():
         display = f"{row.method_display} ({row.backbone})" if several_backbones[row.method] else row.method_display
-        shown_variant = several_variants[row.method] and row.variant
-        displays.append(f"{display} [{row.variant}]" if shown_variant else display)
+        displays.append(f"{display} [{row.variant}]" if row.variant else display)
         k = shots_text(row.shots, row.training_free)
         regime = [row.labels] if names.method(row.method).shows_labels else []
-        variant = f"\n[{row.variant}]" if shown_variant else ""
+        variant = f"\n[{row.variant}]" if row.variant else ""
         labels.append(" · ".join([display, *regime, *([] if k == "–" else [f"k={k}"]), row.budget]) + variant)
         series.append(" · ".join([display, *regime, row.budget]) + variant)
     return frame.assign(row_display=displays, row_label=labels, series_label=series)

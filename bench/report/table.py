@@ -1,17 +1,21 @@
 """Table 1 of the seed paper from the run records, as LaTeX (booktabs), Markdown or CSV.
 
 Rows are grouped by method type (the plugin's ``group``) and list method, training samples and the label
-regime; columns are grouped by dataset, then structure. A cell is the mean ± std over runs (seeds ×
-support draws) of each run's mean metric — Dice × 100 or HD95 — with the population standard deviation
-(ddof = 0), so a single run shows ± 0.00. The best automatic result per column is bold (ties at the shown
-precision are all bold). The three formats are rendered from one ``Table1`` value, so they agree number
-for number.
+regime, the budget (``–`` for a training-free row, which no budget changes), the number of runs, and a
+``--set`` variant in brackets after the method. Columns are grouped by dataset, then structure. A cell is the
+mean ± std over runs (seeds × support draws) of each run's mean metric — Dice × 100 or HD95 — with the
+population standard deviation (ddof = 0); a single run shows its value alone.
+
+Bold marks the best automatic result per column *among rows of the same budget* (ties at the shown precision
+are all bold; a training-free row, which no budget changes, competes at every budget). Rows of different
+budgets are different experiments — a `quick` row trains a fraction of a `paper` row's epochs at a smaller
+input — so one bold cell per column would crown a budget, not a method; the caption says which rule applies.
+The three formats are rendered from one ``Table1`` value, so they agree number for number and bold for bold.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -20,11 +24,10 @@ from bench.errors import BenchError
 from bench.report import stats as statistics
 from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.report.rows import budget_rank, labels_rank, with_row_names
+from bench.report.table_formats import MARK, MISSING, to_csv, to_latex, to_markdown
 
 FORMATS = ("md", "latex", "csv")
 METRICS = ("dice", "hd95")
-MISSING = "–"
-MARK = "†"
 # The seed paper's dataset order (HC | CAMUS | ACDC); other datasets follow by display name.
 PAPER_DATASETS = ("hc18", "camus", "acdc")
 
@@ -45,6 +48,10 @@ class Row:
     @property
     def shots_text(self) -> str:
         return shots_text(self.shots, self.training_free)
+
+    @property
+    def budget_text(self) -> str:
+        return MISSING if self.training_free else self.budget
 
     @property
     def mask_mark(self) -> str:
@@ -77,7 +84,7 @@ class Cell:
     p_holm: float = math.nan
 
     def text(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}"
+        return f"{self.mean:.2f}" if self.runs == 1 else f"{self.mean:.2f} ± {self.std:.2f}"
 
 
 @dataclass
@@ -86,7 +93,7 @@ class Table1:
     rows: list[Row]
     columns: list[Column]
     cells: dict[tuple[int, int], Cell]
-    budgets: list[str]
+    budgets: list[str]  # the budgets of the rows that train
     runs: int
     split: str = "test"  # the split every run of the table was scored on
     reference: str | None = None  # the method the significance marks compare with, when computed
@@ -100,11 +107,17 @@ class Table1:
 
     def header(self) -> list[str]:
         names = ["Type", "Method", "Training samples", "Mask labels", "BB labels"]
-        return names + ["Budget"] if self.mixed_budgets else names
+        return names + (["Budget"] if self.mixed_budgets else []) + ["Runs"]
 
-    def row_header(self, row: Row) -> list[str]:
+    def row_header(self, i: int) -> list[str]:
+        row = self.rows[i]
         values = [row.group, row.display, row.shots_text, row.mask_mark, row.box_mark]
-        return values + [row.budget] if self.mixed_budgets else values
+        return values + ([row.budget_text] if self.mixed_budgets else []) + [self.runs_text(i)]
+
+    def runs_text(self, i: int) -> str:
+        """The row's finished runs: one number, or one per column (in column order) where they differ."""
+        counts = [str(self.cells[(i, j)].runs) if (i, j) in self.cells else "0" for j in range(len(self.columns))]
+        return counts[0] if len(set(counts)) == 1 else " / ".join(counts)
 
     def caption(self) -> str:
         """What the numbers are and which budget produced them (every table says so)."""
@@ -113,15 +126,22 @@ class Table1:
         else:
             what = f"{_hd95_units_text(self.hd95_units)} (lower is better)"
         parts = [
-            f"{what}: mean ± std over runs (seeds × support draws), {self.runs} finished runs,"
-            f" scored on the {self.split} split.",
-            "Best automatic result per column in bold; – no finished run.",
+            f"{what}: mean ± population std (ddof 0) over runs (seeds × support draws), {self.runs} finished"
+            f" runs, scored on the {self.split} split. Runs: finished runs per row (per column where they"
+            " differ); a single run shows its value without ±. – in a cell: no finished run.",
         ]
         if self.mixed_budgets:
             budgets = ", ".join(self.budgets)
-            parts.append(f"Records mix budgets ({budgets}): the Budget column names each row's.")
+            parts.append(
+                f"Records mix budgets ({budgets}): the Budget column names each row's (– for a training-free row)."
+                " Bold: the best automatic result per column among rows of the same budget, so a column has one"
+                " bold cell per budget; a training-free row competes at every budget."
+            )
         else:
-            parts.append(f"Budget: {self.budgets[0]}.")
+            budget = f"Budget: {self.budgets[0]}." if self.budgets else "No row trains: budgets do not apply."
+            parts.append(f"{budget} Bold: the best automatic result per column.")
+        if any(row.variant for row in self.rows):
+            parts.append("[key=value]: the row's --set overrides.")
         if self.reference is not None:
             parts.append(
                 f"{MARK} differs from {self.reference_display} (same structure, budget and"
@@ -211,7 +231,7 @@ def build_table(
         )  # fmt: skip
         cells[(i, j)] = Cell(r.mean, r.std, r.runs, significant=p_holm < statistics.ALPHA, p_holm=p_holm)
     _mark_best(rows, cells, lower_is_better=metric == "hd95")
-    budgets = sorted(summary["budget"].unique())
+    budgets = sorted({row.budget for row in rows if not row.training_free}, key=budget_rank)
     compared = cases is not None
     units = {column.dataset_display: names.spacing_unit(column.dataset) for column in columns}
     return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()), splits[0] if splits else "test",
@@ -232,125 +252,24 @@ def _significance(cases: pd.DataFrame, reference: str, metric: str) -> dict[tupl
 
 
 def _mark_best(rows: list[Row], cells: dict[tuple[int, int], Cell], lower_is_better: bool) -> None:
-    """Bold the best automatic cell per column and budget, comparing values as they are shown."""
+    """Bold the best automatic cell per column and budget, comparing values as they are shown; a training-free
+    row, which no budget changes, competes in every budget of its column (alone when no row there trains)."""
+    automatic = [(i, j) for (i, j) in cells if rows[i].group in AUTOMATIC_GROUPS]
     candidates: dict[tuple[int, str], list[tuple[int, int]]] = {}
-    for (i, j) in cells:
-        if rows[i].group in AUTOMATIC_GROUPS:
+    for i, j in automatic:
+        if not rows[i].training_free:
             candidates.setdefault((j, rows[i].budget), []).append((i, j))
+    for i, j in automatic:
+        if rows[i].training_free:
+            budgets = [key for key in candidates if key[0] == j and not rows[candidates[key][0][0]].training_free]
+            for key in budgets or [(j, MISSING)]:
+                candidates.setdefault(key, []).append((i, j))
     for keys in candidates.values():
         shown = {key: round(cells[key].mean, 2) for key in keys}
         target = min(shown.values()) if lower_is_better else max(shown.values())
         for key, value in shown.items():
             if value == target:
                 cells[key] = Cell(**{**vars(cells[key]), "best": True})
-
-
-# --- formats ------------------------------------------------------------------------------------------
-
-
-def to_markdown(table: Table1) -> str:
-    records = []
-    previous_group = None
-    for i, row in enumerate(table.rows):
-        values = table.row_header(row)
-        if row.group == previous_group:  # the type names its group once, like the paper's merged cells
-            values[0] = ""
-        previous_group = row.group
-        for j in range(len(table.columns)):
-            cell = table.cells.get((i, j))
-            if cell is None:
-                values.append(MISSING)
-                continue
-            text = f"**{cell.text()}**" if cell.best else cell.text()
-            values.append(text + MARK if cell.significant else text)
-        records.append(values)
-    frame = pd.DataFrame(records, columns=table.header() + [column.name for column in table.columns])
-    # every cell as text, so that tabulate does not reformat "10" or "All" as numbers
-    return frame.to_markdown(index=False, disable_numparse=True) + f"\n\nTable 1. {table.caption()}\n"
-
-
-def to_csv(table: Table1) -> str:
-    """One row per table row; per column its mean, std (as shown, two decimals), runs and bold flag."""
-    records = []
-    for i, row in enumerate(table.rows):
-        values: dict[str, object] = dict(zip(table.header(), table.row_header(row), strict=True))
-        values.update(method=row.method, labels=row.labels, budget=row.budget)
-        for j, column in enumerate(table.columns):
-            cell = table.cells.get((i, j))
-            values[f"{column.name} mean"] = round(cell.mean, 2) if cell else None
-            values[f"{column.name} std"] = round(cell.std, 2) if cell else None
-            values[f"{column.name} runs"] = cell.runs if cell else 0
-            values[f"{column.name} best"] = bool(cell and cell.best)
-            if table.reference is not None:
-                values[f"{column.name} p_holm"] = cell.p_holm if cell else None
-        records.append(values)
-    return pd.DataFrame(records).to_csv(index=False, float_format="%.6g")
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--",
-    "±": r"$\pm$", "×": r"$\times$", "✓": r"$\checkmark$", "†": r"$^\dagger$",
-    # outside math mode the default OT1 font encoding prints these as other glyphs (< as ¡)
-    "<": r"$<$", ">": r"$>$", "|": r"\textbar{}",
-}  # fmt: skip
-_LATEX_PATTERN = re.compile("|".join(re.escape(character) for character in _LATEX_SPECIAL))
-
-
-def latex_escape(text: str) -> str:
-    """Text safe in a LaTeX body: special characters escaped, the table's symbols as commands."""
-    return _LATEX_PATTERN.sub(lambda match: _LATEX_SPECIAL[match.group(0)], text)
-
-
-def to_latex(table: Table1) -> str:
-    header = table.header()[1:]  # the type becomes a group line above its rows, not a column
-    width = len(header) + len(table.columns)
-    lines = [
-        f"% Table 1 written by `bench table` from {table.runs} finished runs; needs booktabs and amssymb.",
-        r"\begin{table}[htbp]",
-        r"\centering",
-        rf"\caption{{{latex_escape(table.caption())}}}",
-        r"\begin{tabular}{" + "l" + "c" * (width - 1) + "}",
-        r"\toprule",
-    ]
-    spans, rules, start = [], [], len(header) + 1
-    for dataset, columns in _runs_of_datasets(table.columns):
-        spans.append(rf"\multicolumn{{{len(columns)}}}{{c}}{{{latex_escape(dataset)}}}")
-        rules.append(rf"\cmidrule(lr){{{start}-{start + len(columns) - 1}}}")
-        start += len(columns)
-    lines.append(" & ".join([""] * len(header) + spans) + r" \\")
-    lines.append(" ".join(rules))
-    names = [latex_escape(name) for name in header] + [latex_escape(c.task_display) for c in table.columns]
-    lines.append(" & ".join(names) + r" \\")
-    previous_group = None
-    for i, row in enumerate(table.rows):
-        if row.group != previous_group:
-            lines.append(r"\midrule")
-            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(row.group)}}}}} \\")
-            previous_group = row.group
-        values = [latex_escape(value) for value in table.row_header(row)[1:]]
-        for j in range(len(table.columns)):
-            cell = table.cells.get((i, j))
-            if cell is None:
-                values.append(latex_escape(MISSING))
-                continue
-            text = latex_escape(cell.text())
-            text = rf"\textbf{{{text}}}" if cell.best else text
-            values.append(text + latex_escape(MARK) if cell.significant else text)
-        lines.append(" & ".join(values) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def _runs_of_datasets(columns: list[Column]) -> list[tuple[str, list[Column]]]:
-    """Consecutive columns of one dataset, for the spanning header."""
-    groups: list[tuple[str, list[Column]]] = []
-    for column in columns:
-        if groups and groups[-1][1][0].dataset == column.dataset:
-            groups[-1][1].append(column)
-        else:
-            groups.append((column.dataset_display, [column]))
-    return groups
 
 
 def render_table(
