@@ -28,7 +28,7 @@ from bench.spec import check_eval_split
 from bench.store import RECORD_VERSION, record_path
 
 # copied from the training run's record: what the evaluated model is
-_FROM_RUN = (METHOD_INFO, "hparams", "params_total", "params_trainable", "support_ids", "saved_model")
+_FROM_RUN = (METHOD_INFO, "hparams", "params_total", "params_trainable", "support_ids")
 
 
 def score_split(
