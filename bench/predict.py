@@ -60,7 +60,7 @@ def headline_run(records: list[dict], method: str) -> dict:
 
     tasks = sorted({f"{r['spec']['dataset']}/{r['spec']['task']}" for r in records})
     if len(tasks) > 1:
-        raise BenchError(f"{method} has runs on {', '.join(tasks)}: name one by its run id, or pass --experiment")
+        raise BenchError(f"{method} has runs on {', '.join(tasks)}: name the one to use by its run id")
     frame = runs_frame(records)
     frame = frame.assign(order=[shots_sort_key(s) for s in frame["shots"]]).sort_values(["order", "draw", "seed"])
     default = METHODS.get(method).default_labels[0] if method in METHODS else None

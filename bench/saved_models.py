@@ -49,7 +49,7 @@ def saving_models() -> bool:
 
 def lacks_saved_model(record: dict | None) -> bool:
     """Whether a finished run of a trained method has no saved model (`bench run --save-models` runs it again)."""
-    if not record or record.get(METHOD_INFO, {}).get("training_free"):
+    if not record or record.get("status") != "ok" or (record.get(METHOD_INFO) or {}).get("training_free"):
         return False
     return SAVED_MODEL not in record
 
