@@ -314,6 +314,7 @@ def grid_status(results: Path, experiment: str | None = None) -> list[dict]:
             if run_id not in pending and isinstance(holder.details.get("spec"), dict):
                 pending[run_id] = RunSpec.from_dict(holder.details["spec"])
         records = load_records(results, name) if (results / name / "runs").is_dir() else []
+        records = [record for record in records if "eval_of" not in record]  # `bench evaluate`'s are no grid runs
         counts: dict[str, Counter] = defaultdict(Counter)
         pending_keys = set()
         for spec in pending.values():

@@ -136,6 +136,53 @@ class Method(ABC):
 
         return [value for value in vars(self).values() if isinstance(value, torch.nn.Module)]
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What ``fit`` learned, as tensors a saved model holds (``bench run --save-models``).
+
+        By default: the state of every network in an attribute (``modules()``: the ones the parameter counts
+        come from, buffers such as BatchNorm statistics included) as ``<attribute>.<key>``, and every tensor
+        held directly in an attribute (PerSAM's reference feature) as ``<attribute>``, all on the CPU. A
+        training-free method holds none and saves nothing. Override both hooks for state kept elsewhere.
+        """
+        import torch
+
+        state: dict[str, torch.Tensor] = {}
+        for attribute, value in vars(self).items():
+            if isinstance(value, torch.nn.Module):
+                state.update({f"{attribute}.{key}": tensor.detach().cpu() for key, tensor in
+                              value.state_dict().items()})  # fmt: skip
+            elif isinstance(value, torch.Tensor):
+                state[attribute] = value.detach().cpu()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        """Put back what ``state_dict`` returned, into a method built with the same hyper-parameters, with its
+        networks and tensors on ``device``. A state that does not fit raises BenchError (one line)."""
+        import torch
+
+        held = vars(self)
+        by_module: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state.items():
+            attribute, _, inner = key.partition(".")
+            kept_as_tensor = attribute in held and isinstance(held[attribute], (torch.Tensor, type(None)))
+            if inner and isinstance(held.get(attribute), torch.nn.Module):
+                by_module.setdefault(attribute, {})[inner] = tensor
+            elif not inner and kept_as_tensor:
+                setattr(self, attribute, tensor.to(device))
+            else:
+                raise BenchError(f"the saved state holds '{key}', which {self.name} does not have")
+        modules = {name: value for name, value in held.items() if isinstance(value, torch.nn.Module)}
+        untrained = [name for name, module in modules.items() if module.state_dict() and name not in by_module]
+        if untrained:
+            raise BenchError(f"the saved state holds nothing for {self.name}'s {', '.join(untrained)}")
+        for attribute, module_state in by_module.items():
+            try:
+                held[attribute].load_state_dict(module_state)
+            except RuntimeError as error:
+                first = str(error).strip().splitlines()[-1].strip()
+                raise BenchError(f"the saved state does not fit {self.name}'s {attribute} ({first})") from None
+            held[attribute].to(device)
+
     def parameter_counts(self, frozen: Sequence[torch.nn.Module] = ()) -> tuple[int, int]:
         """(total, trainable) parameters over ``modules()`` and ``frozen`` (the backbone the harness lends a
         method that uses one), each parameter counted once."""

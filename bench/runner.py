@@ -26,6 +26,7 @@ from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
 from bench.progress import no_progress
 from bench.registry import METHODS
+from bench.saved_models import SAVED_MODEL, lacks_saved_model, model_path, save_model, saving_models
 from bench.spec import RunSpec
 from bench.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path
 from bench.timing import PeakMemory, Stopwatch
@@ -112,7 +113,8 @@ def run_one(
         record["device"] = device_name(torch_device)
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
         saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
-        record.update(_execute(spec, torch_device, data_root, progress, saved))
+        model_file = model_path(results, experiment, spec.run_id) if saving_models() else None
+        record.update(_execute(spec, torch_device, data_root, progress, saved, model_file))
         record["status"] = "ok"
     except Exception as error:  # one failing run must never stop the grid: record it and go on
         record["error"] = f"{type(error).__name__}: {error}"
@@ -174,6 +176,7 @@ def finished_elsewhere(spec: RunSpec, results: Path, experiment: str, seen: Reco
         return None
     # a plugin known only to the workers (loaded from a file there) cannot be checked for its recipe here
     current = record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+    current = current and not (saving_models() and lacks_saved_model(record))  # `bench run --save-models` re-runs
     if not current and record_stamp(results, experiment, spec.run_id) == seen:
         return None
     return {"run_id": spec.run_id, "status": record["status"], "error": record.get("error"), "elsewhere": True}
@@ -204,7 +207,10 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
     return record
 
 
-def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int]) -> dict:
+def _execute(
+    spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int],
+    model_file: Path | None = None,
+) -> dict:
     keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
@@ -234,7 +240,12 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
     volumes = volume_metrics(scored, probabilities, task.info[VOLUME_OF]) if VOLUME_OF in task.info else None
     save_predictions(saved[0], [s.id for s in scored], probabilities, saved[1])
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
-    return {
+    if model_file is not None and not method_cls.training_free:  # written before the record that names it
+        backbone = ctx.backbone if method_cls.uses_backbone else None
+        saved_model = {SAVED_MODEL: save_model(model_file, method, spec, backbone)}
+    else:
+        saved_model = {}
+    return saved_model | {
         DATASET_INFO: describe_dataset(dataset_class(spec.dataset, data_root), spec.dataset, spec.task, scored)
         | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,

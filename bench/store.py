@@ -189,6 +189,16 @@ def variant_text(overrides: object) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(overrides.items()))
 
 
+def _row_variant(record: dict) -> str:
+    """The row's ``variant``: its ``--set`` overrides and, for a `bench evaluate` record (a model scored on
+    another dataset than it was trained on), "trained on <dataset> <task>", so it is a row of its own."""
+    variant = variant_text(record.get("spec", {}).get("overrides"))
+    trained_on = record.get("trained_on") if record.get("eval_of") else None
+    if not isinstance(trained_on, dict):
+        return variant
+    return ", ".join(filter(None, [variant, f"trained on {trained_on.get('display') or trained_on.get('dataset')}"]))
+
+
 def _description_row(record: dict) -> dict:
     """The description columns of a frame row, and when the record was finished (the newest record's
     description is the one shown when a plugin was renamed between runs)."""
@@ -209,7 +219,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
     for record in records:
         spec = record.get("spec", {})
         cases = record.get("cases") or []
-        row = {**_spec_row(spec), **_description_row(record)}
+        row = {**_spec_row(spec), **_description_row(record), "variant": _row_variant(record)}
         row.update(
             run_id=record.get("run_id"),
             experiment=record.get("experiment"),
@@ -239,7 +249,8 @@ def cases_frame(records: list[dict]) -> pd.DataFrame:
     for record in records:
         if record.get("status") != "ok":
             continue
-        base = {**_spec_row(record["spec"]), **_description_row(record), "run_id": record["run_id"]}
+        base = {**_spec_row(record["spec"]), **_description_row(record), "variant": _row_variant(record),
+                "run_id": record["run_id"]}
         for case in record.get("cases", []):
             rows.append({**base, "case": case["id"], **{k: v for k, v in case.items() if k != "id"}})
     return pd.DataFrame(rows)

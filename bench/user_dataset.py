@@ -17,14 +17,18 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bench.data import Task, percentile_to_uint8, safe_name, seeded_split
 from bench.errors import BenchError
-from bench.image_io import label_map, read_any, select_channel, slices
+from bench.image_io import label_map, read_any, select_channel, slices, slicing_axis
 from bench.inventory import Slice
 from bench.release import SPLITS, Case, ReleaseDataset, UnreadableFile
+
+if TYPE_CHECKING:
+    from bench.predict_io import FramedPlane, SourceImage
 
 MIN_PIXELS = 10
 NO_STRUCTURE = f"no structure of ≥{MIN_PIXELS} px"
@@ -202,6 +206,22 @@ class UserDataset(ReleaseDataset):
                       spacing, pixels.shape, spacing, kept, None if single else (index, thickness))
             )  # fmt: skip
         return usable, left_out
+
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new image as ``read_case`` reads the dataset's (the hook of ``bench.predict_io``): the percentile
+        window over the image or the whole volume, every slice kept on its own grid. A volume whose
+        coarsest-spaced axis is not its first (the axis ``bench predict`` stacks masks along) is refused."""
+        from bench.predict_io import identity_plane
+
+        if source.is_volume:
+            spacing = tuple(reversed(source.itk.GetSpacing())) if source.itk is not None else None
+            if slicing_axis(source.array.shape, spacing) != 0:
+                raise BenchError(
+                    f"{self.name} cuts '{source.path.name}' across its axis {slicing_axis(source.array.shape, spacing)}"
+                    " (its coarsest); bench predict stacks slices along the first axis only"
+                )
+        scaled = percentile_to_uint8(source.array)  # over the whole volume for a 3-D file, as read_case does
+        return [identity_plane(plane, source.spacing) for plane in (scaled if source.is_volume else [scaled])]
 
     def in_task(self, mask: np.ndarray) -> bool:
         return int(np.count_nonzero(mask)) >= self.min_pixels

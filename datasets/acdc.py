@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,6 +21,9 @@ from bench.data import center_crop_or_pad, percentile_to_uint8
 from bench.inventory import Slice
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
+
+if TYPE_CHECKING:
+    from bench.predict_io import FramedPlane, SourceImage
 
 SIZE = (256, 256)
 TARGET_SPACING_MM = 1.0
@@ -151,6 +155,26 @@ class ACDC(ReleaseDataset):
                 Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing, kept)
             )
         return usable, left_out
+
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new volume framed as ``read_case`` frames the release's, every slice kept (the hook of
+        ``bench.predict_io``): percentile rescale over the volume, each slice resampled to 1×1 mm and framed."""
+        from bench.errors import BenchError
+        from bench.predict_io import FramedPlane, PlaneGeometry
+
+        if source.spacing is None:
+            raise BenchError(
+                f"acdc resamples slices to 1×1 mm, but '{source.path}' has no pixel spacing; give a NIfTI, NRRD "
+                "or MHA volume"
+            )
+        scaled = percentile_to_uint8(np.stack(source.planes))  # over the whole volume, as read_case does
+        resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
+        planes = []
+        for pixels in scaled:
+            on_grid = resample_slice(pixels, source.spacing, cv2.INTER_LINEAR)
+            geometry = PlaneGeometry(tuple(pixels.shape), tuple(on_grid.shape), SIZE)
+            planes.append(FramedPlane(center_crop_or_pad(on_grid, SIZE), resampled, geometry))
+        return planes
 
     def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
         parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}

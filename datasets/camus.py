@@ -18,6 +18,7 @@ variant's split.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from bench.data import (
 from bench.inventory import Slice
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
+
+if TYPE_CHECKING:
+    from bench.predict_io import FramedPlane, SourceImage
 
 SIZE = (512, 512)
 LABELS = {1, 2, 3}
@@ -119,6 +123,12 @@ class CAMUS(ReleaseDataset):
         return [
             Slice(case.id, case.subject, pixels, labels_in_frame, resampled, image.shape, spacing, kept)
         ], []
+
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.predict_io``)."""
+        from bench.predict_io import frame_release_image
+
+        return frame_release_image(self, source)
 
 
 @DATASETS.register("camus-whole")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,6 +32,9 @@ from bench.data import (
 from bench.inventory import Slice
 from bench.registry import DATASETS
 from bench.release import Case, ReleaseDataset, UnreadableFile
+
+if TYPE_CHECKING:
+    from bench.predict_io import FramedPlane, SourceImage
 
 SIZE = (640, 640)
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
@@ -145,6 +149,12 @@ class HC18(ReleaseDataset):
         return [
             Slice(case.id, case.subject, pixels, mask_in_frame, spacing, image.shape, source_spacing, kept)
         ], []
+
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.predict_io``)."""
+        from bench.predict_io import frame_release_image
+
+        return frame_release_image(self, source)
 
 
 @DATASETS.register("hc18-whole")

@@ -14,6 +14,7 @@ Everything is drawn from ``default_rng(seed, index)``, so the data is identical 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,6 +22,9 @@ import numpy as np
 from bench.data import Sample, Task, stable_seed
 from bench.dataset import Dataset
 from bench.registry import DATASETS
+
+if TYPE_CHECKING:
+    from bench.predict_io import FramedPlane, SourceImage
 
 SIZE = 256
 SPLIT_SIZES = {"train": 120, "val": 20, "test": 40}
@@ -123,6 +127,19 @@ class Synthetic(Dataset):
     task_display = {"ellipse": "Ellipse", "blob": "Blob"}
     needs_data_root = False
     seed = 0
+
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new 2-D image as it is (the synthetic images have no preprocessing); non-uint8 pixels are
+        percentile-rescaled to uint8 (the hook of ``bench.predict_io``)."""
+        from bench.data import percentile_to_uint8
+        from bench.errors import BenchError
+        from bench.predict_io import identity_plane
+
+        planes = source.planes
+        if len(planes) != 1:
+            raise BenchError(f"synthetic takes 2-D images; '{source.path}' is a volume of {len(planes)} slices")
+        image = planes[0] if planes[0].dtype == np.uint8 else percentile_to_uint8(planes[0])
+        return [identity_plane(image, None)]
 
     @functools.cached_property
     def _generated(self) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:

@@ -297,3 +297,29 @@ def test_ls_lists_user_datasets_and_their_tasks(tmp_path: Path, isolated_cache: 
     assert listed.exit_code == 0, listed.output
     assert "nnunet:Dataset123_Toy: tasks disc, square" in listed.output
     assert "folder:discs: tasks foreground" in listed.output
+
+
+def test_predict_and_evaluate_on_a_volume_dataset(tmp_path: Path, isolated_cache: Path) -> None:
+    import SimpleITK as sitk
+
+    folder = write_decathlon(tmp_path, cases=8)
+    results = tmp_path / "results"
+    plugin = ("--plugin", EXAMPLES / "otsu_threshold.py")
+    run = invoke("run", *plugin, "--methods", "otsu", "--datasets", "nnunet:Task09_Toy", "--tasks", "disc",
+                 "--data-root", tmp_path, "--results", results)  # fmt: skip
+    assert run.exit_code == 0, run.output
+    (record,) = (json.loads(path.read_text()) for path in (results / "default" / "runs").glob("*.json"))
+    volume = folder / "imagesTr" / "toy_001.nii.gz"
+    single = tmp_path / "toy_001.nii.gz"  # one modality, as a user's new scan would be
+    image = sitk.ReadImage(str(volume))
+    first = sitk.Extract(image, (*image.GetSize()[:3], 0), (0, 0, 0, 0))
+    sitk.WriteImage(first, str(single))
+    out = tmp_path / "masks"
+    predicted = invoke("predict", record["run_id"], single, "--output", out, "--results", results, *plugin,
+                       "--data-root", tmp_path, "--device", "cpu")  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    written = sitk.ReadImage(str(out / "toy_001.nii.gz"))
+    assert written.GetSize() == first.GetSize() and written.GetSpacing() == pytest.approx(first.GetSpacing())
+    evaluated = invoke("evaluate", record["run_id"], "--dataset", "nnunet:Task09_Toy", "--results", results,
+                       *plugin, "--data-root", tmp_path, "--device", "cpu")  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output

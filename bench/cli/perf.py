@@ -177,6 +177,24 @@ def perf_decode(
     console.print("\n".join(result.lines()), highlight=False)
 
 
+@perf_app.command("predict")
+@user_errors
+def perf_predict(
+    backbone: Annotated[str, typer.Option(help="Backbone to time.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="PNG images (HC18's 800×540) predicted per repeat.")] = 8,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats; the median is reported.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+) -> None:
+    """Images/s of the `bench predict` path (files in, masks out) vs the bare encoder + decoder forward."""
+    from bench.perf.predict import predict_benchmark
+
+    model = _perf_backbone(backbone, checkpoint, device)
+    resolved = checkpoint.expanduser().resolve() if checkpoint else None
+    result = predict_benchmark(model, resolved, images, repeats=repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
 @perf_app.command("loss")
 @user_errors
 def perf_loss(

@@ -100,6 +100,9 @@ def run(
         typer.Option("--slurm-arg", help="Other submitit/sbatch option key=value, e.g. constraint=a100."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
+    save_models: Annotated[
+        bool, typer.Option("--save-models", help="Keep what each run trained in <experiment>/models/ (see predict).")
+    ] = False,
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
@@ -107,7 +110,9 @@ def run(
     from bench import store
     from bench.claims import live_holder, remove_stale
     from bench.executors import check_executor, execute
+    from bench.paths import environment_variable
     from bench.runner import recipe_changes, resolve_device
+    from bench.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
     from bench.submitit_jobs import SlurmOptions, load_job_ledger
 
     load_plugins(plugin)
@@ -149,7 +154,8 @@ def run(
     outdated = [s for s in runnable if changed.get(s.run_id)]
     for spec in outdated:
         statuses[spec.run_id] = "outdated"
-    to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"]
+    to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"
+              or (save_models and lacks_saved_model(existing[s.run_id]))]  # fmt: skip
     skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
     # runs another process holds now: not run here, and waited for after the rest (see ``execute``)
     holders = {s.run_id: live_holder(store.claim_path(results, experiment, s.run_id)) for s in to_run}
@@ -200,7 +206,10 @@ def run(
     elsewhere: list[dict] = []
     claimed: dict[str, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with (
+        Progress(*columns, console=console, transient=False) as progress,
+        environment_variable(SAVE_MODELS_VARIABLE, "1" if save_models else ""),
+    ):
         grid = progress.add_task("runs", total=len(to_run))
         bars = ProgressBars(progress)
 
