@@ -4,9 +4,10 @@ On a GPU, ``.item()``, ``float(t)``, ``.cpu()``, ``.tolist()``, ``.numpy()``, ``
 for every queued kernel. This machine has no GPU, so the reads are counted on CPU tensors through patched
 ``torch.Tensor`` methods. Draws from the host's seeded generator (shuffles, TransUNet's augmentation) are
 host data, never on the device: tensors made by ``torch.randperm/rand/randint`` with a ``generator`` are not
-counted, nor torch's optimisers reading their step counters (kept on the host unless ``capturable``). A fit reads its diagnostics back once per epoch; a read per step or per sample would make the count
-grow with the number of steps or samples, so two fits with the same epochs, one of 1 step of 2 samples per
-epoch and one of 2 steps of 2 samples (batch norm needs 2), must count the same reads.
+counted, nor torch's optimisers reading their step counters (kept on the host unless ``capturable``). A fit
+reads its diagnostics back once per epoch; a read per step or per sample would make the count grow with the
+number of steps or samples, so two fits with the same epochs, one of 1 step of 2 samples per epoch and one
+of 2 steps of 2 samples (batch norm needs 2), must count the same reads.
 """
 
 from __future__ import annotations
