@@ -92,7 +92,7 @@ def test_markdown_groups_rows_by_type_and_matches_numpy(grid) -> None:
             assert cell.strip("*") == f"{mean:.2f} ± {std:.2f}"
             checked += 1
     assert checked == 15
-    assert "Budget: quick." in _table(results, "--format", "md")
+    assert "Budget: quick. Precision: fp32." in _table(results, "--format", "md")
 
 
 def test_best_automatic_result_is_bold_per_column(grid) -> None:

@@ -93,6 +93,7 @@ class Table1:
     reference_display: str | None = None
     # dataset display name → unit of its HD95 ("mm", "px", "mixed"; None for records that do not say)
     hd95_units: dict[str, str | None] = field(default_factory=dict)
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # of the finished runs (bench.device)
 
     @property
     def mixed_budgets(self) -> bool:
@@ -122,6 +123,7 @@ class Table1:
             parts.append(f"Records mix budgets ({budgets}): the Budget column names each row's.")
         else:
             parts.append(f"Budget: {self.budgets[0]}.")
+        parts.append(f"Precision: {', '.join(self.precisions)}.")
         if self.reference is not None:
             parts.append(
                 f"{MARK} differs from {self.reference_display} (same structure, budget and"
@@ -214,9 +216,11 @@ def build_table(
     budgets = sorted(summary["budget"].unique())
     compared = cases is not None
     units = {column.dataset_display: names.spacing_unit(column.dataset) for column in columns}
+    finished = runs[runs["status"] == "ok"] if "status" in runs else runs
+    precisions = sorted(set(finished["precision"].dropna())) if "precision" in finished else ["fp32"]
     return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()), splits[0] if splits else "test",
                   reference if compared else None, names.method(reference).display if compared else None,
-                  units)  # fmt: skip
+                  units, precisions or ["fp32"])  # fmt: skip
 
 
 def _significance(cases: pd.DataFrame, reference: str, metric: str) -> dict[tuple, float]:
