@@ -114,3 +114,13 @@ def test_hd95_on_the_masks_window_equals_the_whole_image_on_real_hc18_heads() ->
         assert truth.sum() > 1000  # a filled head, not its outline
         for prediction in perturbed(truth):
             assert abs(hd95(prediction, truth, spacing) - whole_image_hd95(prediction, truth, spacing)) <= 1e-6
+
+
+def test_the_scoring_benchmark_times_both_transforms_on_the_same_cases() -> None:
+    from bench.perf.scoring import acdc_like_cases, scoring_benchmark
+
+    cases = acdc_like_cases(6, 64)
+    assert all(prediction.shape == truth.shape == (64, 64) and truth.any() for prediction, truth, _ in cases)
+    result = scoring_benchmark(cases=6, size=64, repeats=1)
+    assert result.largest_difference <= 1e-6 and result.windowed_seconds > 0 and result.whole_image_seconds > 0
+    assert "speed-up" in result.lines()[-1]
