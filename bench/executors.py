@@ -160,6 +160,21 @@ def pool_gpus(device: str, jobs: int, single: bool = False) -> list[str | None]:
     return [names[slot % len(names)] for slot in range(jobs)]
 
 
+def local_job_gpus(device: str, jobs: int) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each of ``jobs`` local submitit job slots, which submitit otherwise starts
+    with no GPU at all: one GPU each, round-robin, for cuda or auto; every GPU of the parent for an explicit
+    ``cuda:N`` (the user's choice of device); None (no GPU) for cpu or a machine without one."""
+    import torch
+
+    count = torch.cuda.device_count() if device != "cpu" else 0
+    if count == 0:
+        return [None] * jobs
+    if device in ("cuda", "auto"):
+        return pool_gpus(device, jobs, single=True)
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [inherited or ",".join(str(index) for index in range(count))] * jobs
+
+
 def execute(
     specs: Sequence[RunSpec],
     results: Path,
@@ -267,7 +282,7 @@ def _dispatch(
         where = Path(results).resolve()
 
         # a local job gets one GPU, its slot's (round-robin); a SLURM job gets the GPUs its allocation names
-        gpus = pool_gpus(device, jobs, single=True) if executor == "submitit" else [None] * jobs
+        gpus = local_job_gpus(device, jobs) if executor == "submitit" else [None] * jobs
 
         def arguments(spec: RunSpec, slot: int) -> tuple:
             return (spec, where, experiment, root, device, tuple(plugins), seen[spec.run_id], no_progress,

@@ -130,6 +130,16 @@ def test_local_submitit_jobs_get_one_gpu_each_and_honour_jobs(tmp_path, monkeypa
     assert most_at_once == [2] and set(gpus_seen) == {"0", "1"} and gpus_seen[:2] == ["0", "1"]
 
 
+def test_local_submitit_jobs_see_the_gpus_their_device_needs(two_gpus, monkeypatch) -> None:
+    assert executors.local_job_gpus("cuda", 3) == ["0", "1", "0"]
+    assert executors.local_job_gpus("cuda:1", 2) == ["0,1", "0,1"]  # cuda:1 must exist in the job
+    assert executors.local_job_gpus("cpu", 2) == [None, None]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert executors.local_job_gpus("auto", 2) == ["0", "0"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert executors.local_job_gpus("auto", 2) == [None, None]
+
+
 def test_local_submitit_refuses_slurm_gpus(tmp_path) -> None:
     result = run_cli("run", "--methods", "unet", "--executor", "submitit", "--slurm-gpus", "2",
                      "--results", str(tmp_path))  # fmt: skip

@@ -178,8 +178,8 @@ def run(
         f"budget [bold]{resolved_budget}[/bold], precision [bold]{expected or 'auto, per GPU'}[/bold], scored on "
         f"[bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
-        highlight=False,
-    )
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     if waiting:
         console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
     if held:
