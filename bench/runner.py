@@ -18,8 +18,18 @@ import torch
 from bench import claims, data
 from bench.allocator import keep_freed_memory
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
-from bench.device import DEFAULT_NUMERICS, Numerics, apply_numerics, autocast, cuda_warmup, resolve_device
+from bench.device import (
+    DEFAULT_NUMERICS,
+    Numerics,
+    apply_numerics,
+    autocast,
+    cuda_warmup,
+    precision_changes,
+    resolve_device,
+    resolve_precision,
+)
 from bench.embedding_cache import embedding_counts, image_digest
+from bench.errors import BenchError
 from bench.method import RunContext, no_progress
 from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
@@ -131,7 +141,7 @@ def run_claimed(
     if isinstance(claim, claims.Holder):
         return {"run_id": spec.run_id, "status": "claimed", "error": None, "holder": claim.describe()}
     try:
-        done = finished_elsewhere(spec, results, experiment, seen)
+        done = finished_elsewhere(spec, results, experiment, seen, _expected_precision(numerics, device))
         if done is not None:
             return done
         record = run_one(spec, results, experiment, data_root, device, progress=progress, numerics=numerics)
@@ -150,18 +160,31 @@ def record_stamp(results: Path, experiment: str, run_id: str) -> RecordStamp | N
     return status.st_mtime_ns, status.st_size
 
 
-def finished_elsewhere(spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None) -> dict | None:
+def _expected_precision(numerics: Numerics, device: str) -> str | None:
+    """The precision a run of ``numerics`` on ``device`` records here; None when the device is not here (the
+    run fails, and says why, in ``run_one``)."""
+    try:
+        return resolve_precision(numerics.precision, resolve_device(device))
+    except BenchError:
+        return None
+
+
+def finished_elsewhere(
+    spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None, precision: str | None = None
+) -> dict | None:
     """The summary of ``spec``'s record if that record makes running it unnecessary, else None.
 
-    A finished record of the current recipe always does (another process finished the run after this grid
-    was planned). A failed or outdated record does only when it is not the one seen at planning (``seen``):
-    then another process ran it meanwhile, and its outcome is reported rather than run a second time.
+    A finished record of the current recipe (and of ``precision``, when given) always does (another process
+    finished the run after this grid was planned). A failed or outdated record does only when it is not the one
+    seen at planning (``seen``): then another process ran it meanwhile, and its outcome is reported rather than
+    run a second time.
     """
     record = existing_record(results, experiment, spec.run_id)
     if record is None or record.get("status") not in ("ok", "failed"):
         return None
     # a plugin known only to the workers (loaded from a file there) cannot be checked for its recipe here
-    current = record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+    current = (record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+               and not precision_changes(record, precision))  # fmt: skip
     if not current and record_stamp(results, experiment, spec.run_id) == seen:
         return None
     return {"run_id": spec.run_id, "status": record["status"], "error": record.get("error"), "elsewhere": True}

@@ -254,6 +254,22 @@ def test_cli_precision_reaches_the_records_and_a_bad_one_is_one_line(tmp_path) -
     assert result.exit_code == 2 and "--precision takes auto, fp32, tf32, bf16, not 'fp16'" in result.output
 
 
+def test_cli_precision_and_determinism_reach_every_record_and_another_precision_reruns(
+    tmp_path, fake_methods, monkeypatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    grid = ("run", "--methods", "fake-threshold", "--tasks", "blob", "--shots", "3", "--results", str(tmp_path))
+    result = run_cli(*grid, "--precision", "bf16", "--deterministic")
+    assert result.exit_code == 0, result.output
+    records = load_records(tmp_path, "default")
+    assert records and all(r["precision"] == "bf16" and r["deterministic"] is True for r in records)
+    assert "Nothing left to run" in run_cli(*grid, "--precision", "bf16").output
+    again = run_cli(*grid)  # auto: fp32 on this CPU
+    assert again.exit_code == 0 and f"run again {len(records)}: recorded with" in again.output
+    assert "precision bf16 → fp32" in again.output
+    assert all(r["precision"] == "fp32" for r in load_records(tmp_path, "default"))
+
+
 def test_a_record_in_another_precision_is_of_another_recipe() -> None:
     assert devices.precision_changes({"status": "ok"}, "fp32") == {}  # older records computed in fp32
     assert devices.precision_changes({"precision": "fp32"}, "bf16") == {"precision": ("fp32", "bf16")}
