@@ -1,5 +1,6 @@
-"""Where and in what arithmetic a run computes: device names, the device a grid's runs will use, precision,
-determinism, and the CUDA warm-up paid before a run's stopwatch starts.
+"""Where and in what arithmetic a run computes: device names, the device a grid's runs will use, the GPU each
+pool worker or local job is pinned to, precision, determinism, and the CUDA warm-up paid before a run's
+stopwatch starts.
 
 Precision is a recorded choice, never torch's default by accident:
 
@@ -189,3 +190,28 @@ def pin_gpu(visible_gpu: str | None) -> None:
     if torch.cuda.is_initialized() and os.environ.get("CUDA_VISIBLE_DEVICES") != visible_gpu:
         raise RuntimeError(f"cannot pin this process to GPU {visible_gpu}: CUDA started in it already")
     os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpu
+
+
+def pool_gpus(device: str, jobs: int, single: bool = False) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each of ``jobs`` workers: round-robin over the GPUs when ``device`` is cuda
+    or auto and more than one is visible (or, with ``single``, at least one), else None (the worker inherits
+    the parent's GPUs)."""
+    count = torch.cuda.device_count() if device in ("cuda", "auto") else 0
+    if count < (1 if single else 2):
+        return [None] * jobs
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [name.strip() for name in inherited.split(",")][:count] if inherited else [str(i) for i in range(count)]
+    return [names[slot % len(names)] for slot in range(jobs)]
+
+
+def local_job_gpus(device: str, jobs: int) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each of ``jobs`` local submitit job slots, which submitit otherwise starts
+    with no GPU at all: one GPU each, round-robin, for cuda or auto; every GPU of the parent for an explicit
+    ``cuda:N`` (the user's choice of device); None (no GPU) for cpu or a machine without one."""
+    count = torch.cuda.device_count() if device != "cpu" else 0
+    if count == 0:
+        return [None] * jobs
+    if device in ("cuda", "auto"):
+        return pool_gpus(device, jobs, single=True)
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [inherited or ",".join(str(index) for index in range(count))] * jobs

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import claims
-from bench.device import DEFAULT_NUMERICS, Numerics, pin_gpu
+from bench.device import DEFAULT_NUMERICS, Numerics, local_job_gpus, pin_gpu, pool_gpus
 from bench.errors import BenchError, hide_dependency_notices
 from bench.method import no_progress
 from bench.paths import process_alive
@@ -144,35 +144,6 @@ def parent_device(device: str, executor: str) -> torch.device:
 def _lost(spec: RunSpec, error: BaseException) -> dict:
     """The summary of a run whose pool worker died before it could write its own failure record."""
     return {"run_id": spec.run_id, "status": "failed", "error": f"worker lost: {type(error).__name__}: {error}"}
-
-
-def pool_gpus(device: str, jobs: int, single: bool = False) -> list[str | None]:
-    """``CUDA_VISIBLE_DEVICES`` for each of ``jobs`` workers: round-robin over the GPUs when ``device`` is cuda
-    or auto and more than one is visible (or, with ``single``, at least one), else None (the worker inherits
-    the parent's GPUs)."""
-    import torch
-
-    count = torch.cuda.device_count() if device in ("cuda", "auto") else 0
-    if count < (1 if single else 2):
-        return [None] * jobs
-    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
-    names = [name.strip() for name in inherited.split(",")][:count] if inherited else [str(i) for i in range(count)]
-    return [names[slot % len(names)] for slot in range(jobs)]
-
-
-def local_job_gpus(device: str, jobs: int) -> list[str | None]:
-    """``CUDA_VISIBLE_DEVICES`` for each of ``jobs`` local submitit job slots, which submitit otherwise starts
-    with no GPU at all: one GPU each, round-robin, for cuda or auto; every GPU of the parent for an explicit
-    ``cuda:N`` (the user's choice of device); None (no GPU) for cpu or a machine without one."""
-    import torch
-
-    count = torch.cuda.device_count() if device != "cpu" else 0
-    if count == 0:
-        return [None] * jobs
-    if device in ("cuda", "auto"):
-        return pool_gpus(device, jobs, single=True)
-    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return [inherited or ",".join(str(index) for index in range(count))] * jobs
 
 
 def execute(
