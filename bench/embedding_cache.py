@@ -1,8 +1,10 @@
 """The on-disk image-embedding cache every SAM-based method reads through.
 
-Layout: ``<cache>/embeddings/<backbone name>/<checkpoint digest>-<preprocessing>/<ab>/<image digest>.npy``
+Layout: ``<cache>/embeddings/<backbone name>/<checkpoint digest>-<preprocessing><variant>/<ab>/<image digest>.npy``
 (``<cache>`` is ``$BENCH_CACHE`` or the per-user cache folder), so an image is encoded once per backbone,
-checkpoint and preprocessing version for a whole grid, and changing any of them misses the old entries.
+checkpoint, preprocessing version, device kind and precision for a whole grid, and changing any of them misses
+the old entries. ``<variant>`` (``bench.device.cache_variant``) is empty for CPU + fp32, the key every cache held
+before the precision was a choice, and e.g. ``-cuda-tf32`` otherwise: GPU and CPU embeddings differ by ~1e-3.
 
 Processes sharing the cache (parallel runs, a lab's jobs) claim an image before encoding it (a
 ``<image digest>.claim`` file beside its entry, ``bench.claims``): an image is encoded once between them, and
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from bench import claims
+from bench.device import active_precision, autocast, cache_variant
 from bench.errors import BenchError
 from bench.paths import atomic_write, cache_dir
 from bench.progress import no_progress
@@ -64,14 +67,14 @@ def image_digest(image: np.ndarray) -> str:
 
 
 class EmbeddingStore:
-    """One folder of embeddings: one backbone, checkpoint and preprocessing version."""
+    """One folder of embeddings: one backbone, checkpoint, preprocessing version, device kind and precision."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
     @classmethod
     def for_backbone(cls, backbone: Backbone, root: Path | None = None) -> EmbeddingStore:
-        return cls(embeddings_root(root) / backbone.cache_key)
+        return cls(embeddings_root(root) / f"{backbone.cache_key}{cache_variant(backbone.device)}")
 
     def path(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
@@ -117,6 +120,8 @@ def _describe(store: EmbeddingStore, backbone: Backbone) -> None:
         "checkpoint_sha256": backbone.checkpoint_digest,
         "preprocessing": backbone.preprocessing,
         "dtype": str(STORE_DTYPE).removeprefix("torch."),
+        "device": backbone.device.type,
+        "precision": active_precision(),
     }
     with atomic_write(note, "w") as stream:
         json.dump(payload, stream, indent=1)
@@ -250,7 +255,9 @@ def _encode(
             pixels = torch.stack([loading.pop(start + offset).result() for offset in range(len(batch))])
             for position in range(start + ahead, min(start + len(batch) + ahead, len(todo))):
                 loading[position] = loader.submit(load, todo[position])
-            writes.append(writer.submit(keep, batch, backbone.encode(pixels).to("cpu", STORE_DTYPE)))
+            with autocast(backbone.device):
+                encoded = backbone.encode(pixels)
+            writes.append(writer.submit(keep, batch, encoded.to("cpu", STORE_DTYPE)))
             _counts["encoded"] += len(batch)
             start += len(batch)
             yield from batch

@@ -3,8 +3,11 @@
 Whatever the executor, the process that runs a run claims it first (``bench.runner.run_claimed``), so several
 ``bench run`` processes, pools and job arrays sharing one results folder run each run once between them; a
 run another process holds is waited for after the others (``execute``). Before fanning runs out (pool,
-submitit, slurm) the parent encodes every image the grid's SAM-based runs need through the shared embedding
-cache (``bench.runner.encode_grid``), so workers only read embeddings and each image is encoded once per grid.
+submitit) the parent encodes every image the grid's SAM-based runs need through the shared embedding cache
+(``bench.runner.encode_grid``), so workers only read embeddings and each image is encoded once per grid. A SLURM
+grid's parent does not: it may run on a login node without the jobs' GPU, and an embedding computed on another
+kind of device or in another precision is another cache entry; the jobs encode what they need, each image once
+between them (the cache's claims).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import claims
+from bench.device import DEFAULT_NUMERICS, Numerics, local_job_gpus, pin_gpu, pool_gpus
 from bench.errors import BenchError
 from bench.paths import process_alive
 from bench.progress import no_progress
@@ -31,9 +36,18 @@ from bench.spec import RunSpec
 from bench.store import claim_path, claims_folder, experiment_folder
 from bench.submitit_jobs import SlurmOptions, SubmititJobs, load_job_ledger
 
+if TYPE_CHECKING:
+    import torch
+
 EXECUTORS = ("inline", "pool", "submitit", "slurm")
 # how often a `bench run` waiting for runs claimed by other processes looks at their claims, in seconds
 CLAIM_POLL_SECONDS = 2.0
+# Python ≥ 3.11 gives each pool run a fresh worker process; 3.10 reuses workers from run to run
+ONE_RUN_PER_WORKER = sys.version_info >= (3, 11)
+# seconds a starting pool worker waits for a free GPU before it keeps the GPUs it inherited
+GPU_WAIT_SECONDS = 60.0
+# the GPU this pool worker was pinned to, and the queue it goes back to (set by _start_pool_worker)
+_worker_gpu: dict = {"name": None, "queue": None}
 
 
 def _load_plugins(plugins: Sequence[Path]) -> None:
@@ -53,12 +67,37 @@ def _run_in_worker(
     seen: RecordStamp | None = None,
     progress: Callable = no_progress,
     visible_gpu: str | None = None,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
-    if visible_gpu is not None:  # before anything touches CUDA in this fresh process
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpu
+    pin_gpu(visible_gpu)  # before anything touches CUDA in this fresh process (a submitit job)
     # a fresh process (pool worker, submitit job) knows only the built-in and entry-point plugins
     _load_plugins(plugins)
-    return run_claimed(spec, results, experiment, data_root, device, seen, progress)
+    return run_claimed(spec, results, experiment, data_root, device, seen, progress, numerics)
+
+
+def _start_pool_worker(parent: int, gpus) -> None:
+    """Pool-worker initializer: end with the parent (``_exit_with_parent``) and, when the pool shares GPUs out,
+    take one from the ``gpus`` queue and pin this process to it before CUDA starts in it, on every Python."""
+    _exit_with_parent(parent)
+    if gpus is None:
+        return
+    import queue
+
+    try:
+        _worker_gpu["name"] = gpus.get(timeout=GPU_WAIT_SECONDS)
+    except queue.Empty:  # a worker killed mid-run took its GPU with it: keep the inherited ones
+        return
+    _worker_gpu["queue"] = gpus
+    pin_gpu(_worker_gpu["name"])
+
+
+def _run_in_pool_worker(*arguments) -> dict:
+    """``_run_in_worker`` in a pool worker; a worker that runs one run only hands its GPU on as it ends."""
+    try:
+        return _run_in_worker(*arguments)
+    finally:
+        if ONE_RUN_PER_WORKER and _worker_gpu["queue"] is not None:
+            _worker_gpu["queue"].put(_worker_gpu["name"])
 
 
 def _exit_with_parent(parent: int, poll_seconds: float = 2.0) -> None:
@@ -87,22 +126,23 @@ def check_executor(executor: str, jobs: int) -> None:
         raise BenchError("--executor slurm needs SLURM's sbatch on the PATH: run bench on a node of the cluster")
 
 
+def parent_device(device: str, executor: str) -> torch.device:
+    """The device the process planning a grid loads the backbone on to check its checkpoint: the runs' own
+    (``runner.resolve_device``), except under SLURM, whose parent may be a login node without the jobs' GPU:
+    there the name is only checked for its spelling, and the check loads on the CPU."""
+    import torch
+
+    from bench.device import check_device_name, resolve_device
+
+    if executor == "slurm":
+        check_device_name(device)
+        return torch.device("cpu")
+    return resolve_device(device)
+
+
 def _lost(spec: RunSpec, error: BaseException) -> dict:
     """The summary of a run whose pool worker died before it could write its own failure record."""
     return {"run_id": spec.run_id, "status": "failed", "error": f"worker lost: {type(error).__name__}: {error}"}
-
-
-def pool_gpus(device: str, jobs: int) -> list[str | None]:
-    """``CUDA_VISIBLE_DEVICES`` for each of the pool's ``jobs`` worker slots: round-robin over the GPUs when
-    ``device`` is cuda or auto and more than one is visible, else None (the worker inherits the parent's)."""
-    import torch
-
-    count = torch.cuda.device_count() if device in ("cuda", "auto") else 0
-    if count < 2:
-        return [None] * jobs
-    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
-    names = [name.strip() for name in inherited.split(",")][:count] if inherited else [str(i) for i in range(count)]
-    return [names[slot % len(names)] for slot in range(jobs)]
 
 
 def execute(
@@ -118,6 +158,7 @@ def execute(
     plugins: Sequence[Path] = (),
     slurm: SlurmOptions | None = None,
     detach: bool = False,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> list[dict]:
     """Run every spec; returns one summary (run_id, status, error) per spec, in the order they finish.
 
@@ -131,7 +172,7 @@ def execute(
     with its ``holder``), and once the others are done this process waits for its claim to end. Then the run's
     summary is that process's record (``elsewhere`` set), or, when that process died without one, the run is
     run here (its summary says ``taken_from``). With ``detach`` claimed runs are not waited for: their final
-    summary is the ``claimed`` one.
+    summary is the ``claimed`` one. ``numerics``: the precision and determinism every run computes in.
     """
     check_executor(executor, jobs)
     if detach and executor not in ("submitit", "slurm"):
@@ -163,7 +204,7 @@ def execute(
         free = [spec for spec in batch if spec.run_id not in held]
         if free:
             _dispatch(free, results, experiment, data_root, device, executor, jobs, progress_factory, plugins,
-                      slurm or SlurmOptions(), detach, seen, finished)  # fmt: skip
+                      slurm or SlurmOptions(), detach, seen, finished, numerics)  # fmt: skip
 
     dispatch(list(specs))
     if detach:
@@ -187,11 +228,12 @@ def _dispatch(
     detach: bool,
     seen: dict[str, RecordStamp | None],
     finished: Callable[[RunSpec, dict], None],
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> None:
     """Run ``specs`` with ``executor``, each through its claim; every summary goes to ``finished``."""
-    if executor != "inline":
+    if executor in ("pool", "submitit"):  # never slurm: see the module's docstring
         try:
-            encode_grid(specs, data_root, device)
+            encode_grid(specs, data_root, device, numerics=numerics)
         except BenchError:
             raise
         except Exception as error:  # e.g. out of memory: the workers encode what they miss, and record failures
@@ -199,17 +241,22 @@ def _dispatch(
     if executor == "inline":
         for spec in specs:
             progress = progress_factory(spec) if progress_factory else no_progress
-            summary = _run_in_worker(spec, results, experiment, data_root, device, (), seen[spec.run_id], progress)
+            summary = _run_in_worker(spec, results, experiment, data_root, device, (), seen[spec.run_id], progress,
+                                     None, numerics)  # fmt: skip
             finished(spec, summary)
     elif executor == "pool":
-        _execute_pool(specs, results, experiment, data_root, device, jobs, plugins, seen, finished)
+        _execute_pool(specs, results, experiment, data_root, device, jobs, plugins, seen, finished, numerics)
     else:
         # absolute paths: a SLURM job starts in whatever folder the cluster chooses
         root = Path(data_root).resolve() if data_root is not None else None
         where = Path(results).resolve()
 
-        def arguments(spec: RunSpec) -> tuple:
-            return spec, where, experiment, root, device, tuple(plugins), seen[spec.run_id]
+        # a local job gets one GPU, its slot's (round-robin); a SLURM job gets the GPUs its allocation names
+        gpus = local_job_gpus(device, jobs) if executor == "submitit" else [None] * jobs
+
+        def arguments(spec: RunSpec, slot: int) -> tuple:
+            return (spec, where, experiment, root, device, tuple(plugins), seen[spec.run_id], no_progress,
+                    gpus[slot], numerics)  # fmt: skip
 
         submitted = SubmititJobs(results, experiment, "slurm" if executor == "slurm" else "local")
         submitted.execute(specs, _run_in_worker, arguments, jobs, slurm, detach, finished)
@@ -250,36 +297,37 @@ def _execute_pool(
     plugins: Sequence[Path],
     seen: dict[str, RecordStamp | None],
     finished: Callable[[RunSpec, dict], None],
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> None:
     # spawn: a forked child would inherit the parent's torch threads and CUDA state. One run per worker
     # process (Python ≥ 3.11), so memory never carries over from one run to the next
     context = multiprocessing.get_context("spawn")
-    fresh = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
-    gpus = pool_gpus(device, jobs)
+    fresh = {"max_tasks_per_child": 1} if ONE_RUN_PER_WORKER else {}
+    # each worker pins itself to a GPU as it starts, before CUDA does (a reused 3.10 worker keeps its GPU)
+    gpus = None
+    if any(gpu is not None for gpu in pool_gpus(device, jobs)):
+        gpus = context.Queue()
+        for gpu in pool_gpus(device, jobs):
+            gpus.put(gpu)
     waiting = list(specs)
-    running: dict[Future, tuple[RunSpec, int]] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_exit_with_parent,
-                             initargs=(os.getpid(),), **fresh) as pool:  # fmt: skip
-        # at most one run per slot, each slot pinned to its GPU: a finished run hands its slot to the next one
-        free_slots = list(range(min(jobs, len(waiting))))
+    running: dict[Future, RunSpec] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_pool_worker,
+                             initargs=(os.getpid(), gpus), **fresh) as pool:  # fmt: skip
         while waiting or running:
-            while waiting and free_slots:
-                slot = free_slots.pop(0)
+            while waiting and len(running) < jobs:
                 spec = waiting.pop(0)
                 try:
-                    future = pool.submit(_run_in_worker, spec, results, experiment, data_root, device,
-                                         tuple(plugins), seen[spec.run_id], no_progress, gpus[slot])  # fmt: skip
+                    future = pool.submit(_run_in_pool_worker, spec, results, experiment, data_root, device,
+                                         tuple(plugins), seen[spec.run_id], no_progress, None, numerics)  # fmt: skip
                 except BrokenProcessPool as error:  # an earlier worker died: the pool takes no more runs
                     finished(spec, _lost(spec, error))
-                    free_slots.append(slot)
                     continue
-                running[future] = (spec, slot)
+                running[future] = spec
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                spec, slot = running.pop(future)
-                free_slots.append(slot)
+                spec = running.pop(future)
                 try:
                     summary = future.result()
                 except Exception as error:  # BrokenProcessPool: the worker was killed mid-run

@@ -9,7 +9,10 @@ Empty-mask policy (one rule for every method and dataset, so that a miss never i
 HD95 follows the surface-distance/MONAI convention: the 95th percentile of the distances from the
 boundary pixels of one mask to the boundary of the other, in each direction, and the larger of the two.
 It is written here with SciPy's Euclidean distance transform because MONAI is a heavy dependency for
-one function and medpy pools both directions into one percentile (a different number).
+one function and medpy pools both directions into one percentile (a different number). The transform runs
+on the smallest window holding both masks (plus one pixel of margin for the erosion): every boundary pixel
+and its nearest boundary pixel of the other mask lie in it, so the distances are those of the whole image,
+at a fraction of the cost (a heart in a 640² slice fills a few percent of it).
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ def hd95(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]
         return 0.0
     if prediction_empty or truth_empty:
         return float(np.hypot(truth.shape[0] * sampling[0], truth.shape[1] * sampling[1]))
-    prediction_edge, truth_edge = _boundary(prediction), _boundary(truth)
+    rows, cols = (np.flatnonzero(prediction.any(axis) | truth.any(axis)) for axis in (1, 0))
+    # one pixel of margin where the image has it: the erosion then sees the same neighbours as on the whole image
+    window = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    prediction_edge, truth_edge = _boundary(prediction[window]), _boundary(truth[window])
     to_truth = ndimage.distance_transform_edt(~truth_edge, sampling=sampling)[prediction_edge]
     to_prediction = ndimage.distance_transform_edt(~prediction_edge, sampling=sampling)[truth_edge]
     return float(max(np.percentile(to_truth, 95), np.percentile(to_prediction, 95)))

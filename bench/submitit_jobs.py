@@ -45,10 +45,10 @@ class SlurmOptions:
 def submitit_parameters(cluster: str, jobs: int, options: SlurmOptions) -> dict:
     """The ``update_parameters`` arguments of submitit's AutoExecutor for these options."""
     parameters: dict = {"timeout_min": options.time_min}
+    if cluster != "slurm":  # a local job is pinned to one GPU by the worker itself (bench.executors)
+        return parameters
     if options.gpus_per_run is not None:
         parameters["gpus_per_node"] = options.gpus_per_run
-    if cluster != "slurm":
-        return parameters
     parameters["slurm_array_parallelism"] = options.array_parallelism or jobs
     named = {"slurm_partition": options.partition, "cpus_per_task": options.cpus_per_run,
              "mem_gb": options.mem_gb, "slurm_account": options.account, "slurm_qos": options.qos}  # fmt: skip
@@ -85,23 +85,35 @@ class SubmititJobs:
         self,
         specs: Sequence[RunSpec],
         worker: Callable[..., dict],
-        arguments: Callable[[RunSpec], tuple],
+        arguments: Callable[[RunSpec, int], tuple],
         jobs: int,
         options: SlurmOptions,
         detach: bool,
         finished: Callable[[RunSpec, dict], None],
     ) -> None:
-        """Submit ``worker(*arguments(spec))`` for each spec not submitted yet, then collect every job's summary
+        """Submit ``worker(*arguments(spec, slot))`` for each spec not submitted yet, then collect every job's summary
         (or, with ``detach``, a ``queued`` summary for each job that has not ended). Paths in the arguments must
-        be absolute: a SLURM job starts in whatever folder the cluster chooses."""
+        be absolute: a SLURM job starts in whatever folder the cluster chooses.
+
+        SLURM runs at most ``jobs`` array tasks at once (its array parallelism). Local jobs have no scheduler:
+        here at most ``jobs`` are started at a time, the next as one ends; with ``detach`` nobody is left to
+        start the next, so all are started at once. ``slot`` (0 to ``jobs`` − 1) is one no other running job of
+        this call holds (local, not detached; else the job's position modulo ``jobs``): a GPU can follow it."""
         by_id = {spec.run_id: spec for spec in specs}
         # runs submitted earlier: collect what ended, keep waiting for (never resubmit) what is queued or running
         pending = [run_id for run_id in by_id if run_id in self.ledger]
-        fresh = [spec for spec in specs if spec.run_id not in self.ledger]
-        if fresh:
-            self._submit(fresh, worker, arguments, jobs, options)
-        pending += [spec.run_id for spec in fresh]
-        while pending:
+        unsubmitted = [spec for spec in specs if spec.run_id not in self.ledger]
+        throttled = self.cluster == "local" and not detach
+        slots: dict[str, int] = {}  # run id → the slot of a job this call submitted and has not collected
+        while pending or unsubmitted:
+            room = max(jobs - len(pending), 0) if throttled else len(unsubmitted)
+            fresh, unsubmitted = unsubmitted[:room], unsubmitted[room:]
+            if fresh:
+                free = [slot for slot in range(jobs) if slot not in slots.values()] if throttled else []
+                for position, spec in enumerate(fresh):
+                    slots[spec.run_id] = free[position] if position < len(free) else position % jobs
+                self._submit(fresh, worker, lambda spec: arguments(spec, slots[spec.run_id]), jobs, options)
+                pending += [spec.run_id for spec in fresh]
             still = []
             for run_id in pending:
                 outcome = self._outcome(by_id[run_id])
@@ -110,6 +122,7 @@ class SubmititJobs:
                 else:
                     del self.ledger[run_id]
                     self._save()
+                    slots.pop(run_id, None)
                     finished(by_id[run_id], outcome)
             pending = still
             if detach:
@@ -117,7 +130,7 @@ class SubmititJobs:
                     job = self.ledger[run_id]["job_id"]
                     finished(by_id[run_id], {"run_id": run_id, "status": "queued", "error": None, "job_id": job})
                 return
-            if pending:
+            if pending and (len(pending) >= jobs or not throttled or not unsubmitted):
                 time.sleep(POLL_SECONDS)
 
     def collect(self) -> dict[str, RunSpec]:

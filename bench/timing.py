@@ -7,6 +7,7 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +39,29 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
+def repeat_seconds(call: Callable[[], object], device: torch.device | str, repeats: int) -> list[float]:
+    """The seconds each of ``repeats`` calls of ``call`` takes on ``device``.
+
+    On a GPU through CUDA events recorded in the stream around each call and read after one synchronisation at
+    the end, so a call of a few microseconds is timed without a host synchronisation around it (which would
+    cost more than the call); on a CPU with the wall clock.
+    """
+    if torch.device(device).type != "cuda":
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
+        call()
+        end.record()
+    torch.cuda.synchronize(device)
+    return [start.elapsed_time(end) / 1000 for start, end in events]
+
+
 def resident_set_mb() -> float | None:
     """This process's resident set size now, from ``/proc/self/statm`` (Linux); None where there is none."""
     try:
@@ -60,11 +84,13 @@ def _return_freed_memory() -> None:
 class PeakMemory:
     """Context manager measuring one run's own peak memory, in MB, and naming what that figure is.
 
-    On a GPU it is the CUDA allocator's peak over the block. On a CPU a daemon thread samples the resident set
-    every ``interval`` seconds (psutil is not a dependency, so it reads ``/proc/self/statm``) and the figure is
-    the highest sample minus the resident set at the start: the memory this run added, whichever executor ran
-    it and whatever earlier runs in the same process left behind. Short allocations between two samples can be
-    missed; ``kind`` is None and ``mb`` None where the resident set cannot be read (not Linux).
+    On a GPU it is the CUDA allocator's peak over the block minus what was allocated when the block started
+    (the resident backbone, anything an earlier run of the process still holds): the run's own rise. On a CPU
+    a daemon thread samples the resident set every ``interval`` seconds (psutil is not a dependency, so it
+    reads ``/proc/self/statm``) and the figure is the highest sample minus the resident set at the start: the
+    memory this run added, whichever executor ran it and whatever earlier runs in the same process left behind.
+    Short allocations between two samples can be missed; ``kind`` is None and ``mb`` None where the resident
+    set cannot be read (not Linux).
     """
 
     def __init__(self, device: torch.device, interval: float = 0.01) -> None:
@@ -86,10 +112,12 @@ class PeakMemory:
                 return
 
     def __enter__(self) -> PeakMemory:
+        _return_freed_memory()  # also frees the tensors of earlier runs that only reference cycles kept alive
         if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline = torch.cuda.memory_allocated(self.device) / 2**20
             return self
-        _return_freed_memory()
         self._baseline = resident_set_mb()
         if self._baseline is not None:
             self._highest = self._baseline
@@ -101,7 +129,9 @@ class PeakMemory:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if self.device.type == "cuda":
-            self.mb, self.kind = torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda-allocator"
+            torch.cuda.synchronize(self.device)
+            highest = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.mb, self.kind = highest - (self._baseline or 0.0), "cuda-allocator-increase"
             return
         if self._sampler is None or self._baseline is None:
             return

@@ -31,6 +31,31 @@ def epoch_batches(count: int, batch_size: int, generator: torch.Generator) -> It
     yield from order.split(batch_size)
 
 
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """One shuffled epoch's batches of indices, the shuffle ``epoch_batches`` draws, as Python lists."""
+    positions = torch.randperm(count, generator=generator).tolist()
+    return [positions[start : start + batch_size] for start in range(0, count, batch_size)]
+
+
+def device_batches(
+    count: int, batch_size: int, generator: torch.Generator, device: torch.device | str
+) -> list[tuple[list[int], torch.Tensor]]:
+    """``shuffled_batches`` as (indices, the same indices on ``device``). Both are made once per epoch, so no
+    training step reads an index back from the device (a host synchronisation) nor indexes device tensors with
+    CPU ones (a copy to the device per step)."""
+    batches = shuffled_batches(count, batch_size, generator)
+    on_device = torch.tensor([index for batch in batches for index in batch], device=device).split(batch_size)
+    return list(zip(batches, on_device, strict=True))
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``tensor`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory without blocking, so
+    the host prepares the next batch while the copy runs."""
+    if torch.device(device).type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def probabilities_at(logits: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     """Sigmoid of 1×1×h×w logits, bilinearly resized to the image's own ``shape``."""
     resized = F.interpolate(logits.float(), size=shape, mode="bilinear", align_corners=False)

@@ -53,7 +53,7 @@ from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.methods.hardnet import HarDNet85, load_imagenet_weights
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, epoch_batches
+from bench.training import bce_dice_loss, device_batches
 
 OUTPUTS = ("sigmoid", "min-max")
 
@@ -199,10 +199,11 @@ class AutoSAM(Method):
         generator = torch.Generator().manual_seed(ctx.seed)
         window = hp.batch_size * hp.accumulation_steps
         for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
-            for samples in epoch_batches(len(train), window, generator):
+            for window_indices, samples in device_batches(len(train), window, generator, ctx.device):
                 optimiser.zero_grad(set_to_none=True)
-                for batch in samples.split(hp.batch_size):
-                    indices = batch.tolist()
+                for start in range(0, len(window_indices), hp.batch_size):
+                    indices = window_indices[start : start + hp.batch_size]
+                    batch = samples[start : start + hp.batch_size]
                     logits = self._logits_at_own_size(
                         backbone, embeddings[batch], inputs[batch], [shapes[i] for i in indices]
                     )

@@ -57,7 +57,7 @@ from bench.data import Box, TestItem, TrainItem, tight_box
 from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, epoch_batches
+from bench.training import bce_dice_loss, device_batches
 
 INITS = ("support-box", "median-box", "box", "default")
 SIZE_BARRIERS = ("pixels", "box-fraction")
@@ -216,34 +216,38 @@ class PromptModule(Method):
         # the tight box of each training image: the label itself, or (mask regime) derived for the training log
         boxes = [item.box if item.box is not None else tight_box(item.mask) for item in train]
         ctx.log(support_box_area=[box.area / (shape[0] * shape[1]) for box, shape in zip(boxes, shapes, strict=True)])
+        box_areas = torch.tensor([float(box.area) for box in boxes], dtype=torch.float64, device=ctx.device)
         for epoch in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
-            terms: dict[str, list[float]] = {}
-            size_ratio = [float("nan")] * len(train)
-            hard_size_ratio = [float("nan")] * len(train)
-            for batch in epoch_batches(len(train), hp.batch_size, generator):
-                indices = batch.tolist()
+            # losses and diagnostics stay on the device and are read back once per epoch: a float() per term
+            # or per sample would wait for the device at every step
+            terms: dict[str, list[torch.Tensor]] = {}
+            # predicted size over tight-box area, soft (what the size prior sees) and thresholded (what is scored)
+            size_ratios = torch.full((2, len(train)), float("nan"), dtype=torch.float64, device=ctx.device)
+            for indices, batch in device_batches(len(train), hp.batch_size, generator, ctx.device):
                 logits = self._logits_at_own_size(backbone, embeddings[batch], [shapes[i] for i in indices])
                 if targets is None:
                     parts = box_loss(logits, [train[i].box for i in indices], self._loss_settings(epoch))
                     loss = parts.total
                     for name in ("emptiness", "tightness", "size"):
-                        terms.setdefault(name, []).append(float(getattr(parts, name).detach()))
+                        terms.setdefault(name, []).append(getattr(parts, name).detach())
                 else:
                     # per sample, as images of one batch may differ in size (same value as the batch loss)
                     pairs = zip(logits, indices, strict=True)
                     losses = [bce_dice_loss(logit[None, None], targets[i]) for logit, i in pairs]
                     loss = torch.stack(losses).mean()
-                terms.setdefault("loss", []).append(float(loss.detach()))
-                with torch.no_grad():  # predicted size over tight-box area, soft (what the size prior sees)
-                    for logit, i in zip(logits, indices, strict=True):  # and thresholded (what is scored)
-                        size_ratio[i] = float(torch.sigmoid(logit).sum()) / boxes[i].area
-                        hard_size_ratio[i] = float((logit > 0).sum()) / boxes[i].area
+                terms.setdefault("loss", []).append(loss.detach())
+                with torch.no_grad():
+                    sizes = torch.stack([torch.stack([torch.sigmoid(logit).sum(), (logit > 0).sum().float()])
+                                         for logit in logits], dim=1)  # fmt: skip
+                    size_ratios[:, batch] = sizes.double() / box_areas[batch]
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-            ctx.log(epoch=epoch, **{name: float(np.mean(values)) for name, values in terms.items()},
-                    size_over_box_area=size_ratio, hard_size_over_box_area=hard_size_ratio)  # fmt: skip
+            means = {name: float(np.mean(values)) for name, values in zip(
+                terms, torch.stack([torch.stack(values).float() for values in terms.values()]).tolist(), strict=True)}
+            size_ratio, hard_size_ratio = size_ratios.tolist()
+            ctx.log(epoch=epoch, **means, size_over_box_area=size_ratio, hard_size_over_box_area=hard_size_ratio)
 
     @torch.no_grad()
     def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:

@@ -26,6 +26,7 @@ is the softmax's class 1, so thresholding it at 0.5 is the original's argmax.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from bench.data import TestItem, TrainItem
 from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.registry import METHODS
-from bench.training import epoch_batches, images_to_tensor
+from bench.training import images_to_tensor, shuffled_batches, to_device
 
 TIMM_HYBRID = "vit_base_r50_s16_224"
 PATCH_STRIDE = 16
@@ -85,9 +86,11 @@ class TransUNetNetwork(nn.Module):
         cnn = self.encoder.patch_embed.backbone
         self._skips: list[torch.Tensor] = []
         # timm's own feature points of a non-preact ResNetV2 (its feature_info): stem.norm (after ReLU),
-        # stages 0 and 1. Hooks leave timm's forward untouched, so no timm code is copied here.
+        # stages 0 and 1. Hooks leave timm's forward untouched, so no timm code is copied here. They hold the
+        # list, not the network: a bound method would make a reference cycle that keeps a finished run's
+        # network (and its GPU memory) alive until the next garbage collection
         for module in (cnn.stem.norm, cnn.stages[0], cnn.stages[1]):
-            module.register_forward_hook(self._keep_skip)
+            module.register_forward_hook(functools.partial(_keep_output, self._skips))
         self.conv_more = Conv2dReLU(HIDDEN, CUP_CHANNELS, kernel_size=3, padding=1, use_norm="batchnorm")
         # smp's UNet decoder is exactly the CUP when fed [input, skips shallow→deep, token grid]: block i
         # upsamples to the next shallower resolution and concatenates that skip; the input is only a size
@@ -97,14 +100,12 @@ class TransUNetNetwork(nn.Module):
         )  # fmt: skip
         self.segmentation_head = SegmentationHead(DECODER_CHANNELS[-1], CLASSES, kernel_size=3)
 
-    def _keep_skip(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        self._skips.append(output)
-
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B×768×g×g token grid, [skip at 1/2, 1/4, 1/8]) of B×3×S×S images, g = S / 16."""
-        self._skips = []
+        self._skips.clear()
         tokens = self.encoder.forward_features(images)
-        skips, self._skips = self._skips, []
+        skips = list(self._skips)
+        self._skips.clear()
         rows, cols = self.encoder.patch_embed.grid_size
         return tokens.transpose(1, 2).reshape(len(images), HIDDEN, rows, cols), skips
 
@@ -155,12 +156,12 @@ class TransUNet(Method):
         schedule = torch.optim.lr_scheduler.PolynomialLR(optimiser, total_iters=iterations, power=hp.lr_power)
         generator = torch.Generator().manual_seed(ctx.seed)
         for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
-            for batch in epoch_batches(len(train), hp.batch_size, generator):
-                pairs = [(train[i].image, train[i].mask) for i in batch.tolist()]
-                if hp.augment:
+            for indices in shuffled_batches(len(train), hp.batch_size, generator):
+                pairs = [(train[i].image, train[i].mask) for i in indices]
+                if hp.augment:  # on the host, from the host's generator, while the device runs the last step
                     pairs = [augment(image, mask, generator) for image, mask in pairs]
-                images = images_to_tensor([image for image, _ in pairs], hp.input_size).to(ctx.device)
-                masks = [torch.from_numpy(np.ascontiguousarray(mask)).to(ctx.device) for _, mask in pairs]
+                images = to_device(images_to_tensor([image for image, _ in pairs], hp.input_size), ctx.device)
+                masks = [to_device(torch.from_numpy(np.ascontiguousarray(mask)), ctx.device) for _, mask in pairs]
                 loss = ce_dice_loss(self.network(images), masks)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -177,6 +178,10 @@ class TransUNet(Method):
             for logits, item in zip(self.network(images), chunk, strict=True):
                 outputs.append(resized_logits(logits, item.image.shape).softmax(0)[1].float().cpu().numpy())
         return outputs
+
+
+def _keep_output(outputs: list[torch.Tensor], module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    outputs.append(output)
 
 
 def resized_logits(logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -20,7 +20,7 @@ from bench.box_losses import box_loss
 from bench.data import TestItem, TrainItem
 from bench.method import Method, RunContext
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, epoch_batches, images_to_tensor, masks_to_tensor, probabilities_at
+from bench.training import bce_dice_loss, device_batches, images_to_tensor, masks_to_tensor, probabilities_at
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,10 @@ class UNet(Method):
         optimiser = torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         generator = torch.Generator().manual_seed(ctx.seed)
         for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
-            for batch in epoch_batches(len(train), hp.batch_size, generator):
+            for indices, batch in device_batches(len(train), hp.batch_size, generator, ctx.device):
                 logits = self.network(images[batch])
                 if from_boxes:
-                    loss = _box_loss_at_own_size(logits, [train[index] for index in batch.tolist()])
+                    loss = _box_loss_at_own_size(logits, [train[index] for index in indices])
                 else:
                     loss = bce_dice_loss(logits, masks[batch])
                 optimiser.zero_grad(set_to_none=True)

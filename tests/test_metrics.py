@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from bench import load_task
 from bench.metrics import case_metrics, dice_from_counts, hd95
+from bench.perf.scoring import whole_image_hd95
+
+HC18_TRAINING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hc18" / "training_set"
 
 
 def square(shape, top, left, size) -> np.ndarray:
@@ -71,3 +79,48 @@ def test_empty_mask_policy_never_rewards_a_miss() -> None:
 def test_shape_mismatch_is_reported() -> None:
     with pytest.raises(ValueError, match="shape"):
         case_metrics("a", np.zeros((4, 4)), np.zeros((5, 5), bool))
+
+
+def perturbed(mask: np.ndarray) -> list[np.ndarray]:
+    """Predictions of ``mask`` as methods make them: itself, eroded, dilated, shifted, empty, and a corner blob."""
+    corner = np.zeros_like(mask)
+    corner[:5, -7:] = True
+    return [mask, ndimage.binary_erosion(mask, iterations=2), ndimage.binary_dilation(mask, iterations=4),
+            np.roll(mask, (6, -3), axis=(0, 1)), np.zeros_like(mask), corner]  # fmt: skip
+
+
+def test_hd95_on_the_masks_window_equals_the_whole_image_transform() -> None:
+    """The windowed transform gives the whole image's value: synthetic masks at their own sizes, masks touching
+    the image's edges, anisotropic spacing."""
+    task = load_task("synthetic", "ellipse")
+    truths = [sample.mask.astype(bool) for sample in task.test[:6]]
+    edge = np.zeros((40, 50), bool)
+    edge[0:12, 30:50] = True  # touches the top and right edges
+    truths.append(edge)
+    for truth in truths:
+        for prediction in perturbed(truth):
+            for spacing in (None, (0.7, 1.3)):
+                assert abs(hd95(prediction, truth, spacing) - whole_image_hd95(prediction, truth, spacing)) <= 1e-6
+
+
+@pytest.mark.skipif(not HC18_TRAINING.is_dir(), reason="real HC18 data not in ../shared")
+def test_hd95_on_the_masks_window_equals_the_whole_image_on_real_hc18_heads() -> None:
+    """Real head masks (the annotated ellipses of the first HC18 images, filled), at 0.15 mm spacing."""
+    paths = sorted(HC18_TRAINING.glob("*_HC_Annotation.png"))[:8]
+    assert len(paths) == 8
+    spacing = (0.15, 0.15)
+    for path in paths:
+        truth = ndimage.binary_fill_holes(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0)
+        assert truth.sum() > 1000  # a filled head, not its outline
+        for prediction in perturbed(truth):
+            assert abs(hd95(prediction, truth, spacing) - whole_image_hd95(prediction, truth, spacing)) <= 1e-6
+
+
+def test_the_scoring_benchmark_times_both_transforms_on_the_same_cases() -> None:
+    from bench.perf.scoring import acdc_like_cases, scoring_benchmark
+
+    cases = acdc_like_cases(6, 64)
+    assert all(prediction.shape == truth.shape == (64, 64) and truth.any() for prediction, truth, _ in cases)
+    result = scoring_benchmark(cases=6, size=64, repeats=1)
+    assert result.largest_difference <= 1e-6 and result.windowed_seconds > 0 and result.whole_image_seconds > 0
+    assert "speed-up" in result.lines()[-1]

@@ -96,7 +96,7 @@ def test_markdown_groups_rows_by_type_and_matches_numpy(grid) -> None:
             checked += 1
     assert checked == 15
     caption = _table(results, "--format", "md").split("Table 1. ")[1]
-    assert "Budget: quick. Bold: the best automatic result per column." in caption
+    assert "Budget: quick. Bold: the best automatic result per column. Precision: fp32." in caption
     assert "population std (ddof 0)" in caption
 
 

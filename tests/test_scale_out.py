@@ -248,8 +248,8 @@ def test_slurm_options_reach_submitit_and_the_sbatch_script(tmp_path, monkeypatc
     for line in ("--partition=gpu", "--time=90", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB",
                  "--account=lab", "--qos=high", "--constraint=a100", "--mail-user=me@lab.org"):  # fmt: skip
         assert f"#SBATCH {line}" in script
-    # the local executor takes only what it understands
-    assert submitit_parameters("local", 2, options) == {"timeout_min": 90, "gpus_per_node": 1}
+    # the local executor takes only what it understands; its jobs are pinned to one GPU each by the worker
+    assert submitit_parameters("local", 2, options) == {"timeout_min": 90}
 
 
 def test_detach_needs_a_submitit_executor_and_slurm_needs_sbatch(tmp_path, monkeypatch) -> None:

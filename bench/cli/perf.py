@@ -232,10 +232,14 @@ def perf_roofline(
     backbone: BackboneOption = None,
     checkpoint: CheckpointOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto, fp32, tf32 or bf16: the paths and the ceiling compute in it (docs/gpu.md).")
+    ] = "auto",
     tiny: Annotated[bool, typer.Option("--tiny", help="Tests: random tiny backbone, tiny inputs, in seconds.")] = False,
 ) -> None:
     """Counted FLOPs per image and achieved GFLOP/s of the encoder and of each trained method's training step,
-    against this machine's fp32 matmul rate (section 6 of the suite)."""
+    against this machine's matmul rate in the same precision (section 6 of the suite)."""
+    from bench.device import check_precision
     from bench.perf.roofline import MATMUL_SIZE, RooflineSettings, check_roofline_inputs, hot_paths, measure_roofline
     from bench.perf.suite import scratch_cache
     from bench.runner import resolve_device
@@ -250,9 +254,74 @@ def perf_roofline(
         dataset=dataset, task=task, data_root=root, shots=shots, tiny=tiny, paths=hot_paths(only),
         budgets=tuple(dict.fromkeys(budget or BUDGETS)), encoder_images=images, encoder_repeats=repeats,
         encoder_batch=batch_size, matmul_size=TINY_MATMUL if tiny else MATMUL_SIZE, matmul_repeats=1 if tiny else 5,
+        precision=check_precision(precision),
     )  # fmt: skip
     with console.status(f"loading backbone {settings.backbone} and checking {', '.join(settings.paths)}"):
         check_roofline_inputs(settings)
     with console.status("measuring: matmul rate, then " + ", ".join(settings.paths)), scratch_cache():
         roofline = measure_roofline(settings)
     console.print("\n".join(roofline.lines()), highlight=False, soft_wrap=True)
+
+
+@perf_app.command("scoring")
+@user_errors
+def perf_scoring(
+    cases: Annotated[int, typer.Option(min=1, help="Cases scored per pass (an ACDC task's test split: 470).")] = 470,
+    size: Annotated[int, typer.Option(min=16, help="Side of the square slices (ACDC's: 256; HC18's: 640).")] = 256,
+    repeats: Annotated[int, typer.Option(min=1, help="Interleaved passes of each; the median is reported.")] = 3,
+) -> None:
+    """Seconds to score a run's test cases: HD95 on the masks' window vs the whole image, in this process."""
+    from bench.perf.scoring import scoring_benchmark
+
+    with console.status(f"scoring {cases} cases {repeats} times each way"):
+        result = scoring_benchmark(cases, size, repeats)
+    console.print("\n".join(result.lines()), highlight=False)
+
+
+@perf_app.command("gpu-check")
+@user_errors
+def perf_gpu_check(
+    methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
+    dataset: Annotated[str, typer.Option(help="Dataset of the runs.")] = "synthetic",
+    task: Annotated[str | None, typer.Option(help="Task; default: the dataset's first.")] = None,
+    data_root: DataRootOption = None,
+    budget: Annotated[str, typer.Option(help="paper or quick.")] = "paper",
+    shots: Annotated[int, typer.Option(min=1, help="Training images of each trained run.")] = 10,
+    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
+    checkpoint: CheckpointOption = None,
+    device: Annotated[str, typer.Option(help="cuda[:N] (or cpu, to try the check itself on a CPU).")] = "cuda",
+    precision: Annotated[str, typer.Option(help="auto, fp32, tf32 or bf16 (docs/gpu.md).")] = "auto",
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Torch's deterministic algorithms.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Keep the records in <results>/gpu-check (default: a temporary folder).")
+    ] = None,
+) -> None:
+    """One run of every method on the GPU: fit s/epoch, CUDA warm-up, peak memory and Dice, in a few minutes."""
+    from rich.table import Table
+
+    from bench import spec as specs
+    from bench.device import Numerics, check_precision
+    from bench.perf.gpu_check import GpuCheckSettings, all_methods, check_device, row, run_gpu_check
+
+    settings = GpuCheckSettings(
+        methods=all_methods() if methods.strip() == "all" else tuple(specs.names_in(methods, "--methods")),
+        dataset=dataset, task=task, data_root=data_root, budget=specs.resolve_budget(budget, "cuda"), shots=shots,
+        backbone=backbone, checkpoint=checkpoint, device=check_device(device),
+        numerics=Numerics(check_precision(precision), deterministic),
+        overrides=specs.parse_overrides(set_ or []),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as scratch:
+        folder = Path(results) if results is not None else Path(scratch)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            records = run_gpu_check(settings, folder, ProgressBars(progress).for_run)
+    table = Table(title=f"gpu-check on {records[0].get('device', settings.device)}, budget {settings.budget}")
+    rows = [row(record) for record in records]
+    for column in rows[0]:
+        table.add_column(column)
+    for values in rows:
+        table.add_row(*values.values())
+    console.print(table)
+    if any(record["status"] != "ok" for record in records):
+        raise typer.Exit(1)

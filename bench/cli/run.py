@@ -69,7 +69,9 @@ def run(
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
     draws: Annotated[int | None, typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
-    budget: Annotated[str, typer.Option(help="auto (paper on CUDA, else quick), paper or quick.")] = "auto",
+    budget: Annotated[
+        str, typer.Option(help="auto (paper when the runs compute on a GPU, else quick), paper or quick.")
+    ] = "auto",
     eval_split: Annotated[
         str, typer.Option(help="Split the runs are scored on: test, or val for model development and tuning.")
     ] = "test",
@@ -80,6 +82,12 @@ def run(
     experiment: Annotated[str, typer.Option(help="Subfolder of --results for this grid.")] = "default",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (tf32 on GPUs that have it, else fp32), fp32, tf32 or bf16 (docs/gpu.md).")
+    ] = "auto",
+    deterministic: Annotated[
+        bool, typer.Option("--deterministic", help="Torch's deterministic algorithms: a seed reproduces on a GPU.")
+    ] = False,
     executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
     jobs: Annotated[int, typer.Option(help="Parallel runs: pool workers, or the SLURM array parallelism.")] = 1,
     detach: Annotated[
@@ -109,17 +117,23 @@ def run(
     from bench import spec as specs
     from bench import store
     from bench.claims import live_holder, remove_stale
-    from bench.executors import check_executor, execute
+    from bench.device import Numerics, check_precision, expected_precision, precision_changes, run_device_type
+    from bench.executors import check_executor, execute, parent_device
     from bench.paths import environment_variable
-    from bench.runner import recipe_changes, resolve_device
+    from bench.runner import recipe_changes
     from bench.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
     from bench.submitit_jobs import SlurmOptions, load_job_ledger
 
     load_plugins(plugin)
     method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
-    resolved_budget = specs.resolve_budget(budget)
-    resolve_device(device)
     check_executor(executor, jobs)
+    if executor == "submitit" and slurm_gpus is not None:
+        raise BenchError("--slurm-gpus is for --executor slurm: local submitit jobs get one GPU each, round-robin")
+    # a SLURM parent may sit on a login node: it only checks the device's spelling, and loads nothing on it
+    checked_device = parent_device(device, executor)
+    runs_on = run_device_type(device, executor, slurm_gpus)
+    resolved_budget = specs.resolve_budget(budget, runs_on)
+    numerics = Numerics(check_precision(precision), deterministic)
     if detach and executor not in ("submitit", "slurm"):
         raise BenchError("--detach needs --executor submitit or slurm")
     slurm = SlurmOptions(
@@ -149,8 +163,11 @@ def run(
     runnable = [p.spec for p in planned if p.skip_reason is None]
     existing = {s.run_id: store.existing_record(results, experiment, s.run_id) for s in runnable}
     statuses = {run_id: record and record.get("status") for run_id, record in existing.items()}
-    # a finished record made before its method's defaults changed is of another recipe: run it again
-    changed = {s.run_id: recipe_changes(existing[s.run_id], s) for s in runnable if statuses[s.run_id] == "ok"}
+    # a finished record made before its method's defaults changed, or in another precision, is of another
+    # recipe: run it again
+    expected = expected_precision(precision, runs_on, executor)
+    changed = {s.run_id: recipe_changes(existing[s.run_id], s) | precision_changes(existing[s.run_id], expected)
+               for s in runnable if statuses[s.run_id] == "ok"}  # fmt: skip
     outdated = [s for s in runnable if changed.get(s.run_id)]
     for spec in outdated:
         statuses[spec.run_id] = "outdated"
@@ -172,7 +189,7 @@ def run(
 
         with console.status(f"loading backbone {backbone}"):
             # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
-            load_backbone(backbone, checkpoint, resolve_device(device))
+            load_backbone(backbone, checkpoint, checked_device)
     if to_run:  # after the checks of the data and the checkpoint, so that a bad input leaves no folder behind
         check_writable(store.runs_folder(results, experiment), results)
         for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
@@ -182,10 +199,11 @@ def run(
     submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
     waiting = sum(1 for s in to_run if s.run_id in submitted)
     console.print(
-        f"budget [bold]{resolved_budget}[/bold], scored on [bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
+        f"budget [bold]{resolved_budget}[/bold], precision [bold]{expected or 'auto, per GPU'}[/bold], scored on "
+        f"[bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
         f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
-        highlight=False,
-    )
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     if waiting:
         console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
     if held:
@@ -196,7 +214,7 @@ def run(
     if outdated:
         listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changed[outdated[0].run_id].items())
         console.print(f"  run again {len(outdated)}: recorded with an older default recipe (e.g. {listed}); "
-                      "pass the old values with --set to keep them", highlight=False)  # fmt: skip
+                      "pass the old values with --set (or --precision) to keep them", highlight=False)  # fmt: skip
     if not to_run:
         console.print("Nothing left to run.")
         return
@@ -238,7 +256,7 @@ def run(
             execute(
                 to_run, results, experiment, data_root, device, executor, jobs,
                 on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
-                slurm=slurm, detach=detach,
+                slurm=slurm, detach=detach, numerics=numerics,
             )  # fmt: skip
         except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
             raise BenchError(

@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.timing import Stopwatch
+from bench.timing import repeat_seconds
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,6 @@ def replay_seconds(calls: Counter, device: torch.device, repeats: int = 3) -> fl
         keywords = {key: _rebuild(value, generator) for key, value in kwargs}
         with torch.no_grad():
             func(*arguments, **keywords)  # warm-up: kernel selection, scratch space
-            seconds = []
-            for _ in range(repeats):
-                with Stopwatch(device) as clock:
-                    func(*arguments, **keywords)
-                seconds.append(clock.seconds)
+            seconds = repeat_seconds(lambda: func(*arguments, **keywords), device, repeats)  # noqa: B023
         total += count * statistics.median(seconds)
     return total

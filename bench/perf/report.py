@@ -160,8 +160,9 @@ def _memory_section(result: SuiteResult) -> list[str]:
         "Every run of this suite, by method. Methods no other section runs had one cheap run here: the quick budget"
         " with the method's own `tiny` overrides (e.g. fewer optimisation steps; see the overrides column)."
         " `cpu-rss-increase`:"
-        " the rise of the process's resident set over the run's fit and prediction; `cuda-allocator`: the CUDA"
-        " allocator's peak. A run that encodes images (cold grid) also holds the encoder's activations.",
+        " the rise of the process's resident set over the run's fit and prediction; `cuda-allocator-increase`: the"
+        " CUDA allocator's peak over what was allocated at the run's start. A run that encodes images (cold grid)"
+        " also holds the encoder's activations.",
         "",
         _table(rows),
     ]  # fmt: skip

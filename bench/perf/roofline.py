@@ -1,8 +1,9 @@
 """`bench perf roofline`: how close the hot paths come to this machine's own matmul rate.
 
-The ceiling is measured in the same process: an fp32 ``torch.mm`` of two ``matmul_size``² matrices (2n³ FLOPs)
-at the process's torch thread count, the median of a few repeats after a warm-up; on a GPU, CUDA-synchronised,
-with TF32 as torch has it (off unless enabled). FLOPs are counted, not estimated: ``FlopCounterMode`` counts the
+The ceiling is measured in the same process: a ``torch.mm`` of two ``matmul_size``² matrices (2n³ FLOPs) in the
+precision the paths run in (``--precision``, ``bench.device``: fp32, fp32 on TF32 tensor cores, or bfloat16), at
+the process's torch thread count, the median of a few repeats after a warm-up; on a GPU timed through CUDA
+events. FLOPs are counted, not estimated: ``FlopCounterMode`` counts the
 matrix products and convolutions, forward and backward — the work a matmul rate bounds. Element-wise operations
 are not counted, so a path they dominate shows a low fraction. No forward is both counted and timed, so
 counting's overhead is never timed.
@@ -31,13 +32,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.backbones import Backbone
 from bench.dataset import load_task
+from bench.device import Numerics, active_precision, apply_numerics, autocast
 from bench.errors import BenchError
 from bench.perf.comparison import random_images
 from bench.perf.replay import OpRecorder, replay_seconds
 from bench.perf.train_step import measure_training_step, trained_methods, training_runs
 from bench.registry import did_you_mean
 from bench.spec import BUDGETS
-from bench.timing import Stopwatch
+from bench.timing import Stopwatch, repeat_seconds
 
 ENCODER = "encoder"
 MATMUL_SIZE = 2048
@@ -62,6 +64,7 @@ class RooflineSettings:
     encoder_batch: int | None = None  # None: the backbone's own choice
     matmul_size: int = MATMUL_SIZE
     matmul_repeats: int = 5
+    precision: str = "auto"  # bench.device's choice: the paths and the ceiling compute in it
 
     @property
     def methods(self) -> list[str]:
@@ -75,14 +78,13 @@ class MatmulRate:
     repeats: int
     device: str
     threads: int
-    tf32: bool | None  # whether CUDA matmuls may use TF32 (torch's setting at the time); None on a CPU
+    precision: str  # bench.device's: fp32, tf32 or bf16, the paths' own
     gflops: float  # GFLOP per second
 
     def describe(self) -> str:
-        tf32 = "" if self.tf32 is None else f", TF32 {'on' if self.tf32 else 'off'}"
         threads = f"{self.threads} torch thread{'s' * (self.threads != 1)}"
-        where = f"{self.device}{tf32}, {threads}"
-        return f"fp32 `torch.mm` of two {self.size}² matrices on {where}, median of {self.repeats} after a warm-up"
+        return (f"{self.precision} `torch.mm` of two {self.size}² matrices on {self.device}, {threads}, median of "
+                f"{self.repeats} after a warm-up")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -173,18 +175,16 @@ def check_roofline_inputs(settings: RooflineSettings) -> None:
 
 
 def matmul_rate(device: torch.device, size: int = MATMUL_SIZE, repeats: int = 5) -> MatmulRate:
-    """GFLOP/s of an fp32 ``size``² × ``size``² matrix product on ``device``, median of ``repeats``."""
+    """GFLOP/s of a ``size``² × ``size``² matrix product on ``device`` in the precision in force (see
+    ``bench.device.apply_numerics``: bf16 multiplies bfloat16 matrices, as autocast would), median of ``repeats``."""
+    precision = active_precision()
     generator = torch.Generator().manual_seed(0)
-    left, right = (torch.randn(size, size, generator=generator).to(device) for _ in range(2))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    left, right = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
     torch.mm(left, right)  # warm-up: thread pools, kernel selection
-    seconds = []
-    for _ in range(repeats):
-        with Stopwatch(device) as clock:
-            torch.mm(left, right)
-        seconds.append(clock.seconds)
-    tf32 = torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None
+    seconds = repeat_seconds(lambda: torch.mm(left, right), device, repeats)
     gflops = 2 * size**3 / statistics.median(seconds) / 1e9
-    return MatmulRate(size, repeats, str(device), torch.get_num_threads(), tf32, gflops)
+    return MatmulRate(size, repeats, str(device), torch.get_num_threads(), precision, gflops)
 
 
 def encoder_path(
@@ -223,15 +223,18 @@ def measure_roofline(settings: RooflineSettings) -> Roofline:
     from bench.backbones import load_backbone
 
     device = torch.device(settings.device)
+    apply_numerics(Numerics(settings.precision), device)
     roofline = Roofline(matmul_rate(device, settings.matmul_size, settings.matmul_repeats), [])
     if ENCODER in settings.paths:
         backbone = load_backbone(settings.backbone, settings.checkpoint, device)
-        encoder = encoder_path(backbone, settings.encoder_images, settings.encoder_repeats, settings.encoder_batch)
+        with autocast(device):
+            encoder = encoder_path(backbone, settings.encoder_images, settings.encoder_repeats, settings.encoder_batch)
         roofline.paths.append(encoder)
     runs = training_runs(settings.methods, settings.budgets, settings.dataset, settings.task, settings.shots,
                          settings.backbone, settings.checkpoint, settings.tiny)  # fmt: skip
     for method, budget, run in runs:
-        one_pass = run if isinstance(run, str) else measure_training_step(run, settings.data_root, device)
+        with autocast(device):
+            one_pass = run if isinstance(run, str) else measure_training_step(run, settings.data_root, device)
         if isinstance(one_pass, str):  # the run could not be planned or measured: the reason
             roofline.not_measured.append((method, budget, one_pass))
             continue

@@ -100,6 +100,7 @@ class Table1:
     reference_display: str | None = None
     # dataset display name → unit of its HD95 ("mm", "px", "mixed"; None for records that do not say)
     hd95_units: dict[str, str | None] = field(default_factory=dict)
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # of the finished runs (bench.device)
 
     @property
     def mixed_budgets(self) -> bool:
@@ -140,6 +141,7 @@ class Table1:
         else:
             budget = f"Budget: {self.budgets[0]}." if self.budgets else "No row trains: budgets do not apply."
             parts.append(f"{budget} Bold: the best automatic result per column.")
+        parts.append(f"Precision: {', '.join(self.precisions)}.")
         if any(row.variant for row in self.rows):
             parts.append("[key=value]: the row's --set overrides.")
         if self.reference is not None:
@@ -234,9 +236,11 @@ def build_table(
     budgets = sorted({row.budget for row in rows if not row.training_free}, key=budget_rank)
     compared = cases is not None
     units = {column.dataset_display: names.spacing_unit(column.dataset) for column in columns}
+    finished = runs[runs["status"] == "ok"] if "status" in runs else runs
+    precisions = sorted(set(finished["precision"].dropna())) if "precision" in finished else ["fp32"]
     return Table1(metric, rows, columns, cells, budgets, int(summary["runs"].sum()), splits[0] if splits else "test",
                   reference if compared else None, names.method(reference).display if compared else None,
-                  units)  # fmt: skip
+                  units, precisions or ["fp32"])  # fmt: skip
 
 
 def _significance(cases: pd.DataFrame, reference: str, metric: str) -> dict[tuple, float]:
