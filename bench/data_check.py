@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from bench.dataset import dataset_class, dataset_plugin
+from bench.dataset import dataset_class
 from bench.errors import BenchError
 from bench.inventory import LOSS_NAMED, Inventory, kept_summary
 from bench.release import SPLITS, ReleaseDataset
@@ -108,11 +108,11 @@ def check(dataset: str, data_root: Path | None, console: Console) -> None:
 
     Raises BenchError (exit code 2) when it is missing, a split is empty or a task has no image.
     """
-    if not issubclass(dataset_class(dataset, data_root), ReleaseDataset):
+    found = dataset_class(dataset, data_root)
+    if not issubclass(found, ReleaseDataset):
         _say(console, f"'{dataset}' is generated on the fly and needs no data; it is usable.")
         return
-    plugin = dataset_plugin(dataset, data_root)
-    assert isinstance(plugin, ReleaseDataset)
+    plugin = found(data_root)  # a fresh read, which names every skipped file again
     name = plugin.name
     inventory = plugin.inventory()
     parts = plugin.split()

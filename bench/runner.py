@@ -284,7 +284,7 @@ def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[
     """The task, the support ids, and the training and test items a run's method receives."""
     method_cls = METHODS.get(spec.method)
     task = load_task(spec.dataset, spec.task, data_root)
-    if task.identity != spec.dataset_identity:
+    if spec.dataset_identity is not None and task.identity != spec.dataset_identity:
         raise BenchError(
             f"{spec.dataset} changed since this run was planned (its cases are now {task.identity}, the run was "
             f"planned on {spec.dataset_identity}); plan the grid again"
