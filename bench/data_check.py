@@ -35,7 +35,7 @@ def _percent(fraction: float) -> str:
 def _kept_lines(plugin: ReleaseDataset, inventory: Inventory) -> list[str]:
     """Per task: how many images the preprocessing cut the structure in, how much of it they kept, and which
     lost more than ``LOSS_NAMED`` of its pixels."""
-    height, width = plugin.frame_size
+    height, width = plugin.frame_size if any(plugin.frame_size) else inventory.shapes[0]
     lines = [f"  kept:      share of each structure's pixels inside the {height}×{width} frame, over the usable images"]
     for column, task in enumerate(plugin.tasks):
         summary = kept_summary(inventory.ids, inventory.kept[:, column])
@@ -82,19 +82,24 @@ def _geometry_lines(plugin: ReleaseDataset, inventory: Inventory) -> list[str]:
     return lines
 
 
-def _task_lines(plugin: ReleaseDataset, dataset: str) -> tuple[list[str], list[str]]:
-    """Per task of a user's dataset: its images per split and those left out for too few pixels; and the tasks
-    no image shows."""
+def _task_lines(
+    plugin: ReleaseDataset, inventory: Inventory, parts: dict[str, list[str]]
+) -> tuple[list[str], list[str]]:
+    """Per task of a user's dataset: its images per split and those left out for too few pixels (counted from
+    the label maps at once, as ``load`` would keep them); and the tasks no image shows."""
+    pixels = np.stack([np.bincount(labels.ravel(), minlength=256) for labels in inventory.labels])
+    part_of = {sample_id: part for part in SPLITS for sample_id in parts[part]}
+    in_split = np.array([part_of.get(sample_id, "") for sample_id in inventory.ids])
     lines, absent = [], []
     for task in plugin.tasks:
-        try:
-            loaded = plugin.load(task)
-        except BenchError:  # no image shows it: said below, after the summary
+        value = plugin.task_labels[task]
+        counts = pixels[:, list(value) if isinstance(value, (tuple, list)) else [value]].sum(axis=1)
+        member = counts >= plugin.min_pixels
+        sizes = [int((member & (in_split == part)).sum()) for part in SPLITS]
+        left_out = int((~member & (in_split != "")).sum())
+        if not sum(sizes) or not counts.any():
             absent.append(task)
             continue
-        sizes = [len(getattr(loaded, name)) for name in SPLITS]
-        left_out = loaded.info.get("left_out_of_task", 0)
-        value = plugin.task_labels[task]
         lines.append(
             f"             {task} (label {value}): "
             + ", ".join(f"{part} {size}" for part, size in zip(SPLITS, sizes, strict=True))
@@ -143,7 +148,7 @@ def check(dataset: str, data_root: Path | None, console: Console) -> None:
     if plugin.fixed_release:
         lines.append("  tasks:     " + ", ".join(f"{task} = label {plugin.task_labels[task]}" for task in plugin.tasks))
     else:
-        task_lines, absent = _task_lines(plugin, name)
+        task_lines, absent = _task_lines(plugin, inventory, parts)
         lines += ["  tasks:     images per split", *task_lines, f"  identity:  {plugin.identity()}"]
     lines.append(f"  cache:     {inventory.cache_file}" + (" (reused)" if inventory.from_cache else " (written)"))
     _say(console, "\n".join(lines))

@@ -97,6 +97,7 @@ class ReleaseDataset(Dataset):
     layout: str = ""  # one line: the files expected under <data_root>/<name>
     homepage: str = ""
     case_kind: str = "images"  # what find_cases counts, for the summary
+    min_pixels: int = 0  # an image belongs to a task when the task's structure covers this many pixels
     # what a broken file raises inside the readers (nibabel and SimpleITK add their own)
     read_errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, zlib.error)
 
@@ -384,9 +385,9 @@ class ReleaseDataset(Dataset):
         return np.isin(labels, value) if isinstance(value, (tuple, list)) else labels == value
 
     def in_task(self, mask: np.ndarray) -> bool:
-        """Whether an image of the release belongs to a task, given the task's mask in it: every image does in a
-        built-in release (its published filters ran in ``read_case``)."""
-        return True
+        """Whether an image of the release belongs to a task, given the task's mask in it: the structure covers
+        ``min_pixels`` (0 for the built-in releases, whose published filters ran in ``read_case``)."""
+        return int(np.count_nonzero(mask)) >= self.min_pixels
 
 
 def check_labels(labels: np.ndarray, allowed: set[int], path: Path) -> np.ndarray:

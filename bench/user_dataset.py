@@ -223,9 +223,6 @@ class UserDataset(ReleaseDataset):
         scaled = percentile_to_uint8(source.array)  # over the whole volume for a 3-D file, as read_case does
         return [identity_plane(plane, source.spacing) for plane in (scaled if source.is_volume else [scaled])]
 
-    def in_task(self, mask: np.ndarray) -> bool:
-        return int(np.count_nonzero(mask)) >= self.min_pixels
-
     def load(self, task: str) -> Task:
         loaded = super().load(task)
         if not (loaded.train or loaded.val or loaded.test):
