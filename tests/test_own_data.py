@@ -216,7 +216,8 @@ def test_bad_channel_unreadable_file_wrong_root_and_read_only(tmp_path: Path, is
     assert channel.exit_code == 2 and "has no channel '2'; its channels: 0 (US)" in channel.output
 
     (folder / "imagesTr" / "case004_0000.png").write_bytes(b"\x89PNG\r\n truncated")
-    truncated = invoke("data", "check", folder)
+    with pytest.warns(UserWarning, match="skipped imagesTr/case004_0000.png"):
+        truncated = invoke("data", "check", folder)
     assert truncated.exit_code == 0, truncated.output  # skipped, named and counted: the others are usable
     assert "1 unreadable: imagesTr/case004_0000.png" in truncated.output
 
