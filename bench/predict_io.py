@@ -34,17 +34,18 @@ import numpy as np
 
 from bench.data import Box, center_crop_or_pad, percentile_to_uint8
 from bench.errors import BenchError
+from bench.image_io import IMAGE_2D_ENDINGS, VOLUME_ENDINGS, file_ending
 from bench.metrics import binarize
 
-RASTER_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-MEDICAL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# the formats the dataset readers take (``bench.image_io``), so a run predicts on whatever its data was
+RASTER_SUFFIXES = IMAGE_2D_ENDINGS
+MEDICAL_SUFFIXES = VOLUME_ENDINGS
 SUFFIXES = RASTER_SUFFIXES + MEDICAL_SUFFIXES
 
 
 def image_suffix(path: Path) -> str | None:
     """The recognised suffix of ``path`` (lower case, ``.nii.gz`` whole), or None."""
-    name = path.name.lower()
-    return next((suffix for suffix in SUFFIXES if name.endswith(suffix)), None)
+    return file_ending(path) or None
 
 
 def stem(path: Path) -> str:
