@@ -25,7 +25,7 @@ from bench.predict import PREDICT_CHUNK, Framed, LoadedRun, frame_inputs, predic
 from bench.predict_io import SUFFIXES, read_source, stem
 from bench.progress import no_progress
 from bench.spec import check_eval_split
-from bench.store import RECORD_VERSION, record_path
+from bench.store import RECORD_VERSION, record_path, record_split
 
 # copied from the training run's record: what the evaluated model is
 _FROM_RUN = (METHOD_INFO, "hparams", "params_total", "params_trainable", "support_ids")
@@ -140,7 +140,7 @@ def write_evaluation(
         "eval_of": source["run_id"],
         "evaluated_on": evaluated_on,
         "trained_on": {"dataset": source["spec"]["dataset"], "task": source["spec"]["task"],
-                       "display": _trained_on_text(source)},  # fmt: skip
+                       "split": record_split(source), "display": _trained_on_text(source)},  # fmt: skip
         DATASET_INFO: dataset_info,
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])),

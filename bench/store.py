@@ -191,10 +191,17 @@ def variant_text(overrides: object) -> str:
 
 def _row_variant(record: dict) -> str:
     """The row's ``variant``: its ``--set`` overrides and, for a `bench evaluate` record (a model scored on
-    another dataset than it was trained on), "trained on <dataset> <task>", so it is a row of its own."""
-    variant = variant_text(record.get("spec", {}).get("overrides"))
+    another dataset than it was trained on), "trained on <dataset> <task>", so it is a row of its own. A model
+    scored on the other split of its own dataset and task is the run's configuration as a val (or test) run
+    would give it, so its row is that configuration's (scored on its own split, it keeps the suffix: the run's
+    own record is in the same table)."""
+    spec = record.get("spec", {})
+    variant = variant_text(spec.get("overrides"))
     trained_on = record.get("trained_on") if record.get("eval_of") else None
     if not isinstance(trained_on, dict):
+        return variant
+    same_data = (trained_on.get("dataset"), trained_on.get("task")) == (spec.get("dataset"), spec.get("task"))
+    if same_data and trained_on.get("split") not in (None, record_split(record)):
         return variant
     return ", ".join(filter(None, [variant, f"trained on {trained_on.get('display') or trained_on.get('dataset')}"]))
 

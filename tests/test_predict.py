@@ -90,6 +90,22 @@ def test_evaluate_on_the_runs_own_split_reproduces_its_score_and_shows_in_the_ta
     assert "trained on Synthetic Ellipse" in table
 
 
+def test_evaluate_on_val_is_the_runs_own_row_of_the_val_table(trained, tmp_path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(trained["results"], results)
+    run = trained["records"]["prompt-module"]
+    test_table = invoke("table", "--results", results, "--format", "csv")
+    invoke("evaluate", run["run_id"], "--dataset", "synthetic", "--split", "val", "--results", results,
+           "--device", "cpu")  # fmt: skip
+    record = json.loads(next((results / "default" / "runs").glob("*_on_synthetic-ellipse_val.json")).read_text())
+    assert record["trained_on"]["split"] == "test" and record["spec"]["eval_split"] == "val"
+    val_table = invoke("table", "--results", results, "--split", "val", "--format", "csv")
+    assert "trained on" not in val_table
+    assert f"{100 * record['mean_dice']:.2f}" in val_table
+    # the val score is not mixed into the run's row of the test table
+    assert invoke("table", "--results", results, "--format", "csv") == test_table
+
+
 def test_a_prompted_method_predicts_from_the_boxes_file(trained, tmp_path) -> None:
     run_id = trained["records"]["medsam-box"]["run_id"]
     image = next(trained["images"].iterdir())

@@ -202,7 +202,9 @@ def qualitative_figure(
             if dice is not None:
                 ax.text(0.03, 0.97, f"Dice {dice:.2f}", transform=ax.transAxes, va="top", fontsize=8,
                         color="white", bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0})
-    axes[0, 0].set_title(f"{names.task_label(dataset, task)}\nimage + ground truth", fontsize=9)
+    # a long dataset name (e.g. "CAMUS 2CH ED (224x224 resized copy) LV") would run past the figure's left edge
+    task_lines = textwrap.wrap(names.task_label(dataset, task), TITLE_CHARS)
+    axes[0, 0].set_title("\n".join([*task_lines, "image + ground truth"]), fontsize=9)
     for column, record in enumerate(runs, start=1):
         axes[0, column].set_title(_title(record, names), fontsize=9)
     handles = [
