@@ -104,6 +104,10 @@ def test_evaluate_on_val_is_the_runs_own_row_of_the_val_table(trained, tmp_path)
     assert f"{100 * record['mean_dice']:.2f}" in val_table
     # the val score is not mixed into the run's row of the test table
     assert invoke("table", "--results", results, "--format", "csv") == test_table
+    # the val report reads records without a fit time (an evaluation trains nothing)
+    invoke("report", "--results", results, "--split", "val", "--out", tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "val" in report and f"{100 * record['mean_dice']:.2f}" in report
 
 
 def test_a_prompted_method_predicts_from_the_boxes_file(trained, tmp_path) -> None:

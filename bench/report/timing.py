@@ -50,6 +50,10 @@ def cost_table(
         return pd.DataFrame()
     if "variant" not in finished:
         finished["variant"] = ""
+    # `bench evaluate` records have no fit time (None): numeric columns, so their rows' costs are NaN, not objects
+    for column in ("fit_seconds", "infer_seconds_per_image", "peak_memory_mb", "params_total", "params_trainable"):
+        if column in finished:
+            finished[column] = pd.to_numeric(finished[column], errors="coerce")
     epochs = pd.to_numeric(finished["epochs"], errors="coerce")
     finished["seconds_per_epoch"] = finished["fit_seconds"] / epochs.where(epochs > 0)
     counts = finished["run_id"].map(images or {}).astype(float)
