@@ -63,7 +63,12 @@ def hd95(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]
     rows, cols = (np.flatnonzero(prediction.any(axis) | truth.any(axis)) for axis in (1, 0))
     # one pixel of margin where the image has it: the erosion then sees the same neighbours as on the whole image
     window = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
-    prediction_edge, truth_edge = _boundary(prediction[window]), _boundary(truth[window])
+    return surface_hd95(prediction[window], truth[window], sampling)
+
+
+def surface_hd95(prediction: np.ndarray, truth: np.ndarray, sampling: tuple[float, float]) -> float:
+    """HD95 between the boundaries of two non-empty masks, with distance transforms over the arrays as given."""
+    prediction_edge, truth_edge = _boundary(prediction), _boundary(truth)
     to_truth = ndimage.distance_transform_edt(~truth_edge, sampling=sampling)[prediction_edge]
     to_prediction = ndimage.distance_transform_edt(~prediction_edge, sampling=sampling)[truth_edge]
     return float(max(np.percentile(to_truth, 95), np.percentile(to_prediction, 95)))
