@@ -123,8 +123,9 @@ def predicted(tmp_path):
 
 def test_qualitative_figure_shows_the_headline_run_and_names_it(predicted) -> None:
     records = store.load_records(predicted)
-    _, runs = choose_runs(records, predicted, "ellipse")
-    ours = next(run for run in runs if run["spec"]["method"] == "rep-ours")
+    chosen = choose_runs(records, predicted, "ellipse")
+    assert chosen.left_out == []
+    ours = next(run for run in chosen.runs if run["spec"]["method"] == "rep-ours")
     assert (ours["spec"]["labels"], ours["spec"]["budget"], ours["spec"]["draw"]) == ("box", "paper", 0)
 
     drawn = qualitative_figure(records, predicted, "ellipse", images=1)
@@ -132,7 +133,7 @@ def test_qualitative_figure_shows_the_headline_run_and_names_it(predicted) -> No
     assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0",
                           "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0"]  # fmt: skip
     # --labels still narrows the choice to the mask-trained runs
-    _, masks = choose_runs(records, predicted, "ellipse", labels="mask")
+    masks = choose_runs(records, predicted, "ellipse", labels="mask").runs
     assert {run["spec"]["labels"] for run in masks} == {"mask"}
 
 
@@ -152,6 +153,30 @@ def test_qualitative_figure_with_all_rows_shows_every_table_row_in_order(predict
                           "[size_barrier_on=pixels,\ntightness_weight=0.0001]"]  # fmt: skip
     with pytest.raises(BenchError, match="unknown --rows 'every'"):
         choose_runs(records, predicted, "ellipse", rows="every")
+
+
+def test_rows_without_a_predictions_file_are_named_not_dropped(predicted) -> None:
+    # an all-data run made elsewhere (its predictions stayed there) and a method with no predictions at all
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:SAVED_PREDICTIONS]
+    write_record(predicted, "rep-ours", {s.id: 0.95 for s in test}, labels="box", budget="paper", shots=None)
+    write_record(predicted, "rep-autosam", {s.id: 0.7 for s in test})
+    records = store.load_records(predicted)
+
+    headline = choose_runs(records, predicted, "ellipse")
+    ours = next(run for run in headline.runs if run["spec"]["method"] == "rep-ours")
+    assert ours["spec"]["shots"] == 10  # the headline's all-data run has nothing to draw: its k=10 run stands in
+    assert headline.left_out == [
+        "AutoSAM (mask, k=10, quick) (no predictions file)",
+        "Prompt_module & 100% (box, k=All, paper) (no predictions file; "
+        "Prompt_module & 100% (box, k=10, paper) shown)",
+    ]
+    every = choose_runs(records, predicted, "ellipse", rows="all")
+    assert len(every.runs) == 3 and every.left_out == [
+        "AutoSAM (mask, k=10, quick) (no predictions file)",
+        "Prompt_module & 100% (box, k=All, paper) (no predictions file)",
+    ]
+    drawn = qualitative_figure(records, predicted, "ellipse", images=1, rows="all")
+    assert drawn.legends[0].get_title().get_text().startswith("Not shown: AutoSAM (mask, k=10, quick)")
 
 
 def test_statistics_markdown_lists_the_reference_row_and_differences(grid) -> None:

@@ -85,14 +85,18 @@ def figure(
     """The qualitative figure: test images with each method's predicted and the true contour."""
     from bench import spec as specs
     from bench import store
-    from bench.report.figure import qualitative_figure
+    from bench.report.figure import choose_runs, draw_qualitative
+    from bench.report.names import Names
     from bench.report.plots import save_figure
 
     load_plugins(plugin)
     records = store.require_records(results, experiment, split)
-    chosen = specs.split_list(ids) if ids else None
-    drawn = qualitative_figure(
-        records, results, task, dataset, chosen, images, seed, shots, labels, data_root, rows
+    names = Names(store.runs_frame(records))
+    chosen = choose_runs(records, results, task, dataset, shots, labels, names, rows)
+    for row in chosen.left_out:
+        console.print(f"[yellow]not shown:[/] {row}", highlight=False)
+    drawn = draw_qualitative(
+        chosen, results, task, names, specs.split_list(ids) if ids else None, images, seed, data_root
     )
     stem = f"qualitative_{safe_name(dataset) + '_' if dataset else ''}{task}{'_all_rows' if rows == 'all' else ''}"
     written = save_figure(drawn, out or results / "report", stem)

@@ -8,13 +8,16 @@ first few test cases by id, binarised), images and ground truth from the dataset
 most training samples (all data before any k), then the lowest draw and seed. With ``rows="all"`` every
 Table 1 row gets a column (its lowest draw and seed), in the table's order, so label regimes, budgets and
 ``--set`` variants of one method can be compared by eye. ``shots`` and ``labels`` narrow the choice. Each
-column's title names its run: labels, k, budget, seed and support draw, and its overrides.
+column's title names its run: labels, k, budget, seed and support draw, and its overrides. A row whose run
+has no predictions file (made on a machine whose ``predictions/`` did not come back) is named under the
+legend rather than dropped.
 """
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -68,6 +71,16 @@ def _row_key(record: dict) -> tuple:
             spec.get("backbone") or "", variant_text(spec.get("overrides")))  # fmt: skip
 
 
+class ChosenRuns(NamedTuple):
+    """The runs a qualitative figure shows, and what it had to leave out."""
+
+    dataset: str
+    runs: list[dict]
+    # one phrase per Table 1 row (per method with rows="headline") whose best run has no predictions file:
+    # left out, or, for a method's headline, stood in for by its next run that has one
+    left_out: list[str]
+
+
 def choose_runs(
     records: list[dict],
     results: Path,
@@ -77,9 +90,10 @@ def choose_runs(
     labels: str | None = None,
     names: Names | None = None,
     rows: str = "headline",
-) -> tuple[str, list[dict]]:
-    """(dataset, one finished run with a predictions file per method — per Table 1 row with ``rows="all"``),
-    in the table's order (by the records' ``names``, read from ``records`` when not given)."""
+) -> ChosenRuns:
+    """One finished run with a predictions file per method (per Table 1 row with ``rows="all"``), in the
+    table's order (by the records' ``names``, read from ``records`` when not given), and the rows whose best
+    run has none — runs made elsewhere (e.g. on a lent GPU) whose predictions did not come back."""
     if rows not in ROW_CHOICES:
         raise BenchError(f"unknown --rows '{rows}'; choose one of {', '.join(ROW_CHOICES)}")
     done = [r for r in records if r.get("status") == "ok"]
@@ -105,11 +119,25 @@ def choose_runs(
             " file (runs recorded before predictions were saved must be run again)"
         )
     names = names or Names(runs_frame(records))
+    saved_ids = {record["run_id"] for record in saved}
+
+    def column(record: dict) -> tuple:
+        return _method_order(record["spec"]["method"], names), _row_key(record) if rows == "all" else ()
+
+    best: dict[tuple, dict] = {}
     chosen: dict[tuple, dict] = {}
-    for record in sorted(saved, key=lambda record: _rank(record, names)):
-        method = record["spec"]["method"]
-        chosen.setdefault((_method_order(method, names), _row_key(record) if rows == "all" else ()), record)
-    return datasets[0], [chosen[key] for key in sorted(chosen)]
+    for record in sorted(finished, key=lambda record: _rank(record, names)):
+        best.setdefault(column(record), record)
+        if record["run_id"] in saved_ids:
+            chosen.setdefault(column(record), record)
+    left_out = []
+    for key in sorted(best):
+        wanted, shown = best[key], chosen.get(key)
+        if shown is None:
+            left_out.append(f"{_row_text(wanted, names)} (no predictions file)")
+        elif _row_key(shown) != _row_key(wanted):
+            left_out.append(f"{_row_text(wanted, names)} (no predictions file; {_row_text(shown, names)} shown)")
+    return ChosenRuns(datasets[0], [chosen[key] for key in sorted(chosen)], left_out)
 
 
 def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: int) -> list[str]:
@@ -143,17 +171,30 @@ def _panel(ax, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray | No
     ax.set_yticks([])
 
 
-def _title(record: dict, names: Names) -> str:
-    """The column's run: "UNet" / "mask, k=10, quick" / "seed 0, draw 1" (and its --set overrides)."""
+def _config(record: dict, names: Names) -> tuple[str, list[str], str]:
+    """A run's method display name, its row ("mask", "k=10", "quick") and its seed and draw."""
     spec = record["spec"]
     info = names.method(spec["method"])
     k = shots_text(shots_label(spec["shots"]), info.training_free)
     config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"]) + [spec["budget"]]
-    run = f"seed {spec['seed']}" + ("" if k == "–" else f", draw {spec['draw']}")
-    lines = [info.display, ", ".join(config), run]
+    return info.display, config, f"seed {spec['seed']}" + ("" if k == "–" else f", draw {spec['draw']}")
+
+
+def _row_text(record: dict, names: Names) -> str:
+    """A run's Table 1 row on one line: "UNet (mask, k=All, quick)"."""
+    display, config, _ = _config(record, names)
+    overrides = record["spec"].get("overrides")
+    return f"{display} ({', '.join(config)}{'; ' + variant_text(overrides) if overrides else ''})"
+
+
+def _title(record: dict, names: Names) -> str:
+    """The column's run: "UNet" / "mask, k=10, quick" / "seed 0, draw 1" (and its --set overrides)."""
+    display, config, run = _config(record, names)
+    lines = [display, ", ".join(config), run]
+    overrides = record["spec"].get("overrides")
     # wrapped at the commas: one long "key=value, key=value" line would run past the column (and the figure)
-    variant = textwrap.wrap(f"[{variant_text(spec.get('overrides'))}]", TITLE_CHARS, break_on_hyphens=False)
-    return "\n".join(lines + (variant if spec.get("overrides") else []))
+    variant = textwrap.wrap(f"[{variant_text(overrides)}]", TITLE_CHARS, break_on_hyphens=False)
+    return "\n".join(lines + (variant if overrides else []))
 
 
 def qualitative_figure(
@@ -172,7 +213,22 @@ def qualitative_figure(
     """Rows: test images; columns: the image with its ground truth, then one per method (per Table 1 row
     with ``rows="all"``)."""
     names = Names(runs_frame(records))
-    dataset, runs = choose_runs(records, results, task, dataset, shots, labels, names, rows)
+    chosen = choose_runs(records, results, task, dataset, shots, labels, names, rows)
+    return draw_qualitative(chosen, results, task, names, ids, images, seed, data_root)
+
+
+def draw_qualitative(
+    chosen: ChosenRuns,
+    results: Path,
+    task: str,
+    names: Names,
+    ids: list[str] | None = None,
+    images: int = DEFAULT_IMAGES,
+    seed: int = 0,
+    data_root: Path | None = None,
+) -> Figure:
+    """The figure of ``chosen`` runs; the rows it left out are named under the legend."""
+    dataset, runs = chosen.dataset, chosen.runs
     predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
@@ -181,8 +237,7 @@ def qualitative_figure(
     samples = load_task(dataset, task, data_root).by_id(split)
     missing = [case for case in cases if case not in samples]
     if missing:
-        names = ", ".join(missing)
-        raise BenchError(f"{names} not in the {split} split of {dataset}/{task}: the split has changed")
+        raise BenchError(f"{', '.join(missing)} not in the {split} split of {dataset}/{task}: the split has changed")
 
     columns = 1 + len(runs)
     figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * len(cases) + 0.6), layout="constrained")
@@ -211,5 +266,9 @@ def qualitative_figure(
         Line2D([], [], color=TRUTH_COLOUR, linestyle="--", label="ground truth"),
         Line2D([], [], color=PREDICTION_COLOUR, label="prediction (probability > 0.5)"),
     ]
-    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    # the rows left out are said in the figure itself (as the legend's title, which the layout makes room
+    # for): a committed PNG must not look like the whole table
+    note = textwrap.fill("Not shown: " + "; ".join(chosen.left_out) + ".", TITLE_CHARS * columns)
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False,
+                  title=note if chosen.left_out else None, title_fontsize=8)  # fmt: skip
     return figure
