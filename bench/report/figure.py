@@ -268,7 +268,8 @@ def draw_qualitative(
     ]
     # the rows left out are said in the figure itself (as the legend's title, which the layout makes room
     # for): a committed PNG must not look like the whole table
-    note = textwrap.fill("Not shown: " + "; ".join(chosen.left_out) + ".", TITLE_CHARS * columns)
-    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False,
-                  title=note if chosen.left_out else None, title_fontsize=8)  # fmt: skip
+    note = None
+    if chosen.left_out:
+        note = textwrap.fill("Not shown: " + "; ".join(chosen.left_out) + ".", TITLE_CHARS * columns)
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, title=note, title_fontsize=8)
     return figure
