@@ -30,7 +30,8 @@ class MeanThreshold(Method):
 
     def fit(self, train: list[TrainItem], ctx: RunContext) -> None:
         time.sleep(self.hparams.sleep)
-        self.level = float(np.mean([item.image[item.mask].mean() for item in train]))
+        for _ in ctx.progress(range(self.hparams.epochs), description=f"{self.name} epochs"):
+            self.level = float(np.mean([item.image[item.mask].mean() for item in train]))
 
     def predict(self, items: list[TestItem], ctx: RunContext) -> list[np.ndarray]:
         return [(item.image >= 0.8 * self.level).astype(np.float32) for item in items]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -69,24 +70,45 @@ def check_writable(folder: Path, shown_as: Path) -> None:
 
 
 class ProgressBars:
-    """A rich progress display: one bar for the grid and, per run, a transient bar for its epochs/batches."""
+    """A rich progress display: one bar for the grid and, per run, a transient bar for its epochs/batches.
 
-    def __init__(self, progress: Progress) -> None:
+    A console that is not a terminal (a log file, a batch job's output) draws no bars, so a two-hour fit
+    would leave its log empty until it ends: there each bar prints a plain line instead, at most once per
+    ``line_every`` seconds and at its last step.
+    """
+
+    def __init__(self, progress: Progress, line_every: float = 60.0) -> None:
         self.progress = progress
+        self.line_every = line_every
 
     def for_run(self, _spec) -> Callable[..., Iterator]:
+        plain = not self.progress.console.is_terminal
+
         def track(iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
             if total is None and hasattr(iterable, "__len__"):
                 total = len(iterable)  # type: ignore[arg-type]
             task = self.progress.add_task(f"  {description}", total=total)
+            started = last_line = time.monotonic()
             try:
-                for item in iterable:
+                for done, item in enumerate(iterable, start=1):
                     yield item
                     self.progress.advance(task)
+                    now = time.monotonic()
+                    if plain and (now - last_line >= self.line_every or done == total):
+                        last_line = now
+                        self.progress.console.print(
+                            f"  {description} {done}/{total if total is not None else '?'}, "
+                            f"{_clock(now - started)} elapsed", highlight=False)  # fmt: skip
             finally:
                 self.progress.remove_task(task)
 
         return track
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 def key_values(pairs: list[str], option: str) -> dict[str, str]:
     values = {}
