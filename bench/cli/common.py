@@ -82,27 +82,27 @@ class ProgressBars:
         self.line_every = line_every
 
     def for_run(self, _spec) -> Callable[..., Iterator]:
+        """The progress callback of one run (the same bars for every run)."""
+        return self.track
+
+    def track(self, iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        task = self.progress.add_task(f"  {description}", total=total)
         plain = not self.progress.console.is_terminal
-
-        def track(iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
-            if total is None and hasattr(iterable, "__len__"):
-                total = len(iterable)  # type: ignore[arg-type]
-            task = self.progress.add_task(f"  {description}", total=total)
-            started = last_line = time.monotonic()
-            try:
-                for done, item in enumerate(iterable, start=1):
-                    yield item
-                    self.progress.advance(task)
-                    now = time.monotonic()
-                    if plain and (now - last_line >= self.line_every or done == total):
-                        last_line = now
-                        self.progress.console.print(
-                            f"  {description} {done}/{total if total is not None else '?'}, "
-                            f"{_clock(now - started)} elapsed", highlight=False)  # fmt: skip
-            finally:
-                self.progress.remove_task(task)
-
-        return track
+        started = last_line = time.monotonic()
+        try:
+            for done, item in enumerate(iterable, start=1):
+                yield item
+                self.progress.advance(task)
+                now = time.monotonic()
+                if plain and (now - last_line >= self.line_every or done == total):
+                    last_line = now
+                    self.progress.console.print(
+                        f"  {description} {done}/{total if total is not None else '?'}, "
+                        f"{_clock(now - started)} elapsed", highlight=False)  # fmt: skip
+        finally:
+            self.progress.remove_task(task)
 
 
 def _clock(seconds: float) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cli.common import DataRootOption, PluginOption, app, console, load_plugins, user_errors
+from bench.cli.common import DataRootOption, PluginOption, ProgressBars, app, console, load_plugins, user_errors
 from bench.errors import BenchError
 
 RunArgument = Annotated[str, typer.Argument(help="A run id, or a method name (its headline run).")]
@@ -22,16 +22,6 @@ CheckpointOption = Annotated[
     Path | None, typer.Option(help="The backbone's checkpoint file, when it is not where the run found it.")
 ]
 _COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-
-
-def _track(progress: Progress):
-    def track(iterable, total: int | None = None, description: str = ""):
-        task = progress.add_task(description, total=total if total is not None else len(iterable))
-        for item in iterable:
-            yield item
-            progress.advance(task)
-
-    return track
 
 
 def _prepare(which: str, results: Path, experiment: str | None, device: str, checkpoint: Path | None,
@@ -91,7 +81,7 @@ def predict(
         framed = frame_inputs(loaded, files)
     written = 0
     with Progress(*_COLUMNS, console=console, transient=True) as progress:
-        for item, mask, _ in predict_masks(loaded, framed, prompts, _track(progress)):
+        for item, mask, _ in predict_masks(loaded, framed, prompts, ProgressBars(progress).track):
             target = targets[item.source.path]
             try:
                 write_mask(item.source, mask, target)
@@ -145,10 +135,10 @@ def evaluate(
     with Progress(*_COLUMNS, console=console, transient=True) as progress, Stopwatch(loaded.ctx.device) as clock:
         if dataset is not None:
             with progress.console.status(f"loading {dataset}"):
-                cases, info = score_split(loaded, dataset, split, task, data_root, _track(progress))
+                cases, info = score_split(loaded, dataset, split, task, data_root, ProgressBars(progress).track)
             scored_on = {"dataset": dataset, "split": split}
         else:
-            cases, info = score_folder(loaded, files, truth, truth_label, prompts, _track(progress))
+            cases, info = score_folder(loaded, files, truth, truth_label, prompts, ProgressBars(progress).track)
             scored_on = {"folder": str(truth.resolve()), "images": len(files)}
     name = dataset or f"folder:{truth.name}"
     task_name = task or loaded.spec.task
