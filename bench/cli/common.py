@@ -86,6 +86,7 @@ class ProgressBars:
         return self.track
 
     def track(self, iterable: Iterable[ItemT], total: int | None = None, description: str = "") -> Iterator[ItemT]:
+        """Yield ``iterable``, advancing a bar named ``description`` (a plain line now and then off a terminal)."""
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         task = self.progress.add_task(f"  {description}", total=total)
@@ -109,6 +110,7 @@ def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
 
 def key_values(pairs: list[str], option: str) -> dict[str, str]:
     values = {}
