@@ -32,6 +32,12 @@ def test_a_log_file_gets_a_line_per_interval_and_one_at_the_end() -> None:
     assert [line.split(",")[0].strip() for line in hourly.splitlines()] == ["method epochs 3/3"]
 
 
+def test_a_dumb_terminal_draws_no_bar_so_it_gets_the_lines(monkeypatch) -> None:
+    monkeypatch.setenv("TERM", "dumb")
+    _, lines = tracked_output(terminal=True, line_every=3600.0)
+    assert [line.split(",")[0].strip() for line in lines.splitlines()] == ["method epochs 3/3"]
+
+
 def test_a_terminal_gets_the_bar_and_no_lines() -> None:
     seen, drawn = tracked_output(terminal=True, line_every=0.0)
     assert seen == [0, 1, 2]

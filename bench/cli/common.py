@@ -72,7 +72,7 @@ def check_writable(folder: Path, shown_as: Path) -> None:
 class ProgressBars:
     """A rich progress display: one bar for the grid and, per run, a transient bar for its epochs/batches.
 
-    A console that is not a terminal (a log file, a batch job's output) draws no bars, so a two-hour fit
+    A console that is not a terminal (a log file, a batch job's output, TERM=dumb) draws no bars, so a two-hour fit
     would leave its log empty until it ends: there each bar prints a plain line instead, at most once per
     ``line_every`` seconds and at its last step.
     """
@@ -90,7 +90,9 @@ class ProgressBars:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         task = self.progress.add_task(f"  {description}", total=total)
-        plain = not self.progress.console.is_terminal
+        console = self.progress.console
+        # rich's own rule for drawing a live display: a notebook, or a terminal that is not TERM=dumb
+        plain = not (console.is_jupyter or (console.is_terminal and not console.is_dumb_terminal))
         started = last_line = time.monotonic()
         try:
             for done, item in enumerate(iterable, start=1):
@@ -99,7 +101,7 @@ class ProgressBars:
                 now = time.monotonic()
                 if plain and (now - last_line >= self.line_every or done == total):
                     last_line = now
-                    self.progress.console.print(
+                    console.print(
                         f"  {description} {done}/{total if total is not None else '?'}, "
                         f"{_clock(now - started)} elapsed", highlight=False)  # fmt: skip
         finally:
