@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -33,8 +32,9 @@ from bench.paths import process_alive
 from bench.progress import no_progress
 from bench.runner import RecordStamp, encode_grid, finished_elsewhere, record_stamp, run_claimed
 from bench.spec import RunSpec
-from bench.store import claim_path, claims_folder, experiment_folder
+from bench.store import claim_path
 from bench.submitit_jobs import SlurmOptions, SubmititJobs, load_job_ledger
+from bench.timing import Deadline
 
 if TYPE_CHECKING:
     import torch
@@ -145,6 +145,11 @@ def _lost(spec: RunSpec, error: BaseException) -> dict:
     return {"run_id": spec.run_id, "status": "failed", "error": f"worker lost: {type(error).__name__}: {error}"}
 
 
+def _not_started(spec: RunSpec) -> dict:
+    """The summary of a run left for a later command because the grid's ``--stop-after`` time had passed."""
+    return {"run_id": spec.run_id, "status": "not_started", "error": None}
+
+
 def execute(
     specs: Sequence[RunSpec],
     results: Path,
@@ -159,6 +164,7 @@ def execute(
     slurm: SlurmOptions | None = None,
     detach: bool = False,
     numerics: Numerics = DEFAULT_NUMERICS,
+    deadline: Deadline | None = None,
 ) -> list[dict]:
     """Run every spec; returns one summary (run_id, status, error) per spec, in the order they finish.
 
@@ -173,10 +179,18 @@ def execute(
     summary is that process's record (``elsewhere`` set), or, when that process died without one, the run is
     run here (its summary says ``taken_from``). With ``detach`` claimed runs are not waited for: their final
     summary is the ``claimed`` one. ``numerics``: the precision and determinism every run computes in.
+
+    Once ``deadline`` has passed (inline and pool only) no run starts: each run not started gets a summary with
+    status ``not_started`` and no record, runs already running finish, and runs claimed by other processes are
+    not waited for (their final summary is the ``claimed`` one), so that the command ends within its time slice
+    and the same command run again goes on.
     """
     check_executor(executor, jobs)
     if detach and executor not in ("submitit", "slurm"):
         raise BenchError("--detach needs --executor submitit or slurm")
+    deadline = deadline or Deadline()
+    if deadline.seconds is not None and executor not in ("inline", "pool"):
+        raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
     seen = {spec.run_id: record_stamp(results, experiment, spec.run_id) for spec in specs}
     summaries: list[dict] = []
     held: dict[str, RunSpec] = {}  # claimed by another process: waited for after the rest
@@ -204,14 +218,12 @@ def execute(
         free = [spec for spec in batch if spec.run_id not in held]
         if free:
             _dispatch(free, results, experiment, data_root, device, executor, jobs, progress_factory, plugins,
-                      slurm or SlurmOptions(), detach, seen, finished, numerics)  # fmt: skip
+                      slurm or SlurmOptions(), detach, seen, finished, numerics, deadline)  # fmt: skip
 
     dispatch(list(specs))
-    if detach:
-        return summaries + [{"run_id": run_id, "status": "claimed", "error": None} for run_id in held]
-    while held:
-        dispatch(_wait_for_claims(held, results, experiment, seen, finished))
-    return summaries
+    while held and not detach and not deadline.passed():
+        dispatch(_wait_for_claims(held, results, experiment, seen, finished, deadline))
+    return summaries + [{"run_id": run_id, "status": "claimed", "error": None} for run_id in held]
 
 
 def _dispatch(
@@ -229,8 +241,11 @@ def _dispatch(
     seen: dict[str, RecordStamp | None],
     finished: Callable[[RunSpec, dict], None],
     numerics: Numerics = DEFAULT_NUMERICS,
+    deadline: Deadline | None = None,
 ) -> None:
-    """Run ``specs`` with ``executor``, each through its claim; every summary goes to ``finished``."""
+    """Run ``specs`` with ``executor``, each through its claim; every summary goes to ``finished``. Runs
+    that would start after ``deadline`` (inline, pool) are reported ``not_started`` instead."""
+    deadline = deadline or Deadline()
     if executor in ("pool", "submitit"):  # never slurm: see the module's docstring
         try:
             encode_grid(specs, data_root, device, numerics=numerics)
@@ -240,12 +255,16 @@ def _dispatch(
             warnings.warn(f"encoding the grid's images first failed ({type(error).__name__}: {error})", stacklevel=2)
     if executor == "inline":
         for spec in specs:
+            if deadline.passed():
+                finished(spec, _not_started(spec))
+                continue
             progress = progress_factory(spec) if progress_factory else no_progress
             summary = _run_in_worker(spec, results, experiment, data_root, device, (), seen[spec.run_id], progress,
                                      None, numerics)  # fmt: skip
             finished(spec, summary)
     elif executor == "pool":
-        _execute_pool(specs, results, experiment, data_root, device, jobs, plugins, seen, finished, numerics)
+        _execute_pool(specs, results, experiment, data_root, device, jobs, plugins, seen, finished, numerics,
+                      deadline)  # fmt: skip
     else:
         # absolute paths: a SLURM job starts in whatever folder the cluster chooses
         root = Path(data_root).resolve() if data_root is not None else None
@@ -268,10 +287,12 @@ def _wait_for_claims(
     experiment: str,
     seen: dict[str, RecordStamp | None],
     finished: Callable[[RunSpec, dict], None],
+    deadline: Deadline,
 ) -> list[RunSpec]:
     """Wait until some of the ``held`` runs' claims end; report those another process finished, return the
-    rest of them (their holder died without a record: they are to be run here). Ended runs leave ``held``."""
-    while True:
+    rest of them (their holder died without a record: they are to be run here). Ended runs leave ``held``.
+    Stop waiting (returning nothing) once ``deadline`` has passed."""
+    while not deadline.passed():
         time.sleep(CLAIM_POLL_SECONDS)
         ended = [spec for run_id, spec in held.items()
                  if claims.live_holder(claim_path(results, experiment, run_id)) is None]  # fmt: skip
@@ -285,6 +306,7 @@ def _wait_for_claims(
                 finished(spec, done)
         if free or not held:
             return free
+    return []
 
 
 def _execute_pool(
@@ -298,7 +320,9 @@ def _execute_pool(
     seen: dict[str, RecordStamp | None],
     finished: Callable[[RunSpec, dict], None],
     numerics: Numerics = DEFAULT_NUMERICS,
+    deadline: Deadline | None = None,
 ) -> None:
+    deadline = deadline or Deadline()
     # spawn: a forked child would inherit the parent's torch threads and CUDA state. One run per worker
     # process (Python ≥ 3.11), so memory never carries over from one run to the next
     context = multiprocessing.get_context("spawn")
@@ -314,6 +338,10 @@ def _execute_pool(
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_pool_worker,
                              initargs=(os.getpid(), gpus), **fresh) as pool:  # fmt: skip
         while waiting or running:
+            if deadline.passed():
+                for spec in waiting:
+                    finished(spec, _not_started(spec))
+                waiting.clear()
             while waiting and len(running) < jobs:
                 spec = waiting.pop(0)
                 try:
@@ -334,51 +362,3 @@ def _execute_pool(
                     summary = _lost(spec, error)
                     claims.clear_stale(claim_path(results, experiment, spec.run_id))  # the dead worker's claim
                 finished(spec, summary)
-
-
-def grid_status(results: Path, experiment: str | None = None) -> list[dict]:
-    """Per experiment and method: runs done, failed, queued or running, and missing.
-
-    Queued or running: submitit jobs not ended, and runs claimed by a live process (any executor; see
-    ``bench.claims``). Jobs that ended are collected first (a job that died gets its failed record). Missing
-    runs are those of the grid rebuilt from the records (``bench.report.timing.run_status``) that have no
-    record, no job and no claim.
-    """
-    from bench.report.timing import SPEC_KEYS, run_status
-    from bench.store import load_records, runs_frame
-
-    results = Path(results)
-    if not results.is_dir():
-        raise BenchError(f"results folder '{results}' does not exist")
-    if experiment is not None:
-        names = [experiment_folder(results, experiment).name]
-    else:
-        names = sorted(path.name for path in results.iterdir()
-                       if any((path / sub).is_dir() for sub in ("runs", "submitit", "claims")))  # fmt: skip
-    rows = []
-    for name in names:
-        pending = SubmititJobs(results, name, "local").collect()
-        for run_id, holder in claims.live_holders(claims_folder(results, name)).items():
-            if run_id not in pending and isinstance(holder.details.get("spec"), dict):
-                pending[run_id] = RunSpec.from_dict(holder.details["spec"])
-        records = load_records(results, name) if (results / name / "runs").is_dir() else []
-        records = [record for record in records if "eval_of" not in record]  # `bench evaluate`'s are no grid runs
-        counts: dict[str, Counter] = defaultdict(Counter)
-        pending_keys = set()
-        for spec in pending.values():
-            counts[spec.method]["queued_or_running"] += 1
-            pending_keys.add(tuple(getattr(spec, key) if key != "shots" else spec.shots_label for key in SPEC_KEYS))
-        if records:
-            runs = runs_frame(records)
-            runs = runs[~runs["run_id"].isin(pending)]  # a failed run submitted or claimed again counts as such
-            if not runs.empty:
-                table, _, missing = run_status(runs)
-                for row in table.itertuples():
-                    counts[row.method]["done"] += row.ok
-                    counts[row.method]["failed"] += row.failed
-                for key in set(missing) - pending_keys:
-                    counts[key[0]]["missing"] += 1
-        columns = ("done", "failed", "queued_or_running", "missing")
-        rows += [{"experiment": name, "method": method, **{column: row[column] for column in columns}}
-                 for method, row in sorted(counts.items())]  # fmt: skip
-    return rows

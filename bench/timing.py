@@ -5,13 +5,17 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from types import TracebackType
 
 import torch
+
+from bench.errors import BenchError
 
 
 def synchronize(device: torch.device | str | None) -> None:
@@ -37,6 +41,33 @@ class Stopwatch:
     ) -> None:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._start
+
+
+# one or more number-unit pairs, largest first by convention: "8m", "90s", "1h30m", "0.5h"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str, option: str = "--stop-after") -> float:
+    """Seconds in a duration written as number-unit pairs (h, m, s): "8m", "90s", "1h30m"."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(number + unit for number, unit in parts) != compact:
+        raise BenchError(f"{option} takes a duration such as 8m, 90s or 1h30m, not '{text}'")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+class Deadline:
+    """The moment after which a grid starts no new run (``bench run --stop-after``); no limit when ``seconds``
+    is None. It counts from its creation, i.e. from the start of the command, loading and encoding included,
+    so that the command fits the time slice it was given."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = seconds
+        self._end = None if seconds is None else monotonic() + seconds
+
+    def passed(self) -> bool:
+        return self._end is not None and monotonic() >= self._end
 
 
 def repeat_seconds(call: Callable[[], object], device: torch.device | str, repeats: int) -> list[float]:

@@ -78,6 +78,33 @@ def test_claims_do_not_hold_where_the_records_contradict_them(tmp_path) -> None:
     assert "AutoSAM · mask · k=10 · paper 56.75, 3.00 points above" in verdicts["c"].evidence
 
 
+def test_claims_compare_rows_of_one_budget_wherever_both_methods_ran_at_it(tmp_path) -> None:
+    _write(tmp_path, "prompt-module", "box", 0.70, budget="paper", fit_seconds=100.0, epochs=100)
+    _write(tmp_path, "prompt-module", "box", 0.50, budget="quick")  # the budget UNet ran at: this one is compared
+    _write(tmp_path, "unet", "mask", 0.60)
+    _write(tmp_path, "autosam", "mask", 0.90)  # quick only: set against ours at quick too
+    # all data: UNet at both budgets, so its quick pair is used; TransUNet's pair shares no budget: its best each
+    _write(tmp_path, "unet", "mask", 0.95, shots=None, budget="paper", seeds=(0,))
+    _write(tmp_path, "unet", "mask", 0.80, shots=None, seeds=(0,))
+    _write(tmp_path, "transunet", "mask", 0.90, shots=None, budget="paper", seeds=(0,))
+    _write(tmp_path, "transunet", "mask", 0.70)
+    _write(tmp_path, "prompt-module", "box", 0.80, shots=None, budget="paper", seeds=(0,))  # its pair: paper
+
+    verdicts = _verdicts(tmp_path)
+
+    assert verdicts["a"].verdict == claims.FAILS  # 10 points below UNet at quick; the paper row would have held
+    assert "Prompt module (ours) · box · k=10 · quick 51.75 against UNet · mask · k=10 · quick 61.75" in (
+        verdicts["a"].evidence)
+    assert verdicts["a"].budgets == "same (quick)"
+    assert verdicts["b"].budgets == "same (quick)" and "against Prompt module (ours) · box · k=10 · quick" in (
+        verdicts["b"].evidence)
+    assert "Prompt module (ours) 10.00 points (81.75 → 71.75)" in verdicts["d"].evidence
+    assert "UNet 20.00 points (81.75 → 61.75)" in verdicts["d"].evidence
+    assert "TransUNet 20.00 points (91.75 → 71.75)" in verdicts["d"].evidence
+    assert verdicts["d"].budgets == ("Prompt module (ours) same (paper), UNet same (quick), TransUNet differ (paper,"
+                                     " quick)")
+
+
 def test_claims_without_the_rows_they_need_are_not_measurable_here(tmp_path) -> None:
     _write(tmp_path, "prompt-module", "box", 0.80, budget="paper")
     _write(tmp_path, "prompt-module", "mask", 0.90)  # not the boxes claim (a) is about, nor a UNet

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from bench import executors
 from bench.cli import app
 from bench.embedding_cache import embedding_counts
-from bench.executors import execute, grid_status, pool_gpus
+from bench.executors import execute, pool_gpus
+from bench.grid_status import grid_status
 from bench.paths import process_alive
 from bench.spec import RunSpec
 from bench.store import load_records, record_path

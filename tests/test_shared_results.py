@@ -24,7 +24,8 @@ from bench.cli import app
 from bench.data import write_json_atomic
 from bench.dataset import load_task
 from bench.embedding_cache import EmbeddingStore, cached_embeddings, embedding_counts, image_digest
-from bench.executors import execute, grid_status
+from bench.executors import execute
+from bench.grid_status import grid_status
 from bench.runner import run_one
 from bench.spec import RunSpec
 from bench.store import claim_path, claims_folder, load_records, record_path

@@ -108,12 +108,20 @@ def run(
         typer.Option("--slurm-arg", help="Other submitit/sbatch option key=value, e.g. constraint=a100."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
+    stop_after: Annotated[
+        str | None,
+        typer.Option(help="Start no run once this much time (e.g. 8m, 1h30m) has passed since the command began "
+                     "(inline, pool); run the command again to go on."),
+    ] = None,
     save_models: Annotated[
         bool, typer.Option("--save-models", help="Keep what each run trained in <experiment>/models/ (see predict).")
     ] = False,
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
+    from bench.timing import Deadline, parse_duration
+
+    deadline = Deadline(parse_duration(stop_after) if stop_after is not None else None)
     from bench import spec as specs
     from bench import store
     from bench.claims import live_holder, remove_stale
@@ -127,6 +135,8 @@ def run(
     load_plugins(plugin)
     method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
     check_executor(executor, jobs)
+    if stop_after is not None and executor not in ("inline", "pool"):
+        raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
     if executor == "submitit" and slurm_gpus is not None:
         raise BenchError("--slurm-gpus is for --executor slurm: local submitit jobs get one GPU each, round-robin")
     # a SLURM parent may sit on a login node: it only checks the device's spelling, and loads nothing on it
@@ -221,6 +231,7 @@ def run(
 
     failures: list[dict] = []
     queued: list[dict] = []
+    not_started: list[dict] = []
     elsewhere: list[dict] = []
     claimed: dict[str, dict] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -232,8 +243,8 @@ def run(
         bars = ProgressBars(progress)
 
         def on_done(spec, summary: dict) -> None:
-            if summary["status"] == "queued":
-                queued.append(summary)
+            if summary["status"] in ("queued", "not_started"):
+                (queued if summary["status"] == "queued" else not_started).append(summary)
                 return
             if summary["status"] == "claimed":  # another process runs it
                 claimed[spec.run_id] = summary
@@ -256,7 +267,7 @@ def run(
             execute(
                 to_run, results, experiment, data_root, device, executor, jobs,
                 on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
-                slurm=slurm, detach=detach, numerics=numerics,
+                slurm=slurm, detach=detach, numerics=numerics, deadline=deadline,
             )  # fmt: skip
         except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
             raise BenchError(
@@ -264,12 +275,15 @@ def run(
                 "the records written so far are kept: fix it and re-run the command to resume"
             ) from error
     console.print(
-        f"{len(to_run) - len(failures) - len(queued) - len(claimed)} ok, {len(failures)} failed"
+        f"{len(to_run) - len(failures) - len(queued) - len(claimed) - len(not_started)} ok, {len(failures)} failed"
         + (f" ({len(elsewhere)} of them run by another process)" if elsewhere else "")
+        + (f", {len(not_started)} not started (--stop-after {stop_after} passed: run again to go on)"
+           if not_started else "")
         + (f", {len(queued)} queued or running" if queued else "")
         + (f", {len(claimed)} running in other processes" if claimed else "")
-        + f"; records in {store.runs_folder(results, experiment)}"
-    )
+        + f"; records in {store.runs_folder(results, experiment)}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
     if queued:
         arrays = sorted({summary["job_id"].split("_")[0] for summary in queued})
         console.print(
@@ -292,7 +306,7 @@ def status(
     """Per method: runs done, failed, queued or running (submitted jobs and claimed runs) and missing; collects
     ended jobs, and names the processes holding claims."""
     from bench.claims import live_holders
-    from bench.executors import grid_status
+    from bench.grid_status import grid_status
     from bench.store import claims_folder
 
     load_plugins(plugin)

@@ -2,8 +2,10 @@
 
 Each claim compares Table 1 rows: a method's row is its headline (``rows.headline``) among the rows with the
 label regime and k the claim names — boxes for the prompt module, masks for the others, k = 10 (PerSAM:
-1) — so the best budget is used and ``--set`` variants only when nothing else ran; a verdict that rests on
-such a row says so, naming its overrides (a smoke run with ``--set epochs=2`` is not the method's recipe).
+1) — so ``--set`` variants are used only when nothing else ran; a verdict that rests on such a row says so,
+naming its overrides (a smoke run with ``--set epochs=2`` is not the method's recipe). The rows a claim sets
+against each other are taken at one budget, the best at which all of them ran; only where they share none is
+each method's best budget used, and the verdict says the budgets differ.
 Two rows are compared on their mean Dice × 100 and, where the claim says better or worse, with the paired
 per-case test of ``bench.report.stats`` (two-sided Wilcoxon on the cases both scored). ``RULES`` states when
 each claim holds; every verdict names the rows, their numbers and their budgets, and says so when the budgets
@@ -35,13 +37,15 @@ CLAIMS = {
     "d": "From all training data down to 10 shots, ours loses less than UNet and TransUNet.",
 }
 RULES = (
-    f"How each verdict is reached. Rows are each method's best-budget row with the claim's labels and k (ours:"
-    f" boxes; the others: masks; k = {FEW_SHOT}, PerSAM 1). (a) holds unless ours is below UNet with paired"
+    f"How each verdict is reached. Rows are each method's row with the claim's labels and k (ours: boxes; the"
+    f" others: masks; k = {FEW_SHOT}, PerSAM 1), the compared rows at the best budget all of them ran at, else"
+    f" each at its best budget. (a) holds unless ours is below UNet with paired"
     f" p < {stats.ALPHA}. (b) holds if AutoSAM's mean is above ours and AutoSAM's time per epoch is"
     f" {ABOUT_THREE[0]:g}–{ABOUT_THREE[1]:g}× ours, both at the paper budget on the same device; it does not"
     " hold if either part fails, and is not measurable when a part cannot be measured. (c) holds if PerSAM is at"
     f" least {FAR_BELOW:g} points below every other method's row, each difference significant (Holm-corrected"
-    f" p < {stats.ALPHA}). (d) compares mean Dice at all data and at k = {FEW_SHOT}: it needs all six rows."
+    f" p < {stats.ALPHA}). (d) compares mean Dice at all data and at k = {FEW_SHOT}: it needs all six rows,"
+    " each method's two at one budget where it ran both at one."
     " Budgets: those of the rows that train (a method without trainable parameters has none); where they"
     " differ, the verdict compares rows trained for different lengths and at different input sizes."
 )
@@ -68,15 +72,27 @@ class _Rows:
         self.summary, self.values = summary, values
         self.used: list[pd.Series] = []  # the rows a claim read, so its verdict can say what they are
 
-    def row(self, method: str, labels: str, shots: str, budget: str | None = None) -> pd.Series | None:
-        mine = self.summary[(self.summary["method"] == method) & (self.summary["labels"] == labels)
+    def _rows_of(self, method: str, labels: str, shots: str) -> pd.DataFrame:
+        return self.summary[(self.summary["method"] == method) & (self.summary["labels"] == labels)
                             & (self.summary["shots"] == shots)]  # fmt: skip
+
+    def row(self, method: str, labels: str, shots: str, budget: str | None = None) -> pd.Series | None:
+        mine = self._rows_of(method, labels, shots)
         if budget is not None:
             mine = mine[mine["budget"] == budget]
         chosen = headline(mine, labels)
         if chosen is not None:
             self.used.append(chosen)
         return chosen
+
+    def matched(self, *wanted: tuple[str, str, str]) -> list[pd.Series | None]:
+        """The rows of ``wanted`` (method, labels, shots each) at one budget, the best at which every one of them
+        ran, so that a claim never sets a ``paper`` row against a ``quick`` one where both methods ran at one
+        budget; each at its own best budget where they share none."""
+        budgets = [set(self._rows_of(*one)["budget"]) for one in wanted]
+        common = set.intersection(*budgets)
+        budget = min(common, key=budget_rank) if common else None
+        return [self.row(*one, budget) for one in wanted]
 
     def overrides_note(self) -> str:
         """" Rests on rows with --set overrides: …" when a row the claim read has any; else ""."""
@@ -128,7 +144,7 @@ def _missing(what: list[tuple[str, pd.Series | None]]) -> str | None:
 
 
 def _claim_a(rows: _Rows, names: Names) -> tuple[str, str, str]:
-    ours, unet = rows.row(OURS, "box", FEW_SHOT), rows.row(UNET, "mask", FEW_SHOT)
+    ours, unet = rows.matched((OURS, "box", FEW_SHOT), (UNET, "mask", FEW_SHOT))
     absent = _missing([(f"{names.method(OURS).display} with boxes at k = {FEW_SHOT}", ours),
                        (f"{names.method(UNET).display} with masks at k = {FEW_SHOT}", unet)])  # fmt: skip
     if absent:
@@ -140,7 +156,7 @@ def _claim_a(rows: _Rows, names: Names) -> tuple[str, str, str]:
 
 
 def _claim_b(rows: _Rows, names: Names) -> tuple[str, str, str]:
-    ours, autosam = rows.row(OURS, "box", FEW_SHOT), rows.row(AUTOSAM, "mask", FEW_SHOT)
+    ours, autosam = rows.matched((OURS, "box", FEW_SHOT), (AUTOSAM, "mask", FEW_SHOT))
     absent = _missing([(f"{names.method(OURS).display} with boxes at k = {FEW_SHOT}", ours),
                        (f"{names.method(AUTOSAM).display} with masks at k = {FEW_SHOT}", autosam)])  # fmt: skip
     if absent:
@@ -196,7 +212,7 @@ def _claim_c(rows: _Rows, names: Names) -> tuple[str, str, str]:
 
 def _claim_d(rows: _Rows, names: Names) -> tuple[str, str, str]:
     methods = [(OURS, "box"), (UNET, "mask"), (TRANSUNET, "mask")]
-    pairs = {method: (rows.row(method, labels, "all"), rows.row(method, labels, FEW_SHOT))
+    pairs = {method: tuple(rows.matched((method, labels, "all"), (method, labels, FEW_SHOT)))
              for method, labels in methods}  # fmt: skip
     absent = _missing([(f"{names.method(method).display} ({labels}, {shots})", pair[i])
                        for method, labels in methods for pair in [pairs[method]]
