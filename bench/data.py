@@ -50,10 +50,17 @@ class Sample:
     mask: np.ndarray  # bool, H×W
     spacing: tuple[float, float] | None = None
     subject: str | None = None  # images of one subject never straddle two splits
+    given_box: Box | None = None  # a box a person drew (a dataset's box file): the box label where there is one
+    mask_known: bool = True  # False: the image has its box only, and ``mask`` (empty) says nothing
 
     @property
     def box(self) -> Box:
-        return tight_box(self.mask)
+        return self.given_box if self.given_box is not None else tight_box(self.mask)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the sample shows the structure: a box to learn from, drawn or the tight box of its mask."""
+        return self.given_box is not None or bool(self.mask.any())
 
 
 # What a run record copies from ``Task.info`` into its ``dataset_info``: the preprocessing, and how much of the
@@ -149,9 +156,12 @@ def train_items(samples: Sequence[Sample], dataset: str, task: str, labels: str)
     items = []
     for sample in samples:
         if labels == "mask":
+            if not sample.mask_known:  # planned runs skip this (``UserDataset.skip_labels``); a direct call may not
+                raise BenchError(f"training image '{sample.id}' of {dataset}/{task} has a box but no mask for "
+                                 "--labels mask")  # fmt: skip
             items.append(TrainItem(sample.id, sample.image, sample.spacing, mask=sample.mask))
         else:
-            if not sample.mask.any():  # k-shot draws never pick one (``support_ids``); all-data runs may
+            if not sample.labelled:  # k-shot draws never pick one (``support_ids``); all-data runs may
                 raise BenchError(
                     f"training image '{sample.id}' of {dataset}/{task} has no {task} pixels, so it has no box for "
                     f"--labels {labels}; leave it out of the dataset or train with masks"
@@ -239,7 +249,7 @@ def support_ids(task: Task, shots: int | None, draw: int) -> list[str]:
     train_ids = sorted(sample.id for sample in task.train)
     if shots is None:
         return train_ids
-    drawable = sorted(sample.id for sample in task.train if sample.mask.any())
+    drawable = sorted(sample.id for sample in task.train if sample.labelled)
     if shots > len(drawable):
         without = len(train_ids) - len(drawable)
         raise BenchError(

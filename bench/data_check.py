@@ -94,15 +94,18 @@ def _task_lines(
     for task in plugin.tasks:
         value = plugin.task_labels[task]
         counts = pixels[:, list(value) if isinstance(value, (tuple, list)) else [value]].sum(axis=1)
-        member = counts >= plugin.min_pixels
+        boxed = plugin.box_only_ids() & set(plugin.drawn_boxes(task)) if hasattr(plugin, "drawn_boxes") else set()
+        boxes_only = np.isin(inventory.ids, sorted(boxed))  # images the box file alone labels
+        member = (counts >= plugin.min_pixels) | boxes_only
         sizes = [int((member & (in_split == part)).sum()) for part in SPLITS]
         left_out = int((~member & (in_split != "")).sum())
-        if not sum(sizes) or not counts.any():
+        if not sum(sizes) or not member.any():
             absent.append(task)
             continue
         lines.append(
             f"             {task} (label {value}): "
             + ", ".join(f"{part} {size}" for part, size in zip(SPLITS, sizes, strict=True))
+            + (f" ({int(boxes_only.sum())} of them with boxes only)" if boxes_only.any() else "")
             + (f"; {left_out} left out with fewer than {plugin.min_pixels} px of it" if left_out else "")
         )
     return lines, absent
@@ -153,9 +156,15 @@ def check(dataset: str, data_root: Path | None, console: Console) -> None:
     lines.append(f"  cache:     {inventory.cache_file}" + (" (reused)" if inventory.from_cache else " (written)"))
     _say(console, "\n".join(lines))
     empty = [part for part in SPLITS if sizes[part] == 0]
-    if empty:
+    # images with boxes only and nothing to score: a dataset to train on (`bench train`), not to benchmark
+    train_only = bool(empty) and "train" not in empty and bool(getattr(plugin, "description", {}).get("box_only"))
+    if empty and not train_only:
         raise BenchError(f"{name} is not usable: no images in its {' and '.join(empty)} split")
     if absent:
         shown = ", ".join(absent)
         raise BenchError(f"{name}: no image shows {shown} (≥{plugin.min_pixels} px); leave it out of the labels")
+    if train_only:
+        _say(console, f"[green]{name} is usable to train (bench train)[/green]; with no images in its "
+                      f"{' and '.join(empty)} split, a run scores nothing")  # fmt: skip
+        return
     _say(console, f"[green]{name} is usable.[/green]")

@@ -115,9 +115,11 @@ def dataset_class(name: str, data_root: str | Path | None = None) -> type[Datase
 def _family_of_folder(folder: Path) -> str:
     if (folder / "dataset.json").is_file():
         return "nnunet"
-    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+    from bench.registry import DATASETS
+
+    if (folder / "images").is_dir() and ((folder / "masks").is_dir() or DATASETS.get("folder").has_boxes(folder)):
         return "folder"
-    what = "is not a folder" if not folder.is_dir() else "holds neither dataset.json nor images/ and masks/"
+    what = "is not a folder" if not folder.is_dir() else "holds neither dataset.json nor images/ with masks/ or boxes"
     raise BenchError(f"'{folder}' {what}; for your own data: {OWN_DATA_FORMS}; see docs/own-data.md")
 
 

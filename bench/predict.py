@@ -20,13 +20,14 @@ import torch
 from bench.data import Box, TestItem
 from bench.dataset import dataset_class
 from bench.errors import BenchError
+from bench.image_io import LUMINANCE
 from bench.method import Method, RunContext
 from bench.predict_io import FramedPlane, SourceImage, frame_source, read_source
 from bench.progress import no_progress
 from bench.registry import METHODS
 from bench.saved_models import SavedModel, build_method, check_backbone, read_saved_model
 from bench.spec import RunSpec
-from bench.store import load_records
+from bench.store import search_records
 
 # planes handed to the method per predict call: enough for its batched decoding, few enough for a smooth bar
 PREDICT_CHUNK = 32
@@ -37,7 +38,7 @@ def find_run(results: Path, which: str, experiment: str | None = None) -> dict:
     can predict: saved models, or training-free)."""
     from bench.saved_models import lacks_saved_model
 
-    records = [r for r in load_records(results, experiment) if r.get("status") == "ok" and "eval_of" not in r]
+    records = [r for r in search_records(results, experiment) if r.get("status") == "ok" and "eval_of" not in r]
     by_id = [r for r in records if r.get("run_id") == which]
     if by_id:
         return by_id[0]
@@ -117,8 +118,21 @@ class Framed:
 
 
 def frame_inputs(run: LoadedRun, files: Sequence[Path]) -> list[Framed]:
-    """Every input read and framed before anything is predicted, so a bad file fails before any work."""
-    return [Framed(source, frame_source(run.dataset, source)) for source in map(read_source, files)]
+    """Every input read and framed before anything is predicted, so a bad file fails before any work. A colour
+    image is read as the run's dataset reads its own: its luminance, unless the dataset names a channel."""
+    channel = getattr(run.dataset, "channel", None)
+    in_file = LUMINANCE if channel is None else channel
+    return [Framed(source, frame_source(run.dataset, source)) for source in (read_source(f, in_file) for f in files)]
+
+
+def colour_note(run: LoadedRun, inputs: Sequence[Framed]) -> str | None:
+    """One line on the colour inputs, if any: how many, and how they were read."""
+    ways = sorted({framed.source.read_as for framed in inputs if framed.source.read_as})
+    count = sum(1 for framed in inputs if framed.source.read_as)
+    if not count:
+        return None
+    return (f"{count} colour image{'s' * (count > 1)} read as {' / '.join(ways)}, as {run.spec.dataset} reads its "
+            "own images")  # fmt: skip
 
 
 def read_boxes(path: Path | None, method: str) -> dict[str, Box]:

@@ -62,6 +62,7 @@ class SourceImage:
     array: np.ndarray  # rows×cols, or slices×rows×cols for a volume; the file's own values
     spacing: tuple[float, float] | None  # in-plane (row_mm, col_mm); None where the format has none (PNG)
     itk: Any | None = None  # the SimpleITK image of a medical format: its header goes to the written mask
+    read_as: str | None = None  # how a colour image became one channel ("luminance", "channel 1"); None: grey
 
     @property
     def is_volume(self) -> bool:
@@ -174,29 +175,42 @@ def input_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def read_source(path: Path) -> SourceImage:
-    """One input file: a raster image (OpenCV) or a medical image (SimpleITK), single-channel."""
+def read_source(path: Path, channel: int | None = None) -> SourceImage:
+    """One input file: a raster image (OpenCV) or a medical image (SimpleITK), single-channel. ``channel``
+    says how a colour raster is read, as a dataset reads its images (``bench.image_io.select_channel``):
+    ``LUMINANCE`` or a channel's index (R, G, B); None refuses colour (a ground-truth mask)."""
     if image_suffix(path) in RASTER_SUFFIXES:
-        return _read_raster(path)
+        return _read_raster(path, channel)
     return _read_medical(path)
 
 
-def _read_raster(path: Path) -> SourceImage:
+def _read_raster(path: Path, channel: int | None) -> SourceImage:
     import cv2
+
+    from bench.image_io import LUMINANCE, Volume, select_channel
+    from bench.release import UnreadableFile
 
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise BenchError(f"'{path}' is not a readable image")
+    read_as = None
     if array.ndim == 3:
         colours = array[..., :3]
         if colours.shape[2] == 1 or (colours == colours[..., :1]).all():  # a grey image stored as RGB(A)
             array = colours[..., 0]
-        else:
+        elif channel is None:
             raise BenchError(
                 f"'{path}' has {array.shape[2]} colour channels; the benchmark segments single-channel "
                 "(greyscale) images"
             )
-    return SourceImage(path, np.ascontiguousarray(array), None)
+        else:
+            rgb = Volume(np.ascontiguousarray(np.moveaxis(colours[..., ::-1], -1, 0)), None, channels=3)
+            try:
+                array = select_channel(rgb, channel, path)
+            except UnreadableFile as error:
+                raise BenchError(f"'{path}' {error.detail}") from None
+            read_as = "luminance" if channel == LUMINANCE else f"channel {channel}"
+    return SourceImage(path, np.ascontiguousarray(array), None, read_as=read_as)
 
 
 def _read_medical(path: Path) -> SourceImage:

@@ -243,7 +243,8 @@ def _execute(
         with Stopwatch(device) as fit_clock, autocast(device):
             method.fit(train, ctx)
         with Stopwatch(device) as predict_clock, autocast(device):
-            probabilities = method.predict(test, ctx)
+            # a dataset with no test images (`bench train` on boxes only) trains, and scores nothing
+            probabilities = method.predict(test, ctx) if test else []
     scored = scored_samples(task, spec)
     if len(probabilities) != len(test):
         raise RuntimeError(f"{spec.method} returned {len(probabilities)} predictions for {len(test)} images")
@@ -264,8 +265,9 @@ def _execute(
         DATASET_INFO: describe_dataset(dataset_class(spec.dataset, data_root), spec.dataset, spec.task, scored)
         | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,
-        "mean_dice": float(np.mean([case["dice"] for case in cases])),
+        "mean_dice": float(np.mean([case["dice"] for case in cases])) if cases else None,
         "support_ids": support,
+        "trained_on": trained_on(task, support, spec),
         "hparams": _jsonable(vars(hparams)),
         "fit_seconds": fit_clock.seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
@@ -295,6 +297,15 @@ def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[
     scored = scored_samples(task, spec)
     test = data.eval_items(scored, spec.dataset, spec.task, spec.labels, with_prompt=method_cls.prompted)
     return task, support, train, test
+
+
+def trained_on(task: data.Task, support: list[str], spec: RunSpec) -> dict:
+    """What a record says its model learnt from, beside its spec's dataset and task: how many training images,
+    under which labels, and how many of their boxes a person drew (the dataset's box file)."""
+    by_id = task.by_id("train")
+    drawn = sum(1 for sample_id in support if by_id[sample_id].given_box is not None) if spec.labels != "mask" else 0
+    return {"images": len(support), "labels": spec.labels, "drawn_boxes": drawn} | (
+        {"box_file": task.info["box_file"]["file"]} if "box_file" in task.info else {})
 
 
 def scored_samples(task: data.Task, spec: RunSpec) -> list[data.Sample]:

@@ -230,7 +230,9 @@ def expand_grid(
                         eval_split=eval_split,
                         dataset_identity=identities[dataset_name],
                     )
-                    planned.append(PlannedRun(spec, method_cls.skip(spec)))
+                    # a dataset whose training images carry boxes only cannot train a mask regime
+                    dataset_skip = getattr(dataset_cls, "skip_labels", lambda _labels: None)(regime)
+                    planned.append(PlannedRun(spec, method_cls.skip(spec) or dataset_skip))
     return planned
 
 

@@ -17,6 +17,7 @@ from bench.spec import EVAL_SPLITS, shots_label
 # The format of the records this version writes (2: records describe their method and dataset, see
 # ``bench.descriptions``); a record of a newer format is skipped, not misread
 RECORD_VERSION = 2
+DEFAULT_EXPERIMENT = "default"  # the experiment of `bench run` without --experiment, and what reports read
 _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 # What the report reads from a record, checked when records are loaded so a hand-edited file is skipped by name
 _TEXT_SPEC_KEYS = ("method", "dataset", "task", "labels", "budget")
@@ -67,31 +68,73 @@ def claim_path(results: Path, experiment: str, run_id: str) -> Path:
     return claims_folder(results, experiment) / f"{run_id}{SUFFIX}"
 
 
-def record_files(results: Path, experiment: str | None = None) -> list[Path]:
+def experiments(results: Path) -> list[str]:
+    """The experiments under ``results`` that hold at least one record file, by name."""
+    return sorted({path.parent.parent.name for path in Path(results).glob("*/runs/*.json")})
+
+
+def choose_experiment(results: Path, experiment: str | None = None) -> str:
+    """The one experiment a table, report or figure reads: ``experiment`` when named; else ``default``
+    (where `bench run` writes without --experiment) when it holds records, else the only experiment there
+    is. Several and none named: one error line listing them. Records of two experiments are never pooled:
+    each is its own grid, and a run spec found in both would be counted twice."""
     results = Path(results)
     if not results.is_dir():
         raise BenchError(f"results folder '{results}' does not exist")
     if experiment is not None:
         experiment_folder(results, experiment)
-    pattern = f"{experiment}/runs/*.json" if experiment else "*/runs/*.json"
-    return sorted(results.glob(pattern))
+        return experiment
+    present = experiments(results)
+    if DEFAULT_EXPERIMENT in present or not present:
+        return DEFAULT_EXPERIMENT
+    if len(present) == 1:
+        return present[0]
+    raise BenchError(
+        f"'{results}' holds {len(present)} experiments and no '{DEFAULT_EXPERIMENT}'; name one with --experiment:"
+        f" {', '.join(present)}"
+    )
+
+
+def record_files(results: Path, experiment: str | None = None) -> list[Path]:
+    """The record files of one experiment (``choose_experiment``)."""
+    return sorted(runs_folder(results, choose_experiment(results, experiment)).glob("*.json"))
 
 
 def load_records(results: Path, experiment: str | None = None) -> list[dict]:
-    """Every readable record; an unreadable file is skipped with a warning naming it."""
-    records = []
-    for path in record_files(results, experiment):
+    """Every readable record of one experiment (``choose_experiment``); an unreadable file is skipped with a
+    warning naming it, and a second file of one run id (a copy under another name) is skipped too, so no run
+    counts twice."""
+    return _read_records(record_files(results, experiment))
+
+
+def search_records(results: Path, experiment: str | None = None) -> list[dict]:
+    """The records of ``experiment``, or of every experiment when None: for finding one run by its id or
+    method (`bench predict`), never for counting runs."""
+    if experiment is not None:
+        return load_records(results, experiment)
+    if not Path(results).is_dir():
+        raise BenchError(f"results folder '{results}' does not exist")
+    return _read_records(sorted(Path(results).glob("*/runs/*.json")))
+
+
+def _read_records(paths: list[Path]) -> list[dict]:
+    records: dict[tuple, dict] = {}
+    for path in paths:
         try:
             record = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            warnings.warn(f"skipping unreadable record {path}: {error}", stacklevel=2)
+            warnings.warn(f"skipping unreadable record {path}: {error}", stacklevel=3)
             continue
         problem = record_problem(record)
         if problem:
-            warnings.warn(f"skipping record {path}: {problem}", stacklevel=2)
+            warnings.warn(f"skipping record {path}: {problem}", stacklevel=3)
             continue
-        records.append(record)
-    return records
+        key = (path.parent.parent.name, record.get("run_id") or path.stem)
+        if key in records:
+            warnings.warn(f"skipping record {path}: a second record of run {key[1]}", stacklevel=3)
+            continue
+        records[key] = record
+    return list(records.values())
 
 
 def record_problem(record: object) -> str | None:
@@ -132,9 +175,12 @@ def _is_number(value: object) -> bool:
 
 def require_records(results: Path, experiment: str | None = None, split: str | None = None) -> list[dict]:
     """``load_records`` of one evaluation split (``of_split``), or one error line when there is nothing."""
+    experiment = choose_experiment(results, experiment)
     records = load_records(results, experiment)
     if not records:
-        raise BenchError(f"no run records under '{results}'")
+        present = experiments(results)
+        listed = f"; experiments here: {', '.join(present)}" if present else ""
+        raise BenchError(f"no run records in '{experiment_folder(results, experiment)}'{listed}")
     return of_split(records, split)
 
 

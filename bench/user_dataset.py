@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.data import Task, percentile_to_uint8, safe_name, seeded_split
+from bench.data import Box, Task, percentile_to_uint8, safe_name, seeded_split
 from bench.errors import BenchError
 from bench.image_io import label_map, read_any, select_channel, slices, slicing_axis
 from bench.inventory import Slice
@@ -45,6 +46,7 @@ class UserDataset(ReleaseDataset):
     location: Path = Path()
     channel: int | None = 0
     default_channel: int | None = 0  # what a name without ``@N`` reads: nnU-Net's channel 0000
+    description: dict = {}  # what ``describe`` found: labels, channels, the box file read (``drawn``)
     min_pixels = MIN_PIXELS
     preprocessing = "own grid: no crop or resampling; 0.5–99.5 percentile intensity window per image or volume"
     # labelled cases without a test part of their own are split by case in these proportions
@@ -156,7 +158,31 @@ class UserDataset(ReleaseDataset):
     def identity_options(self) -> object:
         split_file = self.folder / USER_SPLIT_FILE
         given = hashlib.sha256(split_file.read_bytes()).hexdigest()[:12] if split_file.is_file() else None
-        return (self.channel, self.min_pixels, sorted(self.task_labels.items()), given)
+        drawn = self.description.get("drawn")  # the box file, where there is one (absent: identities as before)
+        options = (self.channel, self.min_pixels, sorted(self.task_labels.items()), given)
+        return options + ((drawn.digest,) if drawn else ())
+
+    @classmethod
+    def skip_labels(cls, labels: str) -> str | None:
+        """Why runs under ``labels`` cannot train on this dataset, or None: mask labels need a mask on every
+        training image, and images labelled by the box file alone have none."""
+        box_only = cls.description.get("box_only", 0)
+        if labels == "mask" and box_only:
+            return f"mask labels need a mask on every training image; {box_only} images of {cls.name} have boxes only"
+        return None
+
+    def drawn_boxes(self, task: str) -> dict[str, Box]:
+        """The box file's boxes of ``task`` by sample id (empty without a box file)."""
+        drawn = self.description.get("drawn")
+        if not drawn:
+            return {}
+        by_file = {case.files[0]: case.id for case in self.find_cases()[0]}
+        return {by_file[path]: per_task[task] for path, per_task in drawn.boxes.items()
+                if task in per_task and path in by_file}  # fmt: skip
+
+    def box_only_ids(self) -> set[str]:
+        """The images whose only labels are boxes of the box file (training images, never scored)."""
+        return {case.id for case in self.find_cases()[0] if len(case.files) == 1}
 
     def kept(self, before: np.ndarray, after: np.ndarray) -> tuple[float, ...]:
         """Nothing is cut: every structure present is kept whole (NaN where it is absent)."""
@@ -169,16 +195,18 @@ class UserDataset(ReleaseDataset):
         return values | set(getattr(self, "description", {}).get("other_values", ()))
 
     def read_case(self, case: Case) -> tuple[list[Slice], list[tuple[str, str]]]:
-        image_path, label_path = case.files
+        image_path, *label_paths = case.files  # no label file: the image's labels are its boxes (box file)
         image_file = read_any(image_path)
-        try:
-            labels = label_map(read_any(label_path, label=True), label_path)
-        except UnreadableFile as error:  # a label file that reads but holds what no label map may: not skipped
-            if "not a readable" in error.detail:
-                raise
-            raise BenchError(f"{self.name}: {label_path.name}: {error.detail}") from error
         (in_file,) = case.extra or (0,)  # which channel of the image file the dataset's channel is
         image = select_channel(image_file, in_file, image_path)
+        if not label_paths:
+            if image.ndim != 2 and 1 not in image.shape:
+                raise BenchError(f"{self.name}: {image_path.name} is a volume; box files label 2-D images")
+            label_paths, labels = [image_path], np.zeros(image.shape, np.uint8)
+            boxes_only = True
+        else:
+            labels, boxes_only = self._label_map(label_paths[0]), False
+        label_path = label_paths[0]
         if image.shape != labels.shape:
             raise BenchError(
                 f"{self.name}: {label_path.name} has shape {labels.shape}, its image {image_path.name} "
@@ -197,7 +225,7 @@ class UserDataset(ReleaseDataset):
         for index, pixels, slice_labels, spacing, thickness in slices(scaled, labels, image_file.spacing):
             slice_id = case.id if single else f"{case.id}_s{index:03d}"
             counts = [int(np.count_nonzero(self.structure(slice_labels, task))) for task in self.tasks]
-            if max(counts, default=0) < self.min_pixels:
+            if max(counts, default=0) < self.min_pixels and not boxes_only:
                 left_out.append((slice_id, NO_STRUCTURE))
                 continue
             kept = self.kept(slice_labels, slice_labels)
@@ -206,6 +234,14 @@ class UserDataset(ReleaseDataset):
                       spacing, pixels.shape, spacing, kept, None if single else (index, thickness))
             )  # fmt: skip
         return usable, left_out
+
+    def _label_map(self, label_path: Path) -> np.ndarray:
+        try:
+            return label_map(read_any(label_path, label=True), label_path)
+        except UnreadableFile as error:  # a label file that reads but holds what no label map may: not skipped
+            if "not a readable" in error.detail:
+                raise
+            raise BenchError(f"{self.name}: {label_path.name}: {error.detail}") from error
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new image as ``read_case`` reads the dataset's (the hook of ``bench.predict_io``): the percentile
@@ -225,6 +261,8 @@ class UserDataset(ReleaseDataset):
 
     def load(self, task: str) -> Task:
         loaded = super().load(task)
+        if self.description.get("drawn"):
+            with_drawn_boxes(self, loaded)
         if not (loaded.train or loaded.val or loaded.test):
             raise BenchError(
                 f"{self.name}: no image shows {task} (≥{self.min_pixels} px); leave it out of --tasks or the labels"
@@ -245,14 +283,18 @@ class UserDataset(ReleaseDataset):
     def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
         """By case, never by slice: a seeded train/val split of the dataset's training cases when it has test
         cases of its own, else a seeded 70/10/20 split."""
+        # images with boxes only cannot be scored: they train; the images with masks split as they would alone
+        box_only = self.box_only_ids()
+        ids = [i for i in ids if i not in box_only]
         test_cases = self.test_cases()
         if test_cases is None:
-            return seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)
-        test = sorted(i for i in ids if subjects[i] in test_cases)
-        rest = [i for i in ids if subjects[i] not in test_cases]
-        parts = seeded_split(rest, {"val": self.val_fraction, "train": 1 - self.val_fraction}, self.split_seed(),
-                             groups=subjects)  # fmt: skip
-        return {"train": parts["train"], "val": parts["val"], "test": test}
+            parts = seeded_split(ids, self.split_fractions, self.split_seed(), groups=subjects)
+        else:
+            rest = [i for i in ids if subjects[i] not in test_cases]
+            parts = seeded_split(rest, {"val": self.val_fraction, "train": 1 - self.val_fraction},
+                                 self.split_seed(), groups=subjects)  # fmt: skip
+            parts["test"] = sorted(i for i in ids if subjects[i] in test_cases)
+        return {"train": sorted(parts["train"] + sorted(box_only)), "val": parts["val"], "test": parts["test"]}
 
     def given_split(self) -> dict[str, list[str]] | None:
         """The user's own ``splits.json`` beside the data: ``{"train": [cases], "val": [...], "test": [...]}``."""
@@ -275,11 +317,46 @@ class UserDataset(ReleaseDataset):
         unknown = sorted(set(part_of) - set(inventory.subjects) - {case.subject for case in self.find_cases()[0]})
         if unknown:
             raise BenchError(f"{self.name}: {path} names cases the dataset does not have: {', '.join(unknown[:3])}")
+        box_only = self.box_only_ids()
+        scored_box_only = sorted(case for case, part in part_of.items() if part != "train" and case in box_only)
+        if scored_box_only:
+            raise BenchError(f"{self.name}: {path} puts '{scored_box_only[0]}', which has a box but no mask, in "
+                             f"{part_of[scored_box_only[0]]}; images with boxes only train, only masks are scored")
         parts: dict[str, list[str]] = {part: [] for part in SPLITS}
         for sample_id, subject in zip(inventory.ids, inventory.subjects, strict=True):
             if subject in part_of:
                 parts[part_of[subject]].append(sample_id)
         return {part: sorted(ids) for part, ids in parts.items()}
+
+
+def with_drawn_boxes(dataset: UserDataset, task: Task) -> None:
+    """Put the box file's boxes of ``task.name`` into ``task``: on the images with masks (checked to hold their
+    mask, else a warning names the image), and as training samples of their own for the images with boxes only."""
+    from bench.box_files import MASK_IN_BOX, mask_outside_box
+    from bench.data import Sample
+
+    drawn = dataset.description["drawn"]
+    boxes = dataset.drawn_boxes(task.name)
+    for sample in (*task.train, *task.val, *task.test):
+        if sample.id in boxes:
+            sample.given_box = boxes[sample.id]
+            outside = mask_outside_box(sample.mask, sample.given_box)
+            if outside > 1 - MASK_IN_BOX:
+                warnings.warn(f"{dataset.name}: the {task.name} box of {sample.id} in {drawn.source.name} leaves "
+                              f"{outside:.0%} of its mask outside (a box should hold ≥{MASK_IN_BOX:.0%})", stacklevel=3)
+    inventory = dataset.inventory()
+    index = {sample_id: i for i, sample_id in enumerate(inventory.ids)}
+    trained = set(dataset.split()["train"])
+    added = [
+        Sample(sample_id, inventory.images[index[sample_id]], np.zeros(inventory.images[index[sample_id]].shape, bool),
+               inventory.spacing(index[sample_id]), subject=inventory.subjects[index[sample_id]],
+               given_box=boxes[sample_id], mask_known=False)
+        for sample_id in sorted(dataset.box_only_ids() & set(boxes) & set(index) & trained)
+    ]  # fmt: skip
+    task.train = sorted([*task.train, *added], key=lambda sample: sample.id)
+    if task.info.get("left_out_of_task"):
+        task.info["left_out_of_task"] -= len(added)
+    task.info["box_file"] = {"file": drawn.source.name, "format": drawn.format, "boxes_only": len(added)}
 
 
 def discover(data_root: Path | None) -> list[tuple[str, type[UserDataset] | BenchError]]:

@@ -4,6 +4,11 @@
     <folder>/masks/<stem>.png    (or .bmp, .tif, .tiff; the same stem, one channel of label values)
     <folder>/labels.json         (optional: {"background": 0, "disc": 1, "cup": 2})
     <folder>/splits.json         (optional: {"train": [stems], "val": [...], "test": [...]})
+    <folder>/boxes.json          (optional: boxes a person drew, or boxes.csv or boxes/: ``bench.box_files``)
+
+An image needs a mask, or a box in the box file: an image with a box only is a training image (it cannot be
+scored), and with a box file the masks/ folder may be left out altogether; the structures are then the box
+file's categories.
 
 Without ``labels.json`` every non-zero value found in the masks is a task of its own, named ``label<value>``;
 a binary mask (0 and one other value, e.g. 0/255) is one task, ``foreground``. Images are split 70/10/20 by
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.box_files import box_file_paths, find_box_file, read_drawn_boxes
 from bench.data import persisted, safe_name
 from bench.errors import BenchError
 from bench.image_io import IMAGE_2D_ENDINGS, LABEL_2D_ENDINGS, LUMINANCE, file_ending, label_map, read_2d
@@ -43,22 +49,26 @@ def _files(folder: Path, endings: tuple[str, ...]) -> dict[str, Path]:
     return files
 
 
-def _pairs(location: Path) -> list[tuple[str, Path, Path]]:
+def _pairs(location: Path, boxed: set[Path] | None = None) -> list[tuple[str, Path, Path | None]]:
+    """Each image with its mask; None for an image whose labels are its boxes (``boxed``: the images with a box
+    in the dataset's box file, None when it has none)."""
     images_folder, masks_folder = location / "images", location / "masks"
     for folder in (images_folder, masks_folder):
-        if not folder.is_dir():
+        if not folder.is_dir() and (folder is images_folder or boxed is None):
             raise BenchError(f"folder: no {folder.name}/ in '{location}'; expected images/<stem>.png and "
-                             "masks/<stem>.png (see docs/own-data.md)")  # fmt: skip
-    images, masks = _files(images_folder, IMAGE_2D_ENDINGS), _files(masks_folder, LABEL_2D_ENDINGS)
+                             "masks/<stem>.png, or a box file (see docs/own-data.md)")  # fmt: skip
+    images = _files(images_folder, IMAGE_2D_ENDINGS)
+    masks = _files(masks_folder, LABEL_2D_ENDINGS) if masks_folder.is_dir() else {}
     for stem in images:
-        if stem not in masks:
-            raise BenchError(f"folder: images/{images[stem].name} has no mask masks/{stem}.png (or .bmp, .tif)")
+        if stem not in masks and images[stem] not in (boxed or set()):
+            also = " nor a box in the box file" if boxed is not None else ""
+            raise BenchError(f"folder: images/{images[stem].name} has no mask masks/{stem}.png (or .bmp, .tif){also}")
     for stem in masks:
         if stem not in images:
             raise BenchError(f"folder: masks/{masks[stem].name} has no image images/{stem}.*")
     if not images:
         raise BenchError(f"folder: no images in '{images_folder}' (PNG, BMP, TIFF or JPEG)")
-    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    return [(stem, images[stem], masks.get(stem)) for stem in sorted(images)]
 
 
 def _values_in_masks(location: Path, pairs: list[tuple[str, Path, Path]]) -> list[int]:
@@ -89,16 +99,24 @@ class ImageFolder(UserDataset):
     family = "folder"
     default_channel = None  # the luminance of a colour image
     case_kind = "image/mask pairs"
-    layout = "<folder>/images/<stem>.png and <folder>/masks/<stem>.png, optionally <folder>/labels.json"
+    layout = ("<folder>/images/<stem>.png and <folder>/masks/<stem>.png, optionally <folder>/labels.json; an image "
+              "without a mask needs a box in <folder>/boxes.json (COCO), boxes.csv or boxes/ (VOC, YOLO)")
     description: dict = {}
 
     @classmethod
+    def has_boxes(cls, location: Path) -> bool:
+        """Whether ``location`` holds a box file (then its images need no masks/ folder)."""
+        return find_box_file(location) is not None
+
+    @classmethod
     def description_files(cls, location: Path) -> list[Path]:
-        return [path for path in (location / LABELS_FILE, location / "masks") if path.exists()]
+        candidates = (location / LABELS_FILE, location / "masks", location / "images", *box_file_paths(location))
+        return [path for path in candidates if path.exists()]
 
     @classmethod
     def describe(cls, location: Path) -> dict:
         labels_path = location / LABELS_FILE
+        box_file = find_box_file(location)
         if labels_path.is_file():
             try:
                 raw = json.loads(labels_path.read_text())
@@ -111,17 +129,29 @@ class ImageFolder(UserDataset):
             labels = {name: value for name, value in raw.items() if name.casefold() != "background"}
             if any(value == 0 for value in labels.values()):
                 raise BenchError(f"folder: '{labels_path}': value 0 is the background")
-        else:
-            found = [value for value in _values_in_masks(location, _pairs(location)) if value]
+        elif (location / "masks").is_dir() or box_file is None:
+            with_masks = [pair for pair in _pairs(location, set() if box_file else None) if pair[2] is not None]
+            found = [value for value in _values_in_masks(location, with_masks) if value]  # type: ignore[arg-type]
             if not found:
                 raise BenchError(f"folder: the masks in '{location / 'masks'}' hold no value but 0")
             labels = {BINARY_TASK: found[0]} if len(found) == 1 else {f"label{value}": value for value in found}
+        else:  # boxes only: the box file's categories are the structures
+            categories = read_drawn_boxes(box_file, location / "images", None)
+            names = sorted({task for per_image in categories.boxes.values() for task in per_image})
+            labels = {name: value for value, name in enumerate(names, start=1)}
         if not labels:
             raise BenchError(f"folder: '{labels_path}' names no structure besides background")
-        return {"labels": labels, "name": location.name}
+        drawn = read_drawn_boxes(box_file, location / "images", labels) if box_file else None
+        box_only = sum(1 for *_, mask in _pairs(location, set(drawn.boxes)) if mask is None) if drawn else 0
+        return {"labels": labels, "name": location.name, "drawn": drawn, "box_only": box_only}
 
     def find_cases(self) -> tuple[list[Case], list[str]]:
         # a colour image is read as its luminance unless a channel is named (folder:<folder>@1)
         in_file = LUMINANCE if self.channel is None else self.channel
-        cases = [Case(stem, stem, (image, mask), (in_file,)) for stem, image, mask in _pairs(self.folder)]
-        return cases, [f"{len(cases)} image/mask pairs"]
+        drawn = self.description.get("drawn")
+        pairs = _pairs(self.folder, set(drawn.boxes) if drawn else None)
+        cases = [Case(stem, stem, (image, mask) if mask else (image,), (in_file,)) for stem, image, mask in pairs]
+        box_only = sum(1 for _, _, mask in pairs if mask is None)
+        if not drawn:
+            return cases, []
+        return cases, [f"{len(cases) - box_only} with a mask, {box_only} with boxes only ({drawn.source.name})"]

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.box_files import box_file_paths, find_box_file, read_drawn_boxes
 from bench.errors import BenchError
-from bench.image_io import file_ending
+from bench.image_io import file_ending, is_volume
 from bench.registry import DATASETS
 from bench.release import Case
 from bench.user_dataset import UserDataset
@@ -96,7 +97,7 @@ class NNUNet(UserDataset):
 
     @classmethod
     def description_files(cls, location: Path) -> list[Path]:
-        return [location / DESCRIPTION]
+        return [location / DESCRIPTION] + [path for path in box_file_paths(location) if path.exists()]
 
     @classmethod
     def describe(cls, location: Path) -> dict:
@@ -110,8 +111,25 @@ class NNUNet(UserDataset):
             raise BenchError(f"nnunet: '{path}' channel_names must map channel numbers to names") from error
         decathlon = isinstance(payload.get("training"), list) and "file_ending" not in payload
         ending = str(payload.get("file_ending") or ".nii.gz")
+        drawn, box_only = cls._drawn_boxes(location, tasks, ending, decathlon)
         return {"labels": tasks, "other_values": sorted(other), "name": payload.get("name"), "channels": channels,
-                "decathlon": decathlon, "file_ending": ending, "training": payload.get("training")}  # fmt: skip
+                "decathlon": decathlon, "file_ending": ending, "training": payload.get("training"),
+                "drawn": drawn, "box_only": box_only}  # fmt: skip
+
+    @classmethod
+    def _drawn_boxes(cls, location: Path, tasks: dict, ending: str, decathlon: bool) -> tuple[object, int]:
+        """The box file beside dataset.json (its names are files of imagesTr/) and how many images it alone
+        labels (no file in labelsTr/); (None, 0) without one."""
+        box_file = find_box_file(location)
+        if box_file is None:
+            return None, 0
+        if decathlon or is_volume(ending):
+            raise BenchError(f"nnunet:{location.name}: box files label 2-D images; this dataset's are volumes")
+        drawn = read_drawn_boxes(box_file, location / "imagesTr", tasks)
+        labels = location / "labelsTr"
+        # imagesTr/<case>_0000<ending> is labelled by labelsTr/<case><ending>
+        box_only = [path for path in drawn.boxes if not (labels / f"{path.name[: -len(ending) - 5]}{ending}").is_file()]
+        return drawn, len(box_only)
 
     def find_cases(self) -> tuple[list[Case], list[str]]:
         if self.description.get("decathlon"):
@@ -146,16 +164,19 @@ class NNUNet(UserDataset):
         } if label_folder.is_dir() else {}  # fmt: skip
         if not channel_files and required:
             raise self.missing(f"no {images}/<case>{suffix} files")
+        drawn = self.description.get("drawn") if images == "imagesTr" else None
+        boxed = set(drawn.boxes) if drawn else set()
         for case in sorted(channel_files):
-            if case not in label_files:
+            if case not in label_files and channel_files[case] not in boxed:
                 raise BenchError(f"{self.name}: {images}/{channel_files[case].name} has no label file "
-                                 f"{labels}/{case}{ending}")  # fmt: skip
+                                 f"{labels}/{case}{ending}" + " nor a box in the box file" * bool(drawn))  # fmt: skip
         for case in sorted(label_files):
             if case not in channel_files:
                 raise BenchError(f"{self.name}: {labels}/{label_files[case].name} has no image {images}/{case}{suffix}")
         return [
-            Case(case, case, (channel_files[case], label_files[case]), (in_file,)) for case in sorted(channel_files)
-        ]
+            Case(case, case, (channel_files[case], *([label_files[case]] if case in label_files else [])), (in_file,))
+            for case in sorted(channel_files)
+        ]  # fmt: skip
 
     @staticmethod
     def _channel_files(folder: Path, suffix: str) -> dict[str, Path]:

@@ -122,12 +122,15 @@ def test_otsu_plugin_loaded_only_for_run_is_first_class_in_table_report_and_figu
 
     invoke("figure", "--results", results, "--task", "blob", "--out", tmp_path / "figures")
     assert (tmp_path / "figures" / "qualitative_blob.png").stat().st_size > 1000
-    figure = qualitative_figure(load_records(results), results, "blob", images=1)
+    records = load_records(results)
+    figure = qualitative_figure(records, results, "blob", images=1)
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
     variant = "\n[epochs=1, input_size=64]"  # the --set overrides of the run each column shows
-    assert titles == ["Synthetic Blob\nimage + ground truth", "Otsu threshold\nquick\nseed 0",
-                      f"Tiny CNN (example)\nmask, k=10, quick\nseed 0, draw 0{variant}",
-                      f"UNet\nmask, k=10, quick\nseed 0, draw 0{variant}"]  # fmt: skip
+    means = {r["spec"]["method"]: f"\nmean Dice {np.mean([c['dice'] for c in r['cases']]):.2f} over {len(r['cases'])}"
+             " cases" for r in records if r["spec"]["task"] == "blob"}  # fmt: skip
+    assert titles == ["Synthetic Blob\nimage + ground truth", f"Otsu threshold\nbudget –\nseed 0{means['otsu']}",
+                      f"Tiny CNN (example)\nmask, k=10, quick\nseed 0, draw 0{means['tiny-cnn']}{variant}",
+                      f"UNet\nmask, k=10, quick\nseed 0, draw 0{means['unet']}{variant}"]  # fmt: skip
 
 
 def _write_package(site: Path) -> None:
@@ -232,9 +235,12 @@ def test_report_imports_no_method_code_and_old_records_ask_the_registry(tmp_path
         ["Ours", "Prompt module (ours)", "10", "", "✓"],
     ]
     assert body[1][-1] == "**60.00**"  # the best automatic result (one run: no ±); MedSAM is prompted, never bold
-    assert output["titles"][1:] == ["MedSAM (box prompt)\nbox, quick\nseed 0", "Otsu threshold\nquick\nseed 0",
-                                    "UNet\nmask, k=10, quick\nseed 0, draw 0",
-                                    "Prompt module (ours)\nbox, k=10, quick\nseed 0, draw 0"]  # fmt: skip
+    # training-free runs have no budget ("–", as in the table); every column says its mean Dice (0.5 and 0.6 above)
+    assert output["titles"][1:] == ["MedSAM (box prompt)\nbox, budget –\nseed 0\nmean Dice 0.50 over 4 cases",
+                                    "Otsu threshold\nbudget –\nseed 0\nmean Dice 0.60 over 4 cases",
+                                    "UNet\nmask, k=10, quick\nseed 0, draw 0\nmean Dice 0.50 over 4 cases",
+                                    "Prompt module (ours)\nbox, k=10, quick\nseed 0, draw 0\n"
+                                    "mean Dice 0.50 over 4 cases"]  # fmt: skip
     report = (results / "report" / "report.md").read_text()
     assert "| Prompt module (ours) " in report and "Prompt module (ours) · box · k=10 · quick against UNet" in report
 

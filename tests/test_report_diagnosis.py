@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import store
-from bench.report import diagnosis
+from bench.report import diagnosis, training_plots
 from bench.report.build import write_report
 from bench.report.table import build_table
 from bench.store import record_path
@@ -48,17 +48,18 @@ def test_per_draw_table_shows_each_draw_and_the_worst(tmp_path, report_methods) 
 def test_dice_by_size_and_training_frame(tmp_path, report_methods) -> None:
     records = _records(tmp_path, report_methods)
     by_size = diagnosis.dice_by_size_table(store.cases_frame(records))
-    small, large = [column for column in by_size.columns if column.startswith("box ")]
     draw1 = by_size[by_size["draw"] == 1].iloc[0]
-    assert (draw1[small], draw1[large]) == (pytest.approx(60.0), pytest.approx(40.0))  # c0 (0.5, 0.7), c1 (0.3, 0.5)
+    # two cases: c0 the smaller third, c1 the larger; c0 scored 0.5 and 0.7 over the draw's seeds, c1 0.3, 0.5
+    assert (draw1["small"], draw1["large"]) == (pytest.approx(60.0), pytest.approx(40.0))
+    assert np.isnan(draw1["medium"]) and draw1[diagnosis.SIZE_EDGES] == "10.0 / 26.7 / 43.3 / 60.0"
 
-    frame = diagnosis.training_frame(records)
+    frame = training_plots.training_frame(records)
     assert len(frame) == 8 and set(frame["epoch"]) == {0, 1}
     last = frame[(frame["epoch"] == 1) & (frame["draw"] == 1) & (frame["seed"] == 1)].iloc[0]
     assert last["loss"] == 1.5 and last["size_over_box_area max"] == pytest.approx(1.8)
     assert last["size_over_box_area median"] == pytest.approx(1.1)
 
-    sizes = diagnosis.support_sizes(records)
+    sizes = training_plots.support_sizes(records)
     assert len(sizes) == 8
     assert sorted(sizes.loc[sizes["draw"] == 1, "final_size_over_box_area"].round(3)) == [0.4, 0.4, 1.8, 1.8]
     assert sorted(sizes.loc[sizes["draw"] == 1, "final_hard_size_over_box_area"].round(3)) == [0.3, 0.3, 1.6, 1.6]
@@ -66,10 +67,8 @@ def test_dice_by_size_and_training_frame(tmp_path, report_methods) -> None:
 
 def test_the_report_writes_the_diagnostics_and_variants_get_their_own_row(tmp_path, report_methods) -> None:
     records = _records(tmp_path, report_methods)
-    # the same spec but for an override: written to its own experiment, then given the override
-    variant = write_record(tmp_path, "rep-ours", {"c0": 0.2, "c1": 0.2}, labels="box", experiment="variant")
-    variant["spec"]["overrides"] = {"lr": 0.0001}
-    record_path(tmp_path, "variant", variant["run_id"]).write_text(json.dumps(variant))
+    # the same spec but for an override: a run of its own in the same experiment
+    variant = write_record(tmp_path, "rep-ours", {"c0": 0.2, "c1": 0.2}, labels="box", overrides={"lr": 0.0001})
 
     written = {path.name for path in write_report(tmp_path, tmp_path / "report")}
     assert {"per_draw.csv", "dice_by_size.csv", "training_curves.png", "support_sizes.png",

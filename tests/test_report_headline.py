@@ -130,8 +130,10 @@ def test_qualitative_figure_shows_the_headline_run_and_names_it(predicted) -> No
 
     drawn = qualitative_figure(records, predicted, "ellipse", images=1)
     titles = [ax.get_title() for ax in drawn.axes if ax.get_title()]
-    assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0",
-                          "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0"]  # fmt: skip
+    # each column's mean Dice over all its test cases, against which the cases shown can be read
+    assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0\nmean Dice 0.80 over 8 cases",
+                          "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0\n"
+                          "mean Dice 0.90 over 8 cases"]  # fmt: skip
     # --labels still narrows the choice to the mask-trained runs
     masks = choose_runs(records, predicted, "ellipse", labels="mask").runs
     assert {run["spec"]["labels"] for run in masks} == {"mask"}
@@ -146,10 +148,10 @@ def test_qualitative_figure_with_all_rows_shows_every_table_row_in_order(predict
     records = store.load_records(predicted)
     drawn = qualitative_figure(records, predicted, "ellipse", images=1, rows="all")
     titles = [ax.get_title() for ax in drawn.axes if ax.get_title()]
-    assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0",
-                          "Prompt_module & 100%\nmask, k=10, quick\nseed 2, draw 0",
-                          "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0",
-                          "Prompt_module & 100%\nbox, k=10, paper\nseed 1, draw 0\n"
+    assert titles[1:] == ["UNet\nmask, k=10, quick\nseed 0, draw 0\nmean Dice 0.80 over 8 cases",
+                          "Prompt_module & 100%\nmask, k=10, quick\nseed 2, draw 0\nmean Dice 0.90 over 8 cases",
+                          "Prompt_module & 100%\nbox, k=10, paper\nseed 2, draw 0\nmean Dice 0.90 over 8 cases",
+                          "Prompt_module & 100%\nbox, k=10, paper\nseed 1, draw 0\nmean Dice 0.50 over 8 cases\n"
                           "[size_barrier_on=pixels,\ntightness_weight=0.0001]"]  # fmt: skip
     with pytest.raises(BenchError, match="unknown --rows 'every'"):
         choose_runs(records, predicted, "ellipse", rows="every")
@@ -176,7 +178,10 @@ def test_rows_without_a_predictions_file_are_named_not_dropped(predicted) -> Non
         "Prompt_module & 100% (box, k=All, paper) (no predictions file)",
     ]
     drawn = qualitative_figure(records, predicted, "ellipse", images=1, rows="all")
-    assert drawn.legends[0].get_title().get_text().startswith("Not shown: AutoSAM (mask, k=10, quick)")
+    # the rule that chose the cases (no reference method here: the first column's Dice), then what is missing
+    note = drawn.legends[0].get_title().get_text()
+    assert note.startswith("Cases: the 8 test cases with saved predictions ranked by UNet (mask, k=10, quick)'s")
+    assert "\nNot shown: AutoSAM (mask, k=10, quick)" in note
 
 
 def test_statistics_markdown_lists_the_reference_row_and_differences(grid) -> None:

@@ -16,7 +16,7 @@ _USAGE_ERROR: type[Exception] = typer.BadParameter.__base__
 __all__ = ["app", "main"]
 
 # each module registers its commands on import; this order is the order `bench --help` lists them in
-for _module in ("run", "predict", "reports", "data", "perf"):
+for _module in ("run", "train", "predict", "reports", "recheck", "data", "perf", "docs"):
     importlib.import_module(f"bench.cli.{_module}")
 
 

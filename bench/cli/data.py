@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,6 +37,24 @@ def data_check(
 
     load_plugins(plugin)
     check(dataset, data_root, console)
+
+
+@data_app.command("make-demo")
+@user_errors
+def data_make_demo(
+    data_root: DataRootOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write (default: the package's own, which `hc18-demo` reads).")
+    ] = None,
+) -> None:
+    """Re-make the HC18 subset shipped as `hc18-demo` (the main command's default) from the HC18 release."""
+    from bench.datasets.hc18_demo import make_demo, shipped_folder
+
+    folder = out or shipped_folder()
+    with console.status("preprocessing HC18 and writing the subset"):
+        counts = make_demo(data_root, folder)
+    written = ", ".join(f"{count} {split}" for split, count in counts.items())
+    console.print(f"wrote {written} images to {folder}", highlight=False)
 
 
 @cache_app.command("info")

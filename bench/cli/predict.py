@@ -64,7 +64,7 @@ def predict(
 ) -> None:
     """Segment new images with a run's saved model (`bench run --save-models`), preprocessed as its dataset
     is; each mask is written on its input's own grid, in its format (PNG for 2-D rasters)."""
-    from bench.predict import frame_inputs, predict_masks
+    from bench.predict import colour_note, frame_inputs, predict_masks
     from bench.predict_io import input_files, output_name, write_mask
 
     load_plugins(plugin)
@@ -79,6 +79,9 @@ def predict(
     _writable_folder(output)
     with console.status(f"reading {len(files)} images"):
         framed = frame_inputs(loaded, files)
+    note = colour_note(loaded, framed)
+    if note:
+        console.print(note, highlight=False, soft_wrap=True)
     written = 0
     with Progress(*_COLUMNS, console=console, transient=True) as progress:
         for item, mask, _ in predict_masks(loaded, framed, prompts, ProgressBars(progress).track):

@@ -10,12 +10,17 @@ import typer
 from bench.cli.common import PluginOption, app, console, load_plugins, user_errors
 from bench.data import safe_name
 
+ExperimentOption = Annotated[
+    str | None,
+    typer.Option(help="The one experiment to read; default: 'default' (bench run's), else the only one there is."),
+]
+
 
 @app.command()
 @user_errors
 def table(
     results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
-    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    experiment: ExperimentOption = None,
     format: Annotated[str, typer.Option("--format", help="md, latex or csv.")] = "md",
     metric: Annotated[str, typer.Option(help="dice or hd95.")] = "dice",
     stats: Annotated[
@@ -46,7 +51,7 @@ def table(
 @user_errors
 def report(
     results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
-    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    experiment: ExperimentOption = None,
     out: Annotated[Path | None, typer.Option(help="Report folder; default: RESULTS/report.")] = None,
     reference: Annotated[str, typer.Option(help="Reference of fit-time ratios and stats.")] = "prompt-module",
     split: Annotated[
@@ -65,11 +70,17 @@ def report(
 def figure(
     task: Annotated[str, typer.Option(help="The task (structure) to show.")],
     results: Annotated[Path, typer.Option(help="Folder of experiments.")] = Path("results"),
-    experiment: Annotated[str | None, typer.Option(help="One experiment; default: all.")] = None,
+    experiment: ExperimentOption = None,
     dataset: Annotated[str | None, typer.Option(help="Needed if several datasets have the task.")] = None,
-    ids: Annotated[str | None, typer.Option(help="Comma-separated test-case ids; default: drawn.")] = None,
-    images: Annotated[int, typer.Option(min=1, help="How many test images to draw.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the drawn images.")] = 0,
+    ids: Annotated[
+        str | None, typer.Option(help="Comma-separated test-case ids; default: spread over --reference's Dice.")
+    ] = None,
+    images: Annotated[
+        int, typer.Option(min=1, help="How many test images: the middle case of each of as many Dice quantiles.")
+    ] = 4,
+    reference: Annotated[
+        str, typer.Option(help="The method whose column's Dice ranks the cases (else the first column).")
+    ] = "prompt-module",
     shots: Annotated[str | None, typer.Option(help="Only runs with this k (or 'all').")] = None,
     labels: Annotated[str | None, typer.Option(help="Only runs with this label regime.")] = None,
     rows: Annotated[
@@ -82,10 +93,11 @@ def figure(
     ] = None,
     plugin: PluginOption = None,
 ) -> None:
-    """The qualitative figure: test images with each method's predicted and the true contour."""
+    """The qualitative figure: test images with each method's predicted and the true contour; the cases are
+    ranked by the reference method's Dice and one is taken from each quantile (the quartiles for 4 images)."""
     from bench import spec as specs
     from bench import store
-    from bench.report.figure import choose_runs, draw_qualitative
+    from bench.report.figure import choose_runs, draw_qualitative, mean_dice
     from bench.report.names import Names
     from bench.report.plots import save_figure
 
@@ -96,8 +108,10 @@ def figure(
     for row in chosen.left_out:
         console.print(f"[yellow]not shown:[/] {row}", highlight=False)
     drawn = draw_qualitative(
-        chosen, results, task, names, specs.split_list(ids) if ids else None, images, seed, data_root
+        chosen, results, task, names, specs.split_list(ids) if ids else None, images, data_root, reference
     )
+    for record in chosen.runs:
+        console.print(f"{record['run_id']}: mean Dice {mean_dice(record):.4f}", highlight=False)
     stem = f"qualitative_{safe_name(dataset) + '_' if dataset else ''}{task}{'_all_rows' if rows == 'all' else ''}"
     written = save_figure(drawn, out or results / "report", stem)
     console.print(f"wrote {', '.join(map(str, written))}", highlight=False)

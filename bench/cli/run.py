@@ -58,8 +58,12 @@ def run(
     methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
     datasets: Annotated[
         str,
-        typer.Option(help="Comma-separated dataset names; own data: nnunet:<folder>, folder:<folder> or a path."),
-    ] = "synthetic",
+        typer.Option(
+            help="Comma-separated dataset names; own data: nnunet:<folder>, folder:<folder> or a path. Default: "
+            "the HC18 subset shipped with the package ($BENCH_DATASETS overrides it; the test suite sets synthetic).",
+            envvar="BENCH_DATASETS", show_envvar=False,
+        ),
+    ] = "hc18-demo",
     tasks: Annotated[
         str | None, typer.Option(help="Tasks (structures, any case); default: every task.")
     ] = None,
@@ -95,7 +99,7 @@ def run(
     ] = False,
     slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
     slurm_time: Annotated[int, typer.Option(help="Time limit per run in minutes (slurm, submitit).")] = 240,
-    slurm_gpus: Annotated[int | None, typer.Option(help="GPUs per run (slurm, submitit).")] = None,
+    slurm_gpus: Annotated[int | None, typer.Option(help="GPUs per run (slurm).")] = None,
     slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run (slurm).")] = None,
     slurm_mem_gb: Annotated[float | None, typer.Option(help="Memory per run in GB (slurm).")] = None,
     slurm_account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,

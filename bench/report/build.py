@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import store
-from bench.report import claims, diagnosis, plots, stats, timing
+from bench.report import claims, diagnosis, plots, stats, timing, training_plots
 from bench.report.names import Names
 from bench.report.rows import budget_rank
 from bench.report.table import render_table
@@ -155,6 +155,10 @@ def _plots_section(runs: pd.DataFrame, cases: pd.DataFrame, out: Path, written: 
                    " and hollow otherwise. Rows of different budgets trained for different lengths.")  # fmt: skip
     else:
         caption = f"Every Table 1 row; budget: {', '.join(budgets) or '–'}."
+    caption += (" Each method has one colour in every plot (a shade of it per `--set` variant or backbone), a"
+                " marker per label regime; a training-free row has no budget (–) and is filled. In"
+                " dice_vs_fit_time a panel whose rows differ in k writes each trained row's k beside its point, and"
+                " training-free rows sit at 0 s: they fit nothing (symmetric-log axis, linear near 0).")  # fmt: skip
     lines += [caption, ""]
     figures = {
         "dice_per_case": plots.per_case_dice(cases) if not cases.empty else None,
@@ -179,7 +183,9 @@ def _diagnosis_section(
     tables = {
         "per_draw": (diagnosis.per_draw_table(runs), "Dice × 100 per support draw: mean ± std over seeds (seeds)."),
         "dice_by_size": (diagnosis.dice_by_size_table(cases),
-                         "Mean per-case Dice × 100 by tercile of the structure's tight-box area (% of the image)."),
+                         "Mean per-case Dice × 100 by third of the structure's test cases ordered by tight-box area"
+                         " (small, medium, large), each structure's own thirds; their edges (% of the image) in"
+                         " the row."),
     }  # fmt: skip
     for stem, (table, caption) in tables.items():
         if table.empty:
@@ -190,8 +196,8 @@ def _diagnosis_section(
         lines += [f"### {stem}", "", table.to_markdown(index=False), "", caption, ""]
     figures = {
         "dice_vs_size": diagnosis.dice_versus_size(cases),
-        "training_curves": diagnosis.training_curves(diagnosis.training_frame(records)),
-        "support_sizes": diagnosis.support_sizes_figure(diagnosis.support_sizes(records)),
+        "training_curves": training_plots.training_curves(training_plots.training_frame(records)),
+        "support_sizes": training_plots.support_sizes_figure(training_plots.support_sizes(records)),
     }
     for stem, figure in figures.items():
         if figure is None:
@@ -210,7 +216,8 @@ def _statistics_markdown(compared: pd.DataFrame, names: Names, headline: bool) -
         info = names.method(row.method)
         values = {
             "Task": names.task_label(row.dataset, row.task), "Method": info.display,
-            "Labels": row.labels, "k": "–" if info.training_free else row.shots, "Budget": row.budget,
+            "Labels": row.labels, "k": "–" if info.training_free else row.shots,
+            "Budget": "–" if info.training_free else row.budget,
         }  # fmt: skip
         if headline:
             values["--set"] = row.variant or "–"

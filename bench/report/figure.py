@@ -8,9 +8,12 @@ first few test cases by id, binarised), images and ground truth from the dataset
 most training samples (all data before any k), then the lowest draw and seed. With ``rows="all"`` every
 Table 1 row gets a column (its lowest draw and seed), in the table's order, so label regimes, budgets and
 ``--set`` variants of one method can be compared by eye. ``shots`` and ``labels`` narrow the choice. Each
-column's title names its run: labels, k, budget, seed and support draw, and its overrides. A row whose run
-has no predictions file (made on a machine whose ``predictions/`` did not come back) is named under the
-legend rather than dropped.
+column's title names its run — labels, k, budget, seed and support draw, and its overrides — and its mean
+Dice over all its test cases, so the cases shown can be read against it. The cases (rows) follow a stated
+rule (``choose_cases``): the reference method's column ranks the cases that have saved predictions by Dice
+and the figure takes the middle of each of ``images`` equal parts — with 4 images, one case per quartile,
+from worst to best. A row whose run has no predictions file (made on a machine whose ``predictions/`` did
+not come back) is named under the legend rather than dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bench.dataset import load_task
 from bench.errors import BenchError
 from bench.report.names import GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.report.rows import budget_rank, labels_rank
+from bench.report.stats import DEFAULT_REFERENCE
 from bench.spec import shots_label
 from bench.store import prediction_path, record_split, runs_frame, variant_text
 
@@ -140,8 +144,14 @@ def choose_runs(
     return ChosenRuns(datasets[0], [chosen[key] for key in sorted(chosen)], left_out)
 
 
-def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: int) -> list[str]:
-    """The given ids (each must have saved predictions), else ``count`` of them drawn with ``seed``."""
+def choose_cases(
+    available: list[str], ids: list[str] | None, count: int, ranking: dict[str, float], ranked_by: str
+) -> tuple[list[str], str]:
+    """The cases to show and the rule that chose them, in a sentence: the given ``ids`` (each must have saved
+    predictions), else ``count`` of the ``available`` cases spread over ``ranking`` (case → Dice of the
+    column named ``ranked_by``): ranked from worst to best, the middle case of each of ``count`` equal parts
+    (the quartiles for 4), so the figure shows the spread of that column's results rather than whichever
+    cases come first."""
     if ids:
         unknown = [case for case in ids if case not in available]
         if unknown:
@@ -149,12 +159,23 @@ def choose_ids(available: list[str], ids: list[str] | None, count: int, seed: in
                 f"no saved predictions of {', '.join(unknown)} in every chosen run;"
                 f" saved: {', '.join(available) or 'none'}"
             )
-        return list(ids)
+        return list(ids), "Cases chosen by id (--ids)."
     if not available:
         raise BenchError("the chosen runs have no saved test case in common")
-    size = min(count, len(available))
-    picked = np.random.default_rng(seed).choice(len(available), size=size, replace=False)
-    return [available[i] for i in sorted(picked)]
+    ranked = sorted(available, key=lambda case: (ranking.get(case, float("nan")), case))
+    size = min(count, len(ranked))
+    chosen = [ranked[int((part + 0.5) * len(ranked) / size)] for part in range(size)]
+    parts = {4: "quartile", 3: "tercile", 2: "half"}.get(size, f"{size}-quantile")
+    rule = (f"Cases: the {len(ranked)} test cases with saved predictions ranked by {ranked_by}'s Dice, one from the"
+            f" middle of each {parts}, worst first.")  # fmt: skip
+    return chosen, rule
+
+
+def reference_column(runs: list[dict], reference: str, names: Names) -> int:
+    """The column whose Dice ranks the cases: the ``reference`` method's best-ranked run (its headline row's
+    with ``rows="headline"``), else the first column."""
+    mine = [i for i, record in enumerate(runs) if record["spec"]["method"] == reference]
+    return min(mine, key=lambda i: _rank(runs[i], names)) if mine else 0
 
 
 def _contour(ax, mask: np.ndarray, colour: str, style: str) -> None:
@@ -176,7 +197,9 @@ def _config(record: dict, names: Names) -> tuple[str, list[str], str]:
     spec = record["spec"]
     info = names.method(spec["method"])
     k = shots_text(shots_label(spec["shots"]), info.training_free)
-    config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"]) + [spec["budget"]]
+    # a training-free run has no budget, as Table 1 shows it ("–"): the one it was run under changes nothing
+    budget = "budget –" if info.training_free else spec["budget"]
+    config = ([spec["labels"]] if info.shows_labels else []) + ([] if k == "–" else [f"k={k}"]) + [budget]
     return info.display, config, f"seed {spec['seed']}" + ("" if k == "–" else f", draw {spec['draw']}")
 
 
@@ -187,10 +210,16 @@ def _row_text(record: dict, names: Names) -> str:
     return f"{display} ({', '.join(config)}{'; ' + variant_text(overrides) if overrides else ''})"
 
 
+def mean_dice(record: dict) -> float:
+    """A run's mean Dice over all its test cases, as Table 1 averages it."""
+    return float(np.mean([case["dice"] for case in record["cases"]]))
+
+
 def _title(record: dict, names: Names) -> str:
-    """The column's run: "UNet" / "mask, k=10, quick" / "seed 0, draw 1" (and its --set overrides)."""
+    """The column's run: "UNet" / "mask, k=10, quick" / "seed 0, draw 1" / "mean Dice 0.87 over 335 cases"
+    (and its --set overrides)."""
     display, config, run = _config(record, names)
-    lines = [display, ", ".join(config), run]
+    lines = [display, ", ".join(config), run, f"mean Dice {mean_dice(record):.2f} over {len(record['cases'])} cases"]
     overrides = record["spec"].get("overrides")
     # wrapped at the commas: one long "key=value, key=value" line would run past the column (and the figure)
     variant = textwrap.wrap(f"[{variant_text(overrides)}]", TITLE_CHARS, break_on_hyphens=False)
@@ -204,17 +233,17 @@ def qualitative_figure(
     dataset: str | None = None,
     ids: list[str] | None = None,
     images: int = DEFAULT_IMAGES,
-    seed: int = 0,
     shots: str | None = None,
     labels: str | None = None,
     data_root: Path | None = None,
     rows: str = "headline",
+    reference: str = DEFAULT_REFERENCE,
 ) -> Figure:
     """Rows: test images; columns: the image with its ground truth, then one per method (per Table 1 row
     with ``rows="all"``)."""
     names = Names(runs_frame(records))
     chosen = choose_runs(records, results, task, dataset, shots, labels, names, rows)
-    return draw_qualitative(chosen, results, task, names, ids, images, seed, data_root)
+    return draw_qualitative(chosen, results, task, names, ids, images, data_root, reference)
 
 
 def draw_qualitative(
@@ -224,15 +253,18 @@ def draw_qualitative(
     names: Names,
     ids: list[str] | None = None,
     images: int = DEFAULT_IMAGES,
-    seed: int = 0,
     data_root: Path | None = None,
+    reference: str = DEFAULT_REFERENCE,
 ) -> Figure:
-    """The figure of ``chosen`` runs; the rows it left out are named under the legend."""
+    """The figure of ``chosen`` runs, its cases ranked by the ``reference`` method's column (its headline
+    run; the first column when it has none); the rule that chose the cases and the rows it left out are
+    said under the legend."""
     dataset, runs = chosen.dataset, chosen.runs
     predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
-    cases = choose_ids(common, ids, images, seed)
+    ranker = reference_column(runs, reference, names)
+    cases, rule = choose_cases(common, ids, images, dice_by_case[ranker], _row_text(runs[ranker], names))
     split = record_split(runs[0])  # the caller passes the records of one split (store.of_split)
     samples = load_task(dataset, task, data_root).by_id(split)
     missing = [case for case in cases if case not in samples]
@@ -268,8 +300,7 @@ def draw_qualitative(
     ]
     # the rows left out are said in the figure itself (as the legend's title, which the layout makes room
     # for): a committed PNG must not look like the whole table
-    note = None
-    if chosen.left_out:
-        note = textwrap.fill("Not shown: " + "; ".join(chosen.left_out) + ".", TITLE_CHARS * columns)
+    notes = [rule] + (["Not shown: " + "; ".join(chosen.left_out) + "."] if chosen.left_out else [])
+    note = "\n".join(textwrap.fill(text, TITLE_CHARS * columns) for text in notes)
     figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, title=note, title_fontsize=8)
     return figure

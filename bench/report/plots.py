@@ -1,11 +1,13 @@
 """The report's plots: per-case Dice, Dice versus training samples, Dice versus fit time.
 
 Every plot shows every row of Table 1 (method × labels × k × ``--set`` variant × budget × backbone), each in
-one style throughout (``row_styles``): the method's colour (``names.Names.palette``; a darker shade for a
-second variant or backbone), a marker per label regime, and the budget as the marker's fill — filled at
-``paper``, hollow at any other budget — and in the row's label. Figures are ``matplotlib.figure.Figure``
-objects rather than pyplot ones: no GUI backend and no global state, so reports can be made in worker
-processes and tests (matplotlib's recipe for web servers); saving renders through Agg (PNG) and the PDF backend.
+one style throughout (``row_styles``, also used by ``diagnosis`` and ``training_plots``): the method's colour
+(``names.Names.palette``, the same in every plot; a lighter or darker shade of it for another variant or
+backbone, never another hue), a marker per label regime, and the budget as the marker's fill — filled at
+``paper``, hollow at any other budget — and in the row's label; a training-free row has no budget: "–", as in
+Table 1, and filled. Figures are ``matplotlib.figure.Figure`` objects rather than pyplot ones: no GUI backend
+and no global state, so reports can be made in worker processes and tests (matplotlib's recipe for web
+servers); saving renders through Agg (PNG) and the PDF backend.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key
+from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
 from bench.report.rows import row_order, with_row_names
 
 DPI = 150
@@ -31,18 +33,18 @@ BUDGET_LEGEND_WIDTH = 1.8
 ROW_HEIGHT = 0.3  # inches per row in the per-case plot (a row with a --set variant takes two lines)
 LEGEND_LINE = 0.19  # inches per legend line at LEGEND_FONT
 LEGEND_FONT = 8
-MIN_FIT_SECONDS = 0.01  # training-free methods fit in ~0 s; the log axis needs a floor
 FILLED_BUDGET = "paper"
-MAX_SHADES = 3  # a method's (backbone, variant) combinations told apart by shades of its colour
+NO_BUDGET = "–"  # a training-free row's budget, as Table 1 shows it: no budget changes what it computes
 MARKERS = {"mask": "o", "box": "s", "box-noisy": "^"}
 EXTRA_MARKERS = ("D", "v", "P", "X")
 DODGE_DECADES = 0.025  # rows at one k are spread this far apart on the log axis, so none hides another
+FIT_TIME_LABEL = "Mean fit time [s] (symmetric log scale;\ntraining-free rows at 0 s: they fit nothing)"
 ALL_DATA_FACTOR = 4.0  # all-data rows sit at this multiple of the largest k, under the tick "All"
 
 
 @dataclass(frozen=True)
 class RowStyle:
-    label: str
+    label: str  # the row's label in legends and on axes: its ``row_label``, "· –" for a training-free row
     colour: tuple[float, float, float]
     marker: str
     filled: bool
@@ -71,42 +73,59 @@ def row_styles(frame: pd.DataFrame, names: Names, key: str = "row_label") -> dic
     styles = {}
     for label in row_order(frame, GROUP_ORDER, key):
         row = rows.loc[label]
-        colour = _shade(palette[row["method_display"]], shades[row["method"]],
+        colour = _shade(palette[row["method_display"]], len(shades[row["method"]]),
                         shades[row["method"]].index((row["backbone"], row["variant"])))  # fmt: skip
-        styles[label] = RowStyle(label, colour, markers[row["labels"]], row["budget"] == FILLED_BUDGET)
+        free = bool(row["training_free"])
+        # the budget sits in the label's first line, before a --set variant's second line
+        shown = label.replace("\n", f" · {NO_BUDGET}\n", 1) if "\n" in label else f"{label} · {NO_BUDGET}"
+        styles[label] = RowStyle(shown if free else label, colour, markers[row["labels"]],
+                                 free or row["budget"] == FILLED_BUDGET)  # fmt: skip
     return styles
 
 
-def _shade(colour: tuple, combinations: list, index: int) -> tuple[float, float, float]:
-    """The colour of a method's ``index``-th (backbone, variant): the method's own for the first; darker shades
-    of it for up to two more; with more than three (a model search), hues of their own, as shades would be
-    too close to tell apart."""
+def _shade(colour: tuple, combinations: int, index: int) -> tuple[float, float, float]:
+    """The colour of a method's ``index``-th of ``combinations`` (backbone, variant): the method's own for the
+    first, then alternately darker and lighter shades of it, so a method keeps its hue in every plot however
+    many variants a model search ran."""
     if index == 0:
         return tuple(colour)
-    if len(combinations) <= MAX_SHADES:
-        return tuple(channel * (1 - 0.35 * index) for channel in colour)
-    return tuple(sns.color_palette("husl", len(combinations) - 1)[index - 1])
+    steps = (combinations + 1) // 2  # shades on each side of the method's own colour
+    amount = 0.5 * ((index + 1) // 2) / steps  # at most half-way: the hue stays recognisable
+    target = 0.0 if index % 2 else 1.0  # odd: towards black; even: towards white
+    return tuple(channel + (target - channel) * amount for channel in colour)
 
 
 def _budget_handles(frame: pd.DataFrame) -> list[Line2D]:
-    budgets = sorted(set(frame["budget"]), key=lambda budget: (budget != FILLED_BUDGET, budget))
-    return [Line2D([], [], linestyle="none", marker="o", markersize=7, color="0.35",
-                   markerfacecolor="0.35" if budget == FILLED_BUDGET else "white", label=f"{budget} budget")
-            for budget in budgets]  # fmt: skip
+    """What the fill says: a handle per budget of the trained rows, and "–" for training-free rows."""
+    free = frame["training_free"].astype(bool)
+    budgets = sorted(set(frame.loc[~free, "budget"]), key=lambda budget: (budget != FILLED_BUDGET, budget))
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=7, color="0.35",
+                      markerfacecolor="0.35" if budget == FILLED_BUDGET else "white", label=f"{budget} budget")
+               for budget in budgets]  # fmt: skip
+    if free.any():
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=7, color="0.35",
+                              label=f"{NO_BUDGET} training-free (no budget)"))  # fmt: skip
+    return handles
 
 
 def budgets_differ(frame: pd.DataFrame) -> bool:
-    return frame["budget"].nunique() > 1
+    """Whether the trained rows of ``frame`` (a ``rows.with_row_names`` frame) ran at several budgets."""
+    return frame.loc[~frame["training_free"].astype(bool), "budget"].nunique() > 1
 
 
-def _legend(figure: Figure, frame: pd.DataFrame, handles: list, title: str = "Table 1 row") -> None:
-    """One legend outside the panels: ``handles``, then what the fill says about the budget."""
+def add_legend(
+    figure: Figure, frame: pd.DataFrame, handles: list, title: str = "Table 1 row", below: bool = False,
+    font: int = LEGEND_FONT,
+) -> None:
+    """One legend outside the panels, right of them (or ``below`` them, in columns): ``handles``, then what the
+    fill says about the budget (``frame``: a ``rows.with_row_names`` frame)."""
     budget_title = "Budget (differs between rows)" if budgets_differ(frame) else "Budget"
     header = [Line2D([], [], linestyle="none", label=budget_title)]
-    if handles:  # a blank line between the rows and the budgets
+    if handles and not below:  # a blank line between the rows and the budgets
         header.insert(0, Line2D([], [], linestyle="none", label=" "))
-    figure.legend(handles=[*handles, *header, *_budget_handles(frame)], loc="outside right upper",
-                  frameon=False, title=title, fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT + 1,
+    entries = [*handles, *header, *_budget_handles(frame)]
+    figure.legend(handles=entries, loc="outside lower center" if below else "outside right upper",
+                  ncols=2 if below else 1, frameon=False, title=title, fontsize=font, title_fontsize=font + 1,
                   alignment="left")  # fmt: skip
 
 
@@ -117,11 +136,11 @@ def _text_width(labels) -> float:
 
 
 def _legend_width(styles: dict[str, RowStyle]) -> float:
-    return max(LEGEND_WIDTH, _text_width(styles) + 0.8)  # the marker and its padding
+    return max(LEGEND_WIDTH, _text_width(style.label for style in styles.values()) + 0.8)  # marker and padding
 
 
 def _legend_height(styles: dict[str, RowStyle], frame: pd.DataFrame) -> float:
-    lines = sum(1 + label.count("\n") for label in styles) + 3 + frame["budget"].nunique()
+    lines = sum(1 + style.label.count("\n") for style in styles.values()) + 3 + len(_budget_handles(frame))
     return LEGEND_LINE * lines + 0.5
 
 
@@ -141,12 +160,13 @@ def _rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, RowStyle], list[
 def per_case_dice(cases: pd.DataFrame) -> Figure:
     """Box plots of per-case Dice (each case averaged over its row's runs), a box per Table 1 row and a
     panel per task; paper-budget boxes filled, the others hollow."""
-    frame, styles, tasks = _rows(cases)
+    named, styles, tasks = _rows(cases)
     split = cases["eval_split"].iloc[0]  # the caller passes one split's cases (store.of_split)
-    frame = frame.groupby(["task_label", "row_label", "case"])["dice"].mean().reset_index()
+    frame = named.groupby(["task_label", "row_label", "case"])["dice"].mean().reset_index()
     order = list(styles)
-    lines = sum(1 + label.count("\n") for label in order)
-    labels_width = max(LABELS_WIDTH, _text_width(order) + 0.3)
+    shown = [style.label for style in styles.values()]
+    lines = sum(1 + label.count("\n") for label in shown)
+    labels_width = max(LABELS_WIDTH, _text_width(shown) + 0.3)
     figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, ROW_HEIGHT * lines + 1.2), labels_width,
                            BUDGET_LEGEND_WIDTH)  # fmt: skip
     rng = np.random.default_rng(0)
@@ -164,11 +184,11 @@ def per_case_dice(cases: pd.DataFrame) -> Figure:
         for i in drawn:
             jitter = rng.uniform(-0.2, 0.2, len(values[i]))
             ax.scatter(values[i], positions[i] + jitter, s=3, color="0.15", alpha=0.4, linewidths=0)
-        ax.set_yticks(positions, order, fontsize=LEGEND_FONT)
+        ax.set_yticks(positions, shown, fontsize=LEGEND_FONT)
         ax.set_ylim(len(order) - 0.5, -0.5)
         ax.set(title=task, xlabel=f"Dice × 100 per {split} case", xlim=(-2, 102))
         ax.grid(axis="x", alpha=0.3)
-    _legend(figure, cases, [], title="")
+    add_legend(figure, named, [], title="")
     return figure
 
 
@@ -223,7 +243,7 @@ def dice_versus_shots(runs: pd.DataFrame, seed: int = 0) -> Figure | None:
         ax.set_xlim(ticks[0] / 1.6, ticks[-1] * 1.6)
         ax.set(title=task, xlabel="Training samples k (log scale)", ylabel="Dice × 100 (95 % bootstrap interval)")
         ax.grid(alpha=0.3)
-    _legend(figure, frame, [style.handle() for style in styles.values()], title="Table 1 rows (k on the x axis)")
+    add_legend(figure, frame, [style.handle() for style in styles.values()], title="Table 1 rows (k on the x axis)")
     return figure
 
 
@@ -235,19 +255,23 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def dice_versus_fit_time(runs: pd.DataFrame) -> Figure | None:
-    """Each Table 1 row's mean Dice against its mean fit time, with the cost–quality frontier over the
-    automatic rows (drawn, and in the legend, where two or more rows make it)."""
+    """Each Table 1 row's mean Dice against its mean fit time, its k written beside its point where a panel has
+    several k (rows that differ only in k share a style), with the cost–quality frontier over the automatic
+    rows (drawn, and in the legend, where two or more rows make it). Training-free rows fit nothing: they sit
+    at 0 s, on a symmetric-log axis that is linear below the fastest trained fit's decade."""
     finished = runs[(runs["status"] == "ok") & runs["dice"].notna() & runs["fit_seconds"].notna()]
     if finished.empty:
         return None
     frame, styles, tasks = _rows(finished)
-    points = frame.groupby(["task_label", "row_label", "group"])[["dice", "fit_seconds"]].mean().reset_index()
+    points = frame.groupby(["task_label", "row_label", "group", "shots", "training_free"])[
+        ["dice", "fit_seconds"]].mean().reset_index()  # fmt: skip
     points["dice"] *= 100
-    points["fit_seconds"] = points["fit_seconds"].clip(lower=MIN_FIT_SECONDS)
+    # a training-free method's fit time is bookkeeping (microseconds): drawn as what it is, no training
+    points.loc[points["training_free"].astype(bool), "fit_seconds"] = 0.0
     figure, axes = _figure(len(tasks), max(PANEL_HEIGHT, _legend_height(styles, frame)), legend=_legend_width(styles))
-    # a log axis where fit times span a decade or more (training-free rows sit at MIN_FIT_SECONDS); on a narrower
-    # span a log axis has no labelled tick
-    log_axis = points["fit_seconds"].max() >= 10 * points["fit_seconds"].min()
+    trained = points.loc[points["fit_seconds"] > 0, "fit_seconds"]
+    # a log axis where trained fit times span a decade or more, or a training-free row sits at 0 s with them
+    log_axis = not trained.empty and (trained.max() >= 10 * trained.min() or (points["fit_seconds"] == 0).any())
     frontier_drawn = False
     for ax, task in zip(axes, tasks, strict=True):
         data = points[points["task_label"] == task]
@@ -257,18 +281,23 @@ def dice_versus_fit_time(runs: pd.DataFrame) -> Figure | None:
             ax.step(front["fit_seconds"], front["dice"], where="post", color="0.55", linestyle="--", linewidth=1,
                     zorder=1)  # fmt: skip
             frontier_drawn = True
+        # k=10 and k=All of one configuration share a style: where k differs between rows, it is written
+        several_k = data.loc[~data["training_free"].astype(bool), "shots"].nunique() > 1
         for row in data.itertuples():
             style = styles[row.row_label]
             ax.plot(row.fit_seconds, row.dice, linestyle="none", marker=style.marker, markersize=7,
                     color=style.colour, markerfacecolor=style.face, markeredgewidth=1.4, zorder=2)  # fmt: skip
+            if several_k and not row.training_free:
+                ax.annotate(f"k={shots_text(row.shots, False)}", (row.fit_seconds, row.dice), xytext=(5, 3),
+                            textcoords="offset points", fontsize=LEGEND_FONT - 1, color=style.colour)  # fmt: skip
         if log_axis:
-            ax.set_xscale("log")
-        ax.set(title=task, xlabel="Mean fit time [s]" + (" (log scale)" if log_axis else ""), ylabel="Mean Dice × 100")
+            ax.set_xscale("symlog", linthresh=10 ** np.floor(np.log10(trained.min())), linscale=0.5)
+        ax.set(title=task, xlabel=FIT_TIME_LABEL if log_axis else "Mean fit time [s]", ylabel="Mean Dice × 100")
         ax.grid(alpha=0.3)
     handles = [style.handle() for style in styles.values()]
     if frontier_drawn:
         handles.append(Line2D([], [], color="0.55", linestyle="--", label="cost–quality frontier\n(automatic rows)"))
-    _legend(figure, frame, handles)
+    add_legend(figure, frame, handles)
     return figure
 
 

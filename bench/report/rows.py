@@ -33,8 +33,9 @@ def with_row_names(frame: pd.DataFrame, names: Names) -> pd.DataFrame:
     ``row_display`` is the Method cell of Table 1: the display name, with the backbone when the method ran
     with several, and with the ``--set`` variant in brackets whenever the row has one (a smoke run with
     ``--set epochs=2`` must never pass for the recipe, even when every row shares it). ``row_label`` names
-    the whole row in plots: "UNet · mask · k=10 · quick", the variant on a second line; ``series_label`` is
-    the same without k, for a line that joins a configuration's rows across k.
+    the whole row in plots: "UNet · mask · k=10 · quick" ("MedSAM · box" for a training-free row, which has no k
+    and no budget), the variant on a second line; ``series_label`` is the same without k, for a line that joins
+    a configuration's rows across k.
     """
     if "variant" not in frame:
         frame = frame.assign(variant="")
@@ -47,8 +48,10 @@ def with_row_names(frame: pd.DataFrame, names: Names) -> pd.DataFrame:
         k = shots_text(row.shots, row.training_free)
         regime = [row.labels] if names.method(row.method).shows_labels else []
         variant = f"\n[{row.variant}]" if row.variant else ""
-        labels.append(" · ".join([display, *regime, *([] if k == "–" else [f"k={k}"]), row.budget]) + variant)
-        series.append(" · ".join([display, *regime, row.budget]) + variant)
+        # a training-free row has neither k nor budget (Table 1 shows "–" for both): nothing changes what it computes
+        budget = [] if row.training_free else [row.budget]
+        labels.append(" · ".join([display, *regime, *([] if k == "–" else [f"k={k}"]), *budget]) + variant)
+        series.append(" · ".join([display, *regime, *budget]) + variant)
     return frame.assign(row_display=displays, row_label=labels, series_label=series)
 
 

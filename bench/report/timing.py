@@ -117,7 +117,7 @@ def cost_markdown(table: pd.DataFrame, reference_display: str) -> str:
             "Dataset": row.dataset_display,
             "Training samples": shots_text(row.shots, row.training_free),
             "Backbone": row.backbone or "–",
-            "Budget": row.budget,
+            "Budget": "–" if row.training_free else row.budget,  # as Table 1: nothing to budget
             "Runs": str(row.runs),
             "Params (total)": _number(row.params_total, ",.0f"),
             "Params (trainable)": _number(row.params_trainable, ",.0f"),

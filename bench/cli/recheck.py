@@ -1,0 +1,94 @@
+"""`bench recheck`: re-run a sample of an experiment's records with the current code and compare the Dice."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.cli.common import DataRootOption, PluginOption, ProgressBars, app, console, load_plugins, user_errors
+from bench.recheck import DEFAULT_TOLERANCE
+
+
+@app.command()
+@user_errors
+def recheck(
+    experiment: Annotated[str, typer.Option(help="The experiment whose records are re-checked.")],
+    runs: Annotated[str | None, typer.Option(help="Comma-separated run ids to re-run.")] = None,
+    sample: Annotated[int | None, typer.Option(help="Or: re-run this many finished runs drawn at random.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --sample draw.")] = 0,
+    methods: Annotated[str | None, typer.Option(help="Only runs of these methods (comma-separated).")] = None,
+    shots: Annotated[str | None, typer.Option(help="Only runs with these shots (e.g. 10, all).")] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Dice points (× 100) a re-run may differ from its record (docs/records.md).")
+    ] = DEFAULT_TOLERANCE,
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    scratch: Annotated[
+        Path | None, typer.Option(help="Empty folder the re-runs are written to (default: a new one in the cache).")
+    ] = None,
+    data_root: DataRootOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Also write the comparison as Markdown to this file.")] = None,
+    plugin: PluginOption = None,
+) -> None:
+    """Re-run chosen records of an experiment (or N at random) into a scratch folder with the current code, and
+    print per run the committed and new Dice, both code revisions and whether they agree within --tolerance."""
+    from bench import recheck as rechecking
+    from bench import store
+    from bench.cli.common import check_writable
+    from bench.dataset import check_present
+    from bench.errors import BenchError
+    from bench.executors import execute
+    from bench.spec import names_in
+
+    load_plugins(plugin)
+    if tolerance < 0:
+        raise BenchError(f"--tolerance takes a number of Dice points ≥ 0, not {tolerance:g}")
+    chosen = names_in(runs, "--runs") if runs is not None else ()
+    method_names = names_in(methods, "--methods") if methods is not None else ()
+    shot_labels = names_in(shots, "--shots") if shots is not None else ()
+    records = rechecking.select_records(results, experiment, chosen, sample, seed, method_names, shot_labels)
+    scratch = scratch or rechecking.default_scratch(experiment)
+    rechecking.check_scratch(scratch, results, experiment, records)
+    check_present(list(dict.fromkeys(record["spec"]["dataset"] for record in records)), data_root)
+    if out is not None:
+        check_writable(out.parent, out.parent)
+    console.print(f"re-running {len(records)} run(s) of {experiment} into {scratch}", highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+    def run(specs) -> None:
+        with Progress(*columns, console=console, transient=False) as progress:
+            grid = progress.add_task("re-runs", total=len(specs))
+            bars = ProgressBars(progress)
+
+            def on_done(spec, summary: dict) -> None:
+                progress.advance(grid)
+                progress.console.print(f"{spec.run_id}: {summary['status']}", highlight=False)
+
+            execute(specs, scratch, experiment, data_root, device, on_done=on_done, progress_factory=bars.for_run)
+
+    rows = rechecking.recheck(records, scratch, experiment, run)
+    # the Markdown table the --out file holds: wider than most terminals, so it is printed unwrapped
+    console.print(rechecking.markdown_table(rows, tolerance), highlight=False, soft_wrap=True)
+    console.print(rechecking.summary_line(rows, tolerance), highlight=False)
+    for line in rechecking.notes(rows):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"new records in {store.runs_folder(scratch, experiment)}", highlight=False)
+    if out is not None:
+        selection = ["--runs", ",".join(record["run_id"] for record in records)] if runs is not None else [
+            "--sample", str(sample), "--seed", str(seed)]  # fmt: skip
+        selection += [part for flag, value in (("--methods", methods), ("--shots", shots)) if value
+                      for part in (flag, ",".join(names_in(value, flag)))]  # fmt: skip
+        given = {"--tolerance": tolerance != DEFAULT_TOLERANCE and f"{tolerance:g}", "--data-root": data_root,
+                 "--device": device != "auto" and device, "--out": out}  # fmt: skip
+        options = [part for flag, value in given.items() if value for part in (flag, str(value))]
+        command = shlex.join(["bench", "recheck", "--experiment", experiment, *selection, "--results", str(results),
+                              *options])  # fmt: skip
+        from bench.paths import atomic_write
+
+        with atomic_write(out, "w") as stream:
+            stream.write(rechecking.render_markdown(rows, tolerance, experiment, command))
+        console.print(f"wrote {out}", highlight=False)

@@ -1,0 +1,105 @@
+"""`bench train`: one method trained on a dataset's labelled training images and saved, for `bench predict`.
+
+It is one run of `bench run` (the same spec and run id as `bench run --shots all`, or `--shots k --draws` for
+a support draw), with its model saved: a dataset with no test split (ten images with boxes) trains and scores
+nothing, one with a test split with masks is scored as `bench run` scores it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.cli.common import DataRootOption, PluginOption, ProgressBars, app, console, load_plugins, user_errors
+from bench.errors import BenchError
+
+
+@app.command()
+@user_errors
+def train(
+    method: Annotated[str, typer.Argument(help="The method to train, e.g. prompt-module.")],
+    dataset: Annotated[str, typer.Argument(help="folder:<folder>, nnunet:<folder>, a path, or a dataset name.")],
+    task: Annotated[str | None, typer.Option(help="The structure (default: the dataset's only one).")] = None,
+    labels: Annotated[str | None, typer.Option(help="mask, box or box-noisy (default: the method's own).")] = None,
+    shots: Annotated[str, typer.Option(help="'all' training images, or k of them (a support draw).")] = "all",
+    draw: Annotated[int, typer.Option(help="Which support draw of k images (with --shots k).")] = 0,
+    seed: Annotated[int, typer.Option(help="The model-initialisation seed.")] = 0,
+    budget: Annotated[str, typer.Option(help="auto (paper on a GPU, else quick), paper or quick.")] = "auto",
+    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    data_root: DataRootOption = None,
+    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    experiment: Annotated[str, typer.Option(help="Subfolder of --results for the record and model.")] = "trained",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    plugin: PluginOption = None,
+) -> None:
+    """Train one method on the labelled training images of a dataset (boxes from a box file count) and save its
+    model; no test split needed. Then `bench predict <run id> IMAGES --output MASKS`."""
+    from bench import spec as specs
+    from bench import store
+    from bench.cli.common import check_writable
+    from bench.dataset import dataset_class, load_task, locate_datasets
+    from bench.device import run_device_type
+    from bench.executors import parent_device
+    from bench.paths import environment_variable
+    from bench.registry import BACKBONES, METHODS
+    from bench.runner import run_claimed
+    from bench.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
+
+    load_plugins(plugin)
+    method_cls = METHODS.get(method)
+    if method_cls.uses_backbone:
+        BACKBONES.get(backbone)
+    (name,), data_root = locate_datasets([dataset], data_root)
+    dataset_cls = dataset_class(name, data_root)
+    if task is None and len(dataset_cls.tasks) != 1:
+        raise BenchError(f"{name} has the structures {', '.join(dataset_cls.tasks)}: name one with --task")
+    parsed_shots = specs.parse_shots(shots)
+    if len(parsed_shots) != 1:
+        raise BenchError(f"bench train trains one configuration: --shots takes one value, not '{shots}'")
+    shot = parsed_shots[0]
+    checked_device = parent_device(device, "inline")
+    planned = specs.expand_grid(
+        methods=[method], datasets=[name], tasks=[task] if task else None, shots=[shot],
+        labels=[labels] if labels else None, seeds=[seed], draws=draw + 1,
+        budget=specs.resolve_budget(budget, run_device_type(device, "inline", None)), backbone=backbone,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None, overrides=specs.parse_overrides(set_ or []),
+        data_root=data_root,
+    )  # fmt: skip
+    chosen = [item for item in planned if item.spec.draw == (draw if shot is not None else 0)]
+    if len(chosen) != 1:
+        raise BenchError(f"{method} runs under {len(chosen)} label regimes here: choose one with --labels")
+    spec, skip = chosen[0].spec, chosen[0].skip_reason
+    if skip:
+        raise BenchError(f"{method} cannot train on {name} as asked: {skip}")
+    loaded = load_task(spec.dataset, spec.task, data_root)  # bad data fails here, before anything is written
+    record = store.existing_record(results, experiment, spec.run_id)
+    if record and record.get("status") == "ok" and not lacks_saved_model(record):
+        console.print(f"{spec.run_id} is trained already; its record is in {store.runs_folder(results, experiment)}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        return
+    check_writable(store.runs_folder(results, experiment), results)
+    console.print(f"training {method} ({spec.budget}) on {spec.shots_label} of {len(loaded.train)} training images of "
+                  f"{name}/{spec.task}, {spec.labels} labels", highlight=False, soft_wrap=True)  # fmt: skip
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with environment_variable(SAVE_MODELS_VARIABLE, "1"), Progress(*columns, console=console) as progress:
+        summary = run_claimed(spec, results, experiment, data_root, str(checked_device),
+                              progress=ProgressBars(progress).track)  # fmt: skip
+    if summary["status"] != "ok":
+        console.print(f"[red]failed[/red]: {summary.get('error') or summary.get('holder')}", highlight=False)
+        raise typer.Exit(1)
+    record = store.existing_record(results, experiment, spec.run_id) or {}
+    scored = (f"mean Dice {record['mean_dice']:.4f} on its {len(record['cases'])} test images"
+              if record.get("cases") else "no test images with masks: nothing scored")  # fmt: skip
+    saved = record.get("saved_model")
+    model = (f"model {store.experiment_folder(results, experiment) / saved['file']}" if saved
+             else "nothing to save (training-free: it predicts as it is)")  # fmt: skip
+    console.print(
+        f"trained run {spec.run_id} in {record.get('fit_seconds', 0):.0f} s on {record['trained_on']['images']} "
+        f"images ({record['trained_on']['drawn_boxes']} drawn boxes); {scored}; {model}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip

@@ -1,0 +1,105 @@
+"""`bench recheck`: records re-run into a scratch folder with the current code, compared with what they say."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench import store
+from tests.test_cli import assert_one_line_error, invoke
+
+pytestmark = pytest.mark.usefixtures("fake_methods")
+
+
+@pytest.fixture
+def committed(tmp_path):
+    """Three finished runs of the threshold fake on synthetic (three support draws) and one of the training-free
+    box fill, as a committed folder."""
+    results = tmp_path / "results"
+    made = invoke("run", "--methods", "fake-threshold,fake-boxfill", "--tasks", "blob", "--shots", "3", "--draws", "3",
+                  "--results", str(results), "--experiment", "exp")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    run_ids = sorted(record["run_id"] for record in store.load_records(results, "exp"))
+    assert len(run_ids) == 4 and run_ids[0].startswith("fake-boxfill")
+    return results, run_ids
+
+
+def recheck(results, scratch, *args: str):
+    return invoke("recheck", "--experiment", "exp", "--results", str(results), "--scratch", str(scratch), *args)
+
+
+def test_unchanged_code_reproduces_its_records_exactly(committed, tmp_path) -> None:
+    results, run_ids = committed
+    out = tmp_path / "recheck.md"
+    result = recheck(results, tmp_path / "scratch", "--runs", ",".join(run_ids[:2]), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 re-runs within ± 0.5 Dice points of their records (2 identical)" in result.output
+    for run_id in run_ids[:2]:  # the new records are in the scratch folder, under the same run ids
+        old = json.loads(store.record_path(results, "exp", run_id).read_text())
+        new = json.loads(store.record_path(tmp_path / "scratch", "exp", run_id).read_text())
+        assert new["mean_dice"] == old["mean_dice"] and new["started"] >= old["started"]
+    written = out.read_text()
+    rows = [line for line in written.splitlines() if line.startswith(("| fake-", "|:"))]
+    assert len(rows) == 3 and all("| identical " in row for row in rows[1:]), written
+    assert f"`bench recheck --experiment exp --runs {run_ids[0]},{run_ids[1]} --results " in written
+    assert not store.record_path(tmp_path / "scratch", "exp", run_ids[2]).exists()
+
+
+def test_a_code_change_that_moves_the_dice_is_flagged(committed, tmp_path, monkeypatch) -> None:
+    from tests.fakes import MeanThreshold
+
+    results, run_ids = committed
+    original = MeanThreshold.predict
+
+    def stricter(self, items, ctx):  # a "code change": a higher threshold predicts less of every structure
+        return [np.where(p > 0, (item.image >= self.level).astype(np.float32), 0) for item, p in
+                zip(items, original(self, items, ctx), strict=True)]  # fmt: skip
+
+    monkeypatch.setattr(MeanThreshold, "predict", stricter)
+    out = tmp_path / "recheck.md"
+    result = recheck(results, tmp_path / "scratch", "--runs", run_ids[1], "--tolerance", "0.01", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    committed_dice = json.loads(store.record_path(results, "exp", run_ids[1]).read_text())["mean_dice"]
+    new_dice = json.loads(store.record_path(tmp_path / "scratch", "exp", run_ids[1]).read_text())["mean_dice"]
+    assert abs(new_dice - committed_dice) * 100 > 0.01
+    assert "0 of 1 re-runs within ± 0.01 Dice points" in result.output
+    row = next(line for line in out.read_text().splitlines() if line.startswith(f"| {run_ids[1]}"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:5] == [f"{100 * committed_dice:.2f}", f"{100 * new_dice:.2f}",
+                          f"{100 * (new_dice - committed_dice):+.2f}", "outside"]  # fmt: skip
+
+
+def test_a_seeded_sample_draws_the_same_runs(committed, tmp_path) -> None:
+    from bench.recheck import select_records
+
+    results, run_ids = committed
+    first = [record["run_id"] for record in select_records(results, "exp", sample=2, seed=3)]
+    again = [record["run_id"] for record in select_records(results, "exp", sample=2, seed=3)]
+    assert first == again and len(set(first)) == 2 and set(first) <= set(run_ids)
+    others = {tuple(r["run_id"] for r in select_records(results, "exp", sample=2, seed=s)) for s in range(8)}
+    assert len(others) > 1  # the seed chooses
+    # a sample kept to some methods and shots (the cheap runs of an experiment)
+    trained = {r["run_id"] for r in select_records(results, "exp", sample=3, methods=("fake-threshold",))}
+    assert trained == set(run_ids[1:])
+    assert [r["run_id"] for r in select_records(results, "exp", sample=1, shots=("all",))] == run_ids[:1]
+
+
+def test_user_errors_are_one_line_and_write_nothing(committed, tmp_path) -> None:
+    results, run_ids = committed
+    scratch = tmp_path / "scratch"
+    assert_one_line_error(recheck(results, scratch), "--runs", "--sample")
+    assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0], "--sample", "1"), "not both")
+    assert_one_line_error(recheck(results, scratch, "--runs", "unet_nothing"), "no finished record", "unet_nothing")
+    assert_one_line_error(recheck(results, scratch, "--sample", "5"), "--sample takes 1 to 4")
+    assert_one_line_error(
+        recheck(results, scratch, "--sample", "1", "--methods", "unet"), "no finished records of unet"
+    )
+    assert_one_line_error(recheck(results, scratch, "--sample", "1", "--tolerance", "-1"), "--tolerance")
+    # the committed folder itself is never a scratch folder: the re-runs would overwrite its records
+    assert_one_line_error(recheck(results, results, "--runs", run_ids[0]), "--scratch must be another folder")
+    assert not scratch.exists()
+    done = recheck(results, scratch, "--runs", run_ids[0])
+    assert done.exit_code == 0, done.output
+    assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0]), "already holds a record")
