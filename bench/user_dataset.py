@@ -13,6 +13,7 @@ An image or slice belongs to a task when the task's structure covers at least ``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -176,13 +177,19 @@ class UserDataset(ReleaseDataset):
         drawn = self.description.get("drawn")
         if not drawn:
             return {}
-        by_file = {case.files[0]: case.id for case in self.find_cases()[0]}
+        by_file = {case.files[0]: case.id for case in self._cases}
         return {by_file[path]: per_task[task] for path, per_task in drawn.boxes.items()
                 if task in per_task and path in by_file}  # fmt: skip
 
     def box_only_ids(self) -> set[str]:
         """The images whose only labels are boxes of the box file (training images, never scored)."""
-        return {case.id for case in self.find_cases()[0] if len(case.files) == 1}
+        return {case.id for case in self._cases if len(case.files) == 1}
+
+    @functools.cached_property
+    def _cases(self) -> list[Case]:
+        """``find_cases`` once per instance: splitting, loading and checking ask for the box-only images several
+        times, and each ``find_cases`` lists the dataset's folders."""
+        return self.find_cases()[0]
 
     def kept(self, before: np.ndarray, after: np.ndarray) -> tuple[float, ...]:
         """Nothing is cut: every structure present is kept whole (NaN where it is absent)."""

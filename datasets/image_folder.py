@@ -153,5 +153,5 @@ class ImageFolder(UserDataset):
         cases = [Case(stem, stem, (image, mask) if mask else (image,), (in_file,)) for stem, image, mask in pairs]
         box_only = sum(1 for _, _, mask in pairs if mask is None)
         if not drawn:
-            return cases, []
+            return cases, [f"{len(cases)} image/mask pairs"]
         return cases, [f"{len(cases) - box_only} with a mask, {box_only} with boxes only ({drawn.source.name})"]
