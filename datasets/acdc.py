@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from bench.data import center_crop_or_pad, percentile_to_uint8
-from bench.inventory import Slice
+from bench.data.inventory import Slice
+from bench.data.release import Case, ReleaseDataset, UnreadableFile, check_labels
+from bench.data.samples import center_crop_or_pad, percentile_to_uint8
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
 
 if TYPE_CHECKING:
-    from bench.predict_io import FramedPlane, SourceImage
+    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (256, 256)
 TARGET_SPACING_MM = 1.0
@@ -158,9 +158,9 @@ class ACDC(ReleaseDataset):
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new volume framed as ``read_case`` frames the release's, every slice kept (the hook of
-        ``bench.predict_io``): percentile rescale over the volume, each slice resampled to 1×1 mm and framed."""
+        ``bench.data.framing``): percentile rescale over the volume, each slice resampled to 1×1 mm and framed."""
+        from bench.data.framing import FramedPlane, PlaneGeometry
         from bench.errors import BenchError
-        from bench.predict_io import FramedPlane, PlaneGeometry
 
         if source.spacing is None:
             raise BenchError(

@@ -22,19 +22,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench.data import (
+from bench.data.inventory import Slice
+from bench.data.release import Case, ReleaseDataset, UnreadableFile, check_labels
+from bench.data.samples import (
     fitting_spacing,
     percentile_to_uint8,
     resampled_geometry,
     resize_image,
     resize_labels,
 )
-from bench.inventory import Slice
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, UnreadableFile, check_labels
 
 if TYPE_CHECKING:
-    from bench.predict_io import FramedPlane, SourceImage
+    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (512, 512)
 LABELS = {1, 2, 3}
@@ -125,8 +125,8 @@ class CAMUS(ReleaseDataset):
         ], []
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
-        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.predict_io``)."""
-        from bench.predict_io import frame_release_image
+        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.data.framing``)."""
+        from bench.data.framing import frame_release_image
 
         return frame_release_image(self, source)
 

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from bench.data import (
+from bench.data.inventory import Slice
+from bench.data.release import Case, ReleaseDataset, UnreadableFile
+from bench.data.samples import (
     center_crop_or_pad,
     fitting_spacing,
     percentile_to_uint8,
@@ -29,12 +31,10 @@ from bench.data import (
     resize_image,
     resize_labels,
 )
-from bench.inventory import Slice
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, UnreadableFile
 
 if TYPE_CHECKING:
-    from bench.predict_io import FramedPlane, SourceImage
+    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (640, 640)
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
@@ -151,8 +151,8 @@ class HC18(ReleaseDataset):
         ], []
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
-        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.predict_io``)."""
-        from bench.predict_io import frame_release_image
+        """A new image framed as ``read_case`` frames the release's (the hook of ``bench.data.framing``)."""
+        from bench.data.framing import frame_release_image
 
         return frame_release_image(self, source)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import Sample, Task, resize_image, resize_labels, stable_seed
-from bench.dataset import Dataset
+from bench.data.dataset import Dataset
+from bench.data.samples import Sample, Task, resize_image, resize_labels, stable_seed
 from bench.errors import BenchError
 from bench.registry import DATASETS
 
@@ -86,7 +86,7 @@ def make_demo(data_root: Path | None, out: Path) -> dict[str, int]:
     """
     import cv2
 
-    from bench.dataset import load_task
+    from bench.data.dataset import load_task
 
     task = load_task("hc18", "head", data_root)
     # written beside ``out`` and swapped in at the end, so an interrupted build leaves the old subset whole

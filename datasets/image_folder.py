@@ -4,7 +4,7 @@
     <folder>/masks/<stem>.png    (or .bmp, .tif, .tiff; the same stem, one channel of label values)
     <folder>/labels.json         (optional: {"background": 0, "disc": 1, "cup": 2})
     <folder>/splits.json         (optional: {"train": [stems], "val": [...], "test": [...]})
-    <folder>/boxes.json          (optional: boxes a person drew, or boxes.csv or boxes/: ``bench.box_files``)
+    <folder>/boxes.json          (optional: boxes a person drew, or boxes.csv or boxes/: ``bench.data.box_files``)
 
 An image needs a mask, or a box in the box file: an image with a box only is a training image (it cannot be
 scored), and with a box file the masks/ folder may be left out altogether; the structures are then the box
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.box_files import box_file_paths, find_box_file, read_drawn_boxes
-from bench.data import persisted, safe_name
+from bench.data.box_files import box_file_paths, find_box_file, read_drawn_boxes
+from bench.data.image_io import IMAGE_2D_ENDINGS, LABEL_2D_ENDINGS, LUMINANCE, file_ending, label_map, read_2d
+from bench.data.release import Case, UnreadableFile
+from bench.data.samples import persisted, safe_name
+from bench.data.user_dataset import UserDataset
 from bench.errors import BenchError
-from bench.image_io import IMAGE_2D_ENDINGS, LABEL_2D_ENDINGS, LUMINANCE, file_ending, label_map, read_2d
 from bench.paths import cache_dir
 from bench.registry import DATASETS
-from bench.release import Case, UnreadableFile
-from bench.user_dataset import UserDataset
 
 LABELS_FILE = "labels.json"
 BINARY_TASK = "foreground"

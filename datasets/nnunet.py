@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.box_files import box_file_paths, find_box_file, read_drawn_boxes
+from bench.data.box_files import box_file_paths, find_box_file, read_drawn_boxes
+from bench.data.image_io import file_ending, is_volume
+from bench.data.release import Case
+from bench.data.user_dataset import UserDataset
 from bench.errors import BenchError
-from bench.image_io import file_ending, is_volume
 from bench.registry import DATASETS
-from bench.release import Case
-from bench.user_dataset import UserDataset
 
 DESCRIPTION = "dataset.json"
 NOT_TASKS = ("background", "ignore")

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from bench.data import Sample, Task, stable_seed
-from bench.dataset import Dataset
+from bench.data.dataset import Dataset
+from bench.data.samples import Sample, Task, stable_seed
 from bench.registry import DATASETS
 
 if TYPE_CHECKING:
-    from bench.predict_io import FramedPlane, SourceImage
+    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = 256
 SPLIT_SIZES = {"train": 120, "val": 20, "test": 40}
@@ -130,10 +130,10 @@ class Synthetic(Dataset):
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new 2-D image as it is (the synthetic images have no preprocessing); non-uint8 pixels are
-        percentile-rescaled to uint8 (the hook of ``bench.predict_io``)."""
-        from bench.data import percentile_to_uint8
+        percentile-rescaled to uint8 (the hook of ``bench.data.framing``)."""
+        from bench.data.framing import identity_plane
+        from bench.data.samples import percentile_to_uint8
         from bench.errors import BenchError
-        from bench.predict_io import identity_plane
 
         planes = source.planes
         if len(planes) != 1:

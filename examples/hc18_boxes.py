@@ -24,8 +24,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import cv2
 import numpy as np
 
-from bench.data import Box, support_ids
-from bench.dataset import load_task
+from bench.data.dataset import load_task
+from bench.data.samples import Box, support_ids
 
 STRUCTURE = "head"
 

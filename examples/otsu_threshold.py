@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.method import Method, RunContext
 from bench.registry import METHODS
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.data import percentile_to_uint8
-from bench.inventory import Slice
+from bench.data.inventory import Slice
+from bench.data.release import Case, ReleaseDataset, UnreadableFile
+from bench.data.samples import percentile_to_uint8
 from bench.registry import DATASETS
-from bench.release import Case, ReleaseDataset, UnreadableFile
 
 
 @DATASETS.register("suffixmasks")

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.method import Method, RunContext
+from bench.method.training import bce_dice_loss, epoch_batches, images_to_tensor, masks_to_tensor, probabilities_at
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, epoch_batches, images_to_tensor, masks_to_tensor, probabilities_at
 
 
 @dataclass(frozen=True)

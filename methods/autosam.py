@@ -47,13 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import TestItem, TrainItem
-from bench.embedding_cache import EMBEDDING_SHAPE
+from bench.data.samples import TestItem, TrainItem
 from bench.errors import BenchError
 from bench.method import Method, RunContext
+from bench.method.training import bce_dice_loss, device_batches
 from bench.methods.hardnet import HarDNet85, load_imagenet_weights
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, device_batches
+from bench.sam.embedding_cache import EMBEDDING_SHAPE
 
 OUTPUTS = ("sigmoid", "min-max")
 

@@ -132,7 +132,7 @@ def load_imagenet_weights(network: HarDNet85, path: str | Path) -> None:
     """Start ``network`` from a released HarDNet-85 ImageNet checkpoint (a local file). Stages the network
     does not build (the classifier ``base.19``, and deeper levels than asked for) are dropped; a missing or
     wrong file is a :class:`bench.errors.BenchError`."""
-    from bench.checkpoints import load_weights, read_state_dict
+    from bench.sam.checkpoints import load_weights, read_state_dict
 
     built = len(network.base)
     state = {key: value for key, value in read_state_dict(Path(path)).items() if _stage(key) < built}

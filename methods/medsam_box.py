@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.method import Method, RunContext
 from bench.registry import METHODS
 

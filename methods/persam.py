@@ -54,8 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbones import Backbone
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.errors import BenchError
 from bench.method import Method, RunContext
 from bench.methods.persam_steps import (
@@ -72,8 +71,9 @@ from bench.methods.persam_steps import (
     target_guidance,
 )
 from bench.progress import no_progress
+from bench.records.spec import RunSpec
 from bench.registry import METHODS
-from bench.spec import RunSpec
+from bench.sam.backbones import Backbone
 
 K_SHOT = ("average", "pooled")
 ATTENTION_MAPS = ("faithful", "fixed")

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import TrainItem, tight_box
-from bench.embedding_cache import EMBEDDING_SHAPE
+from bench.data.samples import TrainItem, tight_box
 from bench.errors import BenchError
 from bench.method import RunContext
+from bench.sam.embedding_cache import EMBEDDING_SHAPE
 
 if TYPE_CHECKING:
-    from bench.backbones import Backbone
+    from bench.sam.backbones import Backbone
 
 GRID = EMBEDDING_SHAPE[1:]
 

@@ -9,7 +9,7 @@ The module (2,433,984 parameters) reads the frozen image embedding (B×256×64×
 Both prompts go, with the image embedding and the dense positional encoding, into the backbone's frozen
 mask decoder (one mask). Nothing of the backbone is trained; embeddings come from the shared cache, so
 training never runs the image encoder. The box is never an input: with ``--labels box`` (or ``box-noisy``,
-the harness's seeded jittered boxes) it only enters the weak-box losses of :mod:`bench.box_losses`; with
+the harness's seeded jittered boxes) it only enters the weak-box losses of :mod:`bench.method.box_losses`; with
 ``--labels mask`` the loss is BCE + Dice. Every loss is computed on the logits upsampled
 (``backbone.to_image``) to the sample's own resolution.
 
@@ -44,7 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.box_losses import (
+from bench.data.samples import Box, TestItem, TrainItem, tight_box
+from bench.errors import BenchError
+from bench.method import Method, RunContext
+from bench.method.box_losses import (
     BAND_WIDTH,
     BARRIER_T,
     SIZE_BOUNDS,
@@ -53,11 +56,8 @@ from bench.box_losses import (
     BoxLossSettings,
     box_loss,
 )
-from bench.data import Box, TestItem, TrainItem, tight_box
-from bench.errors import BenchError
-from bench.method import Method, RunContext
+from bench.method.training import bce_dice_loss, device_batches
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, device_batches
 
 INITS = ("support-box", "median-box", "box", "default")
 SIZE_BARRIERS = ("pixels", "box-fraction")
@@ -104,7 +104,7 @@ class PromptModuleParams:
     # the learning rate rises linearly from lr / steps to lr over this many epochs (0: none, the paper's)
     warmup_epochs: int = 0
     decode_batch_size: int = 16  # test images decoded together; changes speed only
-    # the weak-box losses (bench.box_losses): log-barrier t, multiplied by barrier_growth after every epoch
+    # the weak-box losses (bench.method.box_losses): log-barrier t, multiplied by barrier_growth after every epoch
     # (Kervadec et al.'s schedule; 1 keeps t fixed), band width of the tightness prior, the size prior's bounds
     # on predicted size / box area, and the terms' weights. Two defaults differ from the paper's recipe (its
     # values: tightness_weight=1e-4, size_barrier_on=pixels), both selected on HC18 val (docs/prompt-module.md,

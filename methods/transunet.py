@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.errors import BenchError
 from bench.method import Method, RunContext
+from bench.method.training import images_to_tensor, shuffled_batches, to_device
 from bench.registry import METHODS
-from bench.training import images_to_tensor, shuffled_batches, to_device
 
 TIMM_HYBRID = "vit_base_r50_s16_224"
 PATCH_STRIDE = 16

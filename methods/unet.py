@@ -1,7 +1,7 @@
 """`unet`: the paper's fully supervised UNet baseline, trained from scratch on masks.
 
 With ``--labels box`` it learns from tight boxes with the weak-box losses of
-``bench.box_losses`` (the same ones as ``prompt-module``): this isolates what the frozen foundation model
+``bench.method.box_losses`` (the same ones as ``prompt-module``): this isolates what the frozen foundation model
 contributes, a comparison the paper does not make. The box losses are computed at each sample's own
 resolution, where its box lives: with ``input_size`` set, the logits are upsampled bilinearly to the
 image's size first (as at prediction), so the 5-pixel bands and the box area mean the same as for the
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.box_losses import box_loss
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.method import Method, RunContext
+from bench.method.box_losses import box_loss
+from bench.method.training import bce_dice_loss, device_batches, images_to_tensor, masks_to_tensor, probabilities_at
 from bench.registry import METHODS
-from bench.training import bce_dice_loss, device_batches, images_to_tensor, masks_to_tensor, probabilities_at
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.method import Method, RunContext
 
 

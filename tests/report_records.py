@@ -1,4 +1,4 @@
-"""Hand-written run records for the report tests, with the keys and layout bench/runner.py writes.
+"""Hand-written run records for the report tests, with the keys and layout bench/run/runner.py writes.
 
 Records describe their method from the attribute-only classes here, as the runner describes a plugin.
 Written with ``described=False`` they are records of version 1, from before records described themselves:
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import write_json_atomic
-from bench.descriptions import DATASET_INFO, METHOD_INFO, declared, describe_dataset, describe_method
+from bench.data.samples import write_json_atomic
+from bench.records.descriptions import DATASET_INFO, METHOD_INFO, declared, describe_dataset, describe_method
+from bench.records.spec import RunSpec
+from bench.records.store import prediction_path, record_path
 from bench.registry import DATASETS
-from bench.runner import RECORD_VERSION, SAVED_PREDICTIONS, save_predictions
-from bench.spec import RunSpec
-from bench.store import prediction_path, record_path
+from bench.run.runner import RECORD_VERSION, SAVED_PREDICTIONS, save_predictions
 
 
 def _method(

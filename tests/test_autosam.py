@@ -7,14 +7,14 @@ import pytest
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from bench.data import TrainItem
+from bench.data.samples import TrainItem
 from bench.errors import BenchError
 from bench.method import RunContext
 from bench.methods.autosam import PromptNetwork, network_input
 from bench.methods.hardnet import HarDNet85
+from bench.records.spec import RunSpec
 from bench.registry import METHODS
-from bench.runner import run_one
-from bench.spec import RunSpec
+from bench.run.runner import run_one
 
 TINY_BACKBONE = "tiny-sam-test"
 TRAINABLE = 24_052_124  # HarDNet-85 down to 1/16 (17,883,548) + decoder (6,168,576)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench.backbones import (
+from bench.data.samples import Box, tight_box
+from bench.errors import BenchError
+from bench.sam.backbones import (
     Backbone,
     BatchedMaskDecoder,
     LiteMedSAM,
@@ -17,9 +19,7 @@ from bench.backbones import (
     SAMViTB,
     load_backbone,
 )
-from bench.data import Box, tight_box
-from bench.errors import BenchError
-from bench.tiny_backbone import TinyRandomSAM, tiny_sam
+from bench.sam.tiny_backbone import TinyRandomSAM, tiny_sam
 
 
 def with_tiny_model(backbone_cls: type[Backbone]) -> Backbone:

@@ -1,4 +1,4 @@
-"""Box files as labels (``bench.box_files``): one box in each of the four formats, from files shaped like the
+"""Box files as labels (``bench.data.box_files``): one box in each of the four formats, from files shaped like the
 real exports (CVAT COCO 1.0, labelImg Pascal VOC, Ultralytics YOLO, a VinDr-style CSV), read into the same
 inclusive pixel box; every bad box file ending in one line, exit code 2 and an unchanged data folder; and each
 format fed truncated and shuffled."""
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.box_files import read_drawn_boxes
 from bench.cli import app
-from bench.data import Box, tight_box
+from bench.data.box_files import read_drawn_boxes
+from bench.data.samples import Box, tight_box
 from bench.errors import BenchError
 
 WIDTH, HEIGHT = 64, 48
@@ -204,7 +204,7 @@ def test_an_image_with_neither_mask_nor_box_and_a_link_out_are_refused(tmp_path:
 
 
 def test_a_box_that_misses_its_mask_is_named_in_a_warning(tmp_path: Path) -> None:
-    from bench.dataset import load_task
+    from bench.data.dataset import load_task
 
     text = coco_with(annotations__bbox=[10.0, 5.0, 10.0, 20.0])  # the left half of the disc
     folder = write_folder(tmp_path, "coco", text, masks=True)

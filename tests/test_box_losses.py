@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from bench.box_losses import (
+from bench.data.samples import Box
+from bench.method.box_losses import (
     BoxLossSettings,
     band_masses,
     box_emptiness,
@@ -16,7 +17,6 @@ from bench.box_losses import (
     size_prior,
     tightness_prior,
 )
-from bench.data import Box
 
 T = 5.0
 PSI_5 = 25.0 + math.log(25) / 5 + 0.2  # ψ(5) on the linear branch: 5t − log(1/t²)/t + 1/t = 25.8438

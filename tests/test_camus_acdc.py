@@ -11,11 +11,11 @@ import pytest
 from rich.console import Console
 from scipy import ndimage
 
-from bench.data_check import check
-from bench.dataset import load_task
+from bench.data.check import check
+from bench.data.dataset import load_task
+from bench.data.release import READ_FAILURE, UNEXPECTED_LABELS
 from bench.errors import BenchError
 from bench.metrics import case_metrics
-from bench.release import READ_FAILURE, UNEXPECTED_LABELS
 from tests.release_fixtures import write_acdc_patient, write_camus_patient
 
 CAMUS_SPACING = (0.3, 0.15)  # (row_mm, col_mm), deliberately anisotropic to catch a swapped axis
@@ -35,7 +35,7 @@ def echo(number: int, shape: tuple[int, int] = (600, 400)) -> tuple[np.ndarray, 
 
 
 def expected_uint8(image: np.ndarray) -> np.ndarray:
-    """The paper's intensity normalisation, written out independently of bench.data."""
+    """The paper's intensity normalisation, written out independently of bench.data.samples."""
     low, high = np.percentile(image, [0.5, 99.5])
     return np.round((np.clip(image, low, high) - low) / (high - low) * 255).astype(np.uint8)
 

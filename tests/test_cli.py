@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.dataset import Dataset
+from bench.data.dataset import Dataset
 from bench.errors import BenchError
 from bench.registry import DATASETS
 

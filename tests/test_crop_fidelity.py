@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench import data
 from bench.cli import app
-from bench.dataset import load_task
+from bench.data import samples as data
+from bench.data.dataset import load_task
 from bench.datasets.hc18 import OUTSIDE_CROP, fill_outline
-from bench.runner import run_one
-from bench.spec import RunSpec
+from bench.records.spec import RunSpec
+from bench.run.runner import run_one
 from tests.release_fixtures import write_camus_patient, write_hc18_release
 
 runner = CliRunner()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import load_task
-from bench.data import (
+from bench.data.samples import (
     Box,
     Sample,
     Task,

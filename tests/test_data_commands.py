@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench import download
 from bench.cli import app
+from bench.data import download
 from tests.release_fixtures import HC18_CSV, write_hc18_release
 
 runner = CliRunner()

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench import recheck
 from bench.cli import app
 from bench.errors import BenchError
 from bench.report.doc_blocks import BLOCK, Records, default_pages, render_pages, render_text
+from bench.run import recheck
 from tests.report_records import write_record
 
 ROOT = Path(__file__).resolve().parents[1]

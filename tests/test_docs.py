@@ -69,12 +69,12 @@ def bench_commands(line: str) -> list[list[str]]:
 def choices() -> dict[tuple[str, str], tuple[str, ...]]:
     """(command, parameter) → the values the command accepts, for the options the CLI takes as plain text and
     checks itself when it runs (which this test never lets it do). A comma list is checked item by item."""
-    from bench.data import LABEL_REGIMES
-    from bench.executors import EXECUTORS
+    from bench.data.samples import LABEL_REGIMES
+    from bench.records.spec import BUDGETS, EVAL_SPLITS
     from bench.registry import BACKBONES, METHODS
     from bench.report.figure import ROW_CHOICES
     from bench.report.table import FORMATS, METRICS
-    from bench.spec import BUDGETS, EVAL_SPLITS
+    from bench.run.executors import EXECUTORS
 
     split = (*EVAL_SPLITS, None)
     return {

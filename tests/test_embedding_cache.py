@@ -13,8 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench.backbones import load_backbone
-from bench.embedding_cache import (
+from bench.errors import UnknownNameError
+from bench.sam.backbones import load_backbone
+from bench.sam.embedding_cache import (
     EMBEDDING_SHAPE,
     EmbeddingStore,
     cache_usage,
@@ -24,8 +25,7 @@ from bench.embedding_cache import (
     embeddings_root,
     image_digest,
 )
-from bench.errors import UnknownNameError
-from bench.tiny_backbone import TinyRandomSAM, tiny_sam
+from bench.sam.tiny_backbone import TinyRandomSAM, tiny_sam
 
 
 def images(count: int, seed: int = 0, shape: tuple[int, int] = (40, 56)) -> list[np.ndarray]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.backbones import load_backbone
-from bench.embedding_cache import cached_embeddings
-from bench.encode_batching import REQUIRED_GAIN, EncodeBatchSizer
+from bench.sam.backbones import load_backbone
+from bench.sam.embedding_cache import cached_embeddings
+from bench.sam.encode_batching import REQUIRED_GAIN, EncodeBatchSizer
 
 
 def drive(sizer: EncodeBatchSizer, seconds_per_image: dict[int, float], batches: int = 12) -> list[int]:
@@ -63,7 +63,7 @@ def test_cached_embeddings_at_the_measured_batch_size_equal_the_eager_batched_fo
     assert backbone.batch_sizer.seconds_per_image, "the batch size was measured while encoding"
     with torch.inference_mode():
         eager = backbone.image_encoder(torch.stack([backbone.preprocess(image) for image in images]))
-    # the cache stores float16 (see bench.embedding_cache): the one stated tolerance is its rounding
+    # the cache stores float16 (see bench.sam.embedding_cache): the one stated tolerance is its rounding
     np.testing.assert_allclose(embeddings.numpy(), eager.numpy(), rtol=2**-10, atol=1e-6)
 
 
@@ -71,7 +71,7 @@ FAULTS_OF_FORWARD_PASSES = """
 import resource, sys
 import torch
 if sys.argv[1] == "keep":
-    from bench.allocator import keep_freed_memory
+    from bench.compute.allocator import keep_freed_memory
     assert keep_freed_memory()
 torch.set_num_threads(1)
 model = torch.nn.Sequential(*[torch.nn.Conv2d(16, 16, 3, padding=1) for _ in range(4)]).eval()

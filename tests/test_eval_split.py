@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import store
-from bench.dataset import load_task
+from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.method import RunContext
-from bench.runner import run_one
-from bench.spec import RunSpec, expand_grid
+from bench.records import store
+from bench.records.spec import RunSpec
+from bench.run.grid import expand_grid
+from bench.run.runner import run_one
 from tests.conftest import registered_methods
 from tests.fakes import MeanThreshold
 from tests.test_cli import assert_one_line_error, invoke

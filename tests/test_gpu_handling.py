@@ -12,17 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import device as devices
-from bench import executors
 from bench.cli import app
-from bench.device import Numerics, apply_numerics
-from bench.embedding_cache import EmbeddingStore
+from bench.compute import device as devices
+from bench.compute.device import Numerics, apply_numerics
+from bench.compute.timing import PeakMemory
 from bench.errors import BenchError
-from bench.runner import run_one
-from bench.spec import RunSpec, resolve_budget
-from bench.store import load_records
-from bench.submitit_jobs import SlurmOptions, SubmititJobs
-from bench.timing import PeakMemory
+from bench.records.spec import RunSpec
+from bench.records.store import load_records
+from bench.run import executors
+from bench.run.grid import resolve_budget
+from bench.run.runner import run_one
+from bench.run.submitit_jobs import SlurmOptions, SubmititJobs
+from bench.sam.embedding_cache import EmbeddingStore
 
 FAKE = RunSpec("fake-threshold", "synthetic", "blob", "mask", 3, 0, 0, "quick")
 
@@ -76,13 +77,13 @@ def test_auto_budget_on_a_machine_without_cuda_but_slurm_gpus(monkeypatch) -> No
 def test_the_slurm_parent_never_touches_the_run_device(tmp_path, monkeypatch) -> None:
     """A login node without CUDA submits a cuda grid: no CUDA error, nothing encoded there, budget paper, the
     checkpoint checked on the CPU, and every job handed --device cuda."""
-    import bench.backbones
+    import bench.sam.backbones
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(executors.shutil, "which", lambda name: f"/usr/bin/{name}")
     loaded, submitted = [], []
-    real_load = bench.backbones.load_backbone
-    monkeypatch.setattr(bench.backbones, "load_backbone",
+    real_load = bench.sam.backbones.load_backbone
+    monkeypatch.setattr(bench.sam.backbones, "load_backbone",
                         lambda name, checkpoint, device: loaded.append(torch.device(device)) or real_load(
                             name, checkpoint, "cpu"))  # fmt: skip
     monkeypatch.setattr(executors, "encode_grid", lambda *args, **kwargs: pytest.fail("the parent encoded"))
@@ -102,7 +103,7 @@ def test_the_slurm_parent_never_touches_the_run_device(tmp_path, monkeypatch) ->
 
 def test_local_submitit_jobs_get_one_gpu_each_and_honour_jobs(tmp_path, monkeypatch, two_gpus) -> None:
     monkeypatch.setattr(executors, "encode_grid", lambda *args, **kwargs: 0)
-    monkeypatch.setattr("bench.submitit_jobs.POLL_SECONDS", 0.0)
+    monkeypatch.setattr("bench.run.submitit_jobs.POLL_SECONDS", 0.0)
     running: dict[str, str] = {}  # run id → its job's GPU
     most_at_once, gpus_seen, polls = [0], [], {}
 
@@ -202,7 +203,7 @@ def test_cuda_start_up_is_paid_outside_fit_seconds(tmp_path, monkeypatch, fake_m
         time.sleep(0.3)
         return 0.3
 
-    monkeypatch.setattr("bench.runner.cuda_warmup", warm_up)
+    monkeypatch.setattr("bench.run.runner.cuda_warmup", warm_up)
     fit = fake_methods["fake-threshold"].fit
     monkeypatch.setattr(fake_methods["fake-threshold"], "fit", lambda self, *a: order.append("fit") or fit(self, *a))
     record = run_one(FAKE, tmp_path, "grid", device="cpu")
@@ -331,6 +332,6 @@ def test_the_gpu_check_row_says_seconds_per_epoch_and_failures() -> None:
 
 
 def test_slurm_options_keep_the_gpus_a_slurm_job_asks_for() -> None:
-    from bench.submitit_jobs import submitit_parameters
+    from bench.run.submitit_jobs import submitit_parameters
 
     assert submitit_parameters("slurm", 4, SlurmOptions(gpus_per_run=1))["gpus_per_node"] == 1

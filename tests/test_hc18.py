@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.dataset import load_task
+from bench.data.dataset import load_task
+from bench.data.release import READ_FAILURE
 from bench.datasets.hc18 import CSV_NAME, HC18, OPEN_OUTLINE, HC18Whole
 from bench.errors import BenchError
-from bench.release import READ_FAILURE
 from tests.release_fixtures import write_hc18_release
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

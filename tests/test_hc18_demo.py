@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from bench import store
-from bench.dataset import load_task
+from bench.data.dataset import load_task
 from bench.datasets.hc18_demo import INDEX_FILE, SIZE, SPLIT_COUNTS, make_demo, shipped_folder
+from bench.records import store
 from tests.conftest import SHARED_DATA
 from tests.test_cli import invoke
 

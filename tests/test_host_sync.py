@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from bench import load_task
-from bench.data import train_items
+from bench.data.samples import train_items
 from bench.method import RunContext
+from bench.records.spec import RunSpec
 from bench.registry import BACKBONES, METHODS
-from bench.runner import seed_everything
-from bench.spec import RunSpec
+from bench.run.runner import seed_everything
 from tests.test_method_contract import TINY_BACKBONE, shrink
 
 READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")

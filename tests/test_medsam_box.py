@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.backbones import load_backbone
-from bench.data import Task, eval_items
-from bench.dataset import Dataset, load_task
+from bench.data.dataset import Dataset, load_task
+from bench.data.samples import Task, eval_items
 from bench.method import RunContext
 from bench.metrics import case_metrics
+from bench.records.spec import RunSpec
 from bench.registry import DATASETS, METHODS
-from bench.runner import run_one
-from bench.spec import RunSpec
+from bench.run.runner import run_one
+from bench.sam.backbones import load_backbone
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

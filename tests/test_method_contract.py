@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from bench import load_task
-from bench.data import LABEL_REGIMES, Sample, eval_items, train_items
+from bench.data.samples import LABEL_REGIMES, Sample, eval_items, train_items
 from bench.method import GROUPS, Method, RunContext
+from bench.records.spec import RunSpec
 from bench.registry import BACKBONES, METHODS
-from bench.runner import resolve_device, seed_everything
-from bench.spec import RunSpec
+from bench.run.runner import resolve_device, seed_everything
 
 TINY_BACKBONE = "tiny-sam-test"
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bench.dataset import dataset_plugin
+from bench.data.dataset import dataset_plugin
 
 ACDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "acdc"
 PATIENTS = ("patient001", "patient042", "patient101")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench import store
 from bench.cli import app
+from bench.records import store
 from bench.report.build import write_report
 from tests.report_records import write_record
 

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.data import support_ids
-from bench.dataset import dataset_class, dataset_plugin, load_task
+from bench.data.dataset import dataset_class, dataset_plugin, load_task
+from bench.data.samples import support_ids
 from bench.errors import BenchError
-from bench.spec import expand_grid
+from bench.run.grid import expand_grid
 from tests.own_data_fixtures import (
     labelled_image,
     volume_case,
@@ -138,7 +138,7 @@ def test_adding_cases_gives_new_split_support_files_and_run_ids(tmp_path: Path, 
         image, labels = labelled_image(index)
         cv2.imwrite(str(folder / "imagesTr" / f"case{index:03d}_0000.png"), image)
         cv2.imwrite(str(folder / "labelsTr" / f"case{index:03d}.png"), labels)
-    from bench import dataset
+    from bench.data import dataset
 
     dataset._PLUGIN_MEMO.clear()
     dataset._TASK_MEMO.clear()
@@ -247,8 +247,8 @@ def test_bad_channel_unreadable_file_wrong_root_and_read_only(tmp_path: Path, is
 
 
 def test_volume_dataset_records_per_volume_metrics(tmp_path: Path, isolated_cache: Path) -> None:
+    from bench.data.volumes import hd95_nd
     from bench.metrics import hd95
-    from bench.volumes import hd95_nd
 
     write_decathlon(tmp_path, cases=8)
     results = tmp_path / "results"

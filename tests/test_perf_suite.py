@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from bench.backbones import load_backbone
 from bench.cli import app
-from bench.data import Task
-from bench.dataset import Dataset, load_task
+from bench.data.dataset import Dataset, load_task
+from bench.data.samples import Task
 from bench.registry import DATASETS, METHODS
+from bench.sam.backbones import load_backbone
 
 SECTIONS = (
     "## 1. Encoding throughput",

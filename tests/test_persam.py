@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from bench import load_task
-from bench.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone
-from bench.data import Box, Task, TrainItem
-from bench.dataset import Dataset
-from bench.embedding_cache import cached_embeddings
+from bench.data.dataset import Dataset
+from bench.data.samples import Box, Task, TrainItem
 from bench.errors import BenchError
 from bench.method import RunContext
 from bench.methods import persam, persam_steps
+from bench.records.spec import RunSpec
 from bench.registry import DATASETS, METHODS
-from bench.runner import run_one
-from bench.spec import RunSpec, expand_grid
-from bench.tiny_backbone import tiny_sam
+from bench.run.grid import expand_grid
+from bench.run.runner import run_one
+from bench.sam.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone
+from bench.sam.embedding_cache import cached_embeddings
+from bench.sam.tiny_backbone import tiny_sam
 
 PerSAM = METHODS.get("persam")
 PerSAMF = METHODS.get("persam-f")

@@ -2,7 +2,7 @@
 
 A plugin file is loaded for `bench run` only (or comes from an installed package's entry point); `bench
 table`, `bench report` and `bench figure` then run without it and must still show it under its display
-name and group, because the records describe their method (bench/descriptions.py).
+name and group, because the records describe their method (bench/records/descriptions.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.records.store import load_records
 from bench.registry import METHODS
 from bench.report.figure import qualitative_figure
-from bench.store import load_records
 from tests import conftest
 from tests import test_method_contract as contract
 from tests.report_records import write_predictions, write_record
@@ -38,7 +38,7 @@ EXAMPLES = REPO / "examples"
 OTSU, TINY_CNN = EXAMPLES / "otsu_threshold.py", EXAMPLES / "tiny_cnn.py"
 AUTOMATIC = "Automatic — fully trained"
 DISPLAY = {"otsu": "Otsu threshold", "unet": "UNet", "tiny-cnn": "Tiny CNN (example)"}
-FORBIDDEN = ("bench.methods", "bench.method", "bench.backbones", "torch", "segment_anything",
+FORBIDDEN = ("bench.methods", "bench.method", "bench.sam.backbones", "torch", "segment_anything",
              "segmentation_models_pytorch", "timm")  # fmt: skip
 
 
@@ -195,8 +195,9 @@ def test_bench_plugin_option_with_a_missing_file_is_a_usage_error(tmp_path) -> N
 REPORT_SCRIPT = """
 import json, sys
 from pathlib import Path
-from bench import store
-from bench.report import build, figure, names, plots, stats, table, timing
+from bench.records import store
+from bench.records import names
+from bench.report import build, figure, plots, stats, table, timing
 results = Path(sys.argv[1])
 records = store.load_records(results)
 markdown = table.render_table(store.runs_frame(records))

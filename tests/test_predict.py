@@ -134,7 +134,7 @@ def _damage(results: Path, record: dict, how: str) -> list[str]:
     elif how == "truncated":
         model_file.write_bytes(model_file.read_bytes()[:1000])
     elif how == "other-checkpoint":
-        from bench.tiny_backbone import tiny_sam
+        from bench.sam.tiny_backbone import tiny_sam
 
         weights = tiny_sam().state_dict()
         weights["mask_decoder.iou_token.weight"] += 1.0

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from bench import load_task
 from bench.cli import app
+from bench.data.framing import frame_source, read_source
 from bench.datasets.acdc import read_ed_frame
 from bench.datasets.hc18 import CSV_NAME, fill_outline
 from bench.metrics import dice_from_counts
-from bench.predict_io import frame_source, read_source
 from bench.registry import DATASETS
 from tests.conftest import SHARED_DATA
 

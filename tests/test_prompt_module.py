@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.box_losses import box_loss
-from bench.data import Box, TrainItem, tight_box
+from bench.data.samples import Box, TrainItem, tight_box
 from bench.errors import BenchError
 from bench.method import RunContext
+from bench.method.box_losses import box_loss
+from bench.method.training import bce_dice_loss
+from bench.records.spec import RunSpec
 from bench.registry import METHODS
-from bench.runner import run_one
-from bench.spec import RunSpec
-from bench.training import bce_dice_loss
+from bench.run.runner import run_one
 
 TINY_BACKBONE = "tiny-sam-test"
 TRAINABLE = 2_433_984  # 32,896 + 295,168 + 8,256 + 2,097,664 (the module)
@@ -282,7 +282,7 @@ def test_learning_rate_schedule(monkeypatch, warmup: int, expected: list[float])
 
 
 def test_a_changed_box_loss_default_outdates_box_records_only() -> None:
-    from bench.runner import _jsonable, recipe_changes
+    from bench.run.runner import _jsonable, recipe_changes
 
     def record_and_spec(labels: str) -> tuple[dict, RunSpec]:
         spec = RunSpec("prompt-module", "hc18", "head", labels, 10, 0, 0, "paper", "litemedsam")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bench import store
+from bench.records import store
 from tests.test_cli import assert_one_line_error, invoke
 
 pytestmark = pytest.mark.usefixtures("fake_methods")
@@ -72,7 +72,7 @@ def test_a_code_change_that_moves_the_dice_is_flagged(committed, tmp_path, monke
 
 
 def test_a_seeded_sample_draws_the_same_runs(committed, tmp_path) -> None:
-    from bench.recheck import select_records
+    from bench.run.recheck import select_records
 
     results, run_ids = committed
     first = [record["run_id"] for record in select_records(results, "exp", sample=2, seed=3)]

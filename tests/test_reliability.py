@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench import backbones, cli, load_task, store
+from bench import cli, load_task
 from bench.cli import app
 from bench.errors import BenchError
 from bench.method import Method
 from bench.paths import atomic_write, remove_stale_temporaries
+from bench.records import store
 from bench.registry import METHODS
+from bench.sam import backbones
 from tests.release_fixtures import write_camus_patient, write_hc18_release
 from tests.test_cli import assert_one_line_error
 from tests.test_method_contract import run_method, shrink
@@ -131,7 +133,7 @@ def test_a_set_value_of_the_wrong_type_runs_nothing(tmp_path) -> None:
 
 
 def test_equal_set_values_of_different_spelling_are_one_run(tmp_path) -> None:
-    from bench.spec import expand_grid
+    from bench.run.grid import expand_grid
 
     def run_id(value: object) -> str:
         planned = expand_grid(["unet"], ["synthetic"], ["blob"], [2], None, None, None, "quick", "litemedsam",

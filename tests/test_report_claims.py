@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from bench import store
+from bench.records import store
 from bench.report import claims
 from bench.report.build import write_report
 from tests.report_records import write_record

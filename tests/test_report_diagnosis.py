@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from bench import store
+from bench.records import store
+from bench.records.store import record_path
 from bench.report import diagnosis, training_plots
 from bench.report.build import write_report
 from bench.report.table import build_table
-from bench.store import record_path
 from tests.report_records import write_record
 
 # (draw, seed) → Dice of the two test cases; draw 1 is the failing one

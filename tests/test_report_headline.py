@@ -9,13 +9,13 @@ import pytest
 from scipy import ndimage
 from scipy import stats as scipy_stats
 
-from bench import store
-from bench.dataset import load_task
+from bench.data.dataset import load_task
 from bench.errors import BenchError
+from bench.records import store
+from bench.records.names import Names
 from bench.report import stats, timing
 from bench.report.figure import choose_runs, qualitative_figure
-from bench.report.names import Names
-from bench.runner import SAVED_PREDICTIONS
+from bench.run.runner import SAVED_PREDICTIONS
 from tests.report_records import write_predictions, write_record
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]

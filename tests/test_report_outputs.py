@@ -10,11 +10,11 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.dataset import load_task
+from bench.data.dataset import load_task
+from bench.records.names import Names
 from bench.report import plots
 from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR, load_predictions
-from bench.report.names import Names
-from bench.runner import SAVED_PREDICTIONS, save_predictions
+from bench.run.runner import SAVED_PREDICTIONS, save_predictions
 from tests.report_records import write_predictions, write_record
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]
@@ -92,8 +92,8 @@ def test_time_report_has_costs_ratios_and_run_status(grid, tmp_path) -> None:
 
 
 def test_run_status_counts_follow_the_documented_grid(grid) -> None:
-    from bench import store
-    from bench.report.timing import run_status
+    from bench.records import store
+    from bench.records.run_status import run_status
 
     counts, failures, missing = run_status(store.runs_frame(store.load_records(grid)))
     counts = counts.set_index("method")
@@ -139,7 +139,7 @@ def test_plots_show_every_table_row_each_marked_with_its_budget(tmp_path) -> Non
                 values = np.clip(dice + rng.normal(0, 0.03, len(IDS)), 0, 1)
                 write_record(results, method, dict(zip(IDS, values.tolist(), strict=True)), labels=labels,
                              shots=shots, seed=seed, budget=budget, fit_seconds=10.0 * shots)  # fmt: skip
-    from bench import store
+    from bench.records import store
 
     records = store.load_records(results)
     runs, cases = store.runs_frame(records), store.cases_frame(records)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench import store
-from bench.dataset import load_task
+from bench.data.dataset import load_task
+from bench.records import store
+from bench.records.names import Names
+from bench.records.store import record_path
 from bench.report import diagnosis, plots, training_plots
 from bench.report.figure import choose_cases, qualitative_figure
-from bench.report.names import Names
-from bench.runner import SAVED_PREDICTIONS
-from bench.store import record_path
+from bench.run.runner import SAVED_PREDICTIONS
 from tests.report_records import write_predictions, write_record
 
 pytestmark = pytest.mark.usefixtures("report_methods")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import data
-from bench.dataset import load_task
-from bench.executors import execute
-from bench.runner import run_one
-from bench.spec import RunSpec
-from bench.store import load_records, record_path, runs_frame
+from bench.data import samples as data
+from bench.data.dataset import load_task
+from bench.records.spec import RunSpec
+from bench.records.store import load_records, record_path, runs_frame
+from bench.run.executors import execute
+from bench.run.runner import run_one
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"run_id", "spec", "status", "error", "cases", "fit_seconds", "infer_seconds_per_image",

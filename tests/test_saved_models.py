@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.backbones import load_backbone
-from bench.data import eval_items
-from bench.descriptions import METHOD_INFO, describe_method
+from bench.data.samples import eval_items
 from bench.errors import BenchError
 from bench.method import RunContext
+from bench.records.descriptions import METHOD_INFO, describe_method
+from bench.records.spec import RunSpec
 from bench.registry import METHODS, load_plugin_file
-from bench.runner import resolve_device
-from bench.saved_models import build_method, model_path, read_saved_model, save_model
-from bench.spec import RunSpec
+from bench.run.runner import resolve_device
+from bench.run.saved_models import build_method, model_path, read_saved_model, save_model
+from bench.sam.backbones import load_backbone
 from tests import test_method_contract as contract
 from tests.test_method_contract import tiny_task  # noqa: F401 (the contract tests' fixture, requested by name)
 

@@ -16,16 +16,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import executors
 from bench.cli import app
-from bench.embedding_cache import embedding_counts
-from bench.executors import execute, pool_gpus
-from bench.grid_status import grid_status
+from bench.compute.timing import PeakMemory, resident_set_mb
 from bench.paths import process_alive
-from bench.spec import RunSpec
-from bench.store import load_records, record_path
-from bench.submitit_jobs import SlurmOptions, load_job_ledger, submitit_parameters
-from bench.timing import PeakMemory, resident_set_mb
+from bench.records.spec import RunSpec
+from bench.records.store import load_records, record_path
+from bench.run import executors
+from bench.run.executors import execute, pool_gpus
+from bench.run.grid_status import grid_status
+from bench.run.submitit_jobs import SlurmOptions, load_job_ledger, submitit_parameters
+from bench.sam.embedding_cache import embedding_counts
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = textwrap.dedent(
@@ -134,8 +134,8 @@ def test_pool_workers_end_when_their_parent_is_killed(tmp_path) -> None:
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from bench.executors import execute
-        from bench.spec import RunSpec
+        from bench.run.executors import execute
+        from bench.records.spec import RunSpec
         spec = RunSpec("fake-hangs", "synthetic", "blob", "mask", 3, 0, 0, "quick")
         execute([spec], Path({str(tmp_path)!r}), "grid", None, "cpu", executor="pool", jobs=1,
                 plugins=[Path({str(plugin)!r})])
@@ -276,7 +276,7 @@ def test_cpu_peak_memory_is_the_runs_own_not_the_process_peak() -> None:
 
 
 def test_a_training_free_method_has_only_its_scored_images_encoded(tmp_path, monkeypatch) -> None:
-    from bench.runner import encode_grid
+    from bench.run.runner import encode_grid
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     # medsam-box gets every training image (shots = all) but reads none: only the 40 test images are encoded

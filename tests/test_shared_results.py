@@ -18,17 +18,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench import claims, executors
-from bench.backbones import load_backbone
 from bench.cli import app
-from bench.data import write_json_atomic
-from bench.dataset import load_task
-from bench.embedding_cache import EmbeddingStore, cached_embeddings, embedding_counts, image_digest
-from bench.executors import execute
-from bench.grid_status import grid_status
-from bench.runner import run_one
-from bench.spec import RunSpec
-from bench.store import claim_path, claims_folder, load_records, record_path
+from bench.data.dataset import load_task
+from bench.data.samples import write_json_atomic
+from bench.records import claims
+from bench.records.spec import RunSpec
+from bench.records.store import claim_path, claims_folder, load_records, record_path
+from bench.run import executors
+from bench.run.executors import execute
+from bench.run.grid_status import grid_status
+from bench.run.runner import run_one
+from bench.sam.backbones import load_backbone
+from bench.sam.embedding_cache import EmbeddingStore, cached_embeddings, embedding_counts, image_digest
 from tests.conftest import registered_methods
 from tests.fakes import MeanThreshold
 from tests.release_fixtures import write_hc18_release
@@ -290,8 +291,8 @@ def picture_set(count: int, seed: int) -> list[np.ndarray]:
 
 ENCODER = """
 import json, os, pathlib, sys, time
-from bench.backbones import load_backbone
-from bench.embedding_cache import cached_embeddings, embedding_counts
+from bench.sam.backbones import load_backbone
+from bench.sam.embedding_cache import cached_embeddings, embedding_counts
 import numpy as np
 backbone = load_backbone("tiny-sam-test")
 encode = backbone.encode
@@ -325,7 +326,7 @@ def test_two_processes_needing_the_same_images_encode_each_once(tmp_path, isolat
 def test_an_image_another_process_encodes_is_waited_for_and_a_dead_encoders_is_taken_over(
     live_process, monkeypatch
 ) -> None:
-    from bench import embedding_cache
+    from bench.sam import embedding_cache
 
     monkeypatch.setattr(embedding_cache, "CLAIM_POLL_SECONDS", 0.05)
     tiny = load_backbone("tiny-sam-test")

@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 
 from bench.errors import BenchError, UnknownNameError
-from bench.spec import RunSpec, expand_grid, parse_ints, parse_overrides, parse_shots
+from bench.records.spec import RunSpec
+from bench.run.grid import expand_grid, parse_ints, parse_overrides, parse_shots
 
 
 def make_spec(**changes) -> RunSpec:

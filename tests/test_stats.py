@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from bench import store
+from bench.records import store
 from bench.report import stats
 from tests.report_records import write_record
 

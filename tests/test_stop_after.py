@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from bench import timing
 from bench.cli import app
+from bench.compute import timing
+from bench.compute.timing import Deadline, parse_duration
 from bench.errors import BenchError
-from bench.executors import execute
-from bench.spec import RunSpec
-from bench.store import load_records
-from bench.timing import Deadline, parse_duration
+from bench.records.spec import RunSpec
+from bench.records.store import load_records
+from bench.run.executors import execute
 from tests.conftest import registered_methods
 from tests.fakes import MeanThreshold
 

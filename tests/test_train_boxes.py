@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.data import support_ids, tight_box
-from bench.dataset import dataset_class, load_task
+from bench.data.dataset import dataset_class, load_task
+from bench.data.samples import support_ids, tight_box
 from bench.errors import BenchError
 from tests.conftest import SHARED_DATA
 from tests.own_data_fixtures import labelled_image
@@ -134,7 +134,7 @@ def test_a_box_run_on_a_dataset_with_masked_test_images_is_scored(tmp_path: Path
 def test_hc18_example_writes_the_support_boxes_of_draw_0(tmp_path: Path) -> None:
     """The worked example of docs/own-data.md: the COCO and VOC box files of examples/hc18_boxes.py read back
     into the tight boxes of the HC18 support masks they were written from."""
-    from bench.box_files import read_drawn_boxes
+    from bench.data.box_files import read_drawn_boxes
     from examples.hc18_boxes import write_example
 
     task = load_task("hc18", "head", SHARED_DATA)

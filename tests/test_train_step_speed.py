@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.backbones import load_backbone
-from bench.box_losses import box_loss
-from bench.data import Box
+from bench.data.samples import Box
+from bench.method.box_losses import box_loss
+from bench.method.training import bce_dice_loss
 from bench.methods.prompt_module import PromptModule, PromptModuleParams
-from bench.training import bce_dice_loss
+from bench.sam.backbones import load_backbone
 
 
 def attention_modules(decoder: torch.nn.Module) -> list[torch.nn.Module]:

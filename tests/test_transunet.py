@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
-from bench.data import TestItem, TrainItem
+from bench.data.samples import TestItem, TrainItem
 from bench.errors import BenchError
 from bench.method import RunContext
 from bench.methods.transunet import (
@@ -20,7 +20,7 @@ from bench.methods.transunet import (
     augment,
     ce_dice_loss,
 )
-from bench.spec import RunSpec
+from bench.records.spec import RunSpec
 
 TINY = TransUNetParams(epochs=2, batch_size=2, input_size=32)
 

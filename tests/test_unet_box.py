@@ -7,12 +7,12 @@ import json
 import numpy as np
 import torch
 
-from bench.box_losses import box_loss
-from bench.data import Box, TrainItem, tight_box
+from bench.data.samples import Box, TrainItem, tight_box
 from bench.method import RunContext
+from bench.method.box_losses import box_loss
 from bench.methods.unet import UNet, UNetParams
-from bench.runner import run_one
-from bench.spec import RunSpec
+from bench.records.spec import RunSpec
+from bench.run.runner import run_one
 
 TINY = UNetParams(encoder="resnet18", epochs=1, batch_size=2, input_size=32)
 

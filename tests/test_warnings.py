@@ -22,7 +22,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_loading_litemedsam_shows_no_timm_notice_and_keeps_every_other_warning() -> None:
     done = run_python(
         "import warnings\n"
-        "from bench.backbones import load_backbone\n"
+        "from bench.sam.backbones import load_backbone\n"
         "load_backbone('litemedsam')\n"
         "ours = [f for f in warnings.filters if f[3] is not None and 'timm' in str(getattr(f[3], 'pattern', f[3]))]\n"
         "assert not ours, f'the filter must not outlive the import: {ours}'\n"

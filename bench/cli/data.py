@@ -18,7 +18,7 @@ def data_download(
     data_root: DataRootOption = None,
 ) -> None:
     """Download HC18 (resumable, checksum-verified), or say how to get CAMUS and ACDC."""
-    from bench import download
+    from bench.data import download
 
     download.download(dataset, data_root, console)
 
@@ -33,7 +33,7 @@ def data_check(
     plugin: PluginOption = None,
 ) -> None:
     """Validate a dataset and print what was found, excluded and split; exit 2 when it is not usable."""
-    from bench.data_check import check
+    from bench.data.check import check
 
     load_plugins(plugin)
     check(dataset, data_root, console)
@@ -61,7 +61,7 @@ def data_make_demo(
 @user_errors
 def cache_info() -> None:
     """Per backbone: how many image embeddings are cached and their size on disk."""
-    from bench.embedding_cache import cache_usage, embeddings_root
+    from bench.sam.embedding_cache import cache_usage, embeddings_root
 
     usage = cache_usage()
     if not usage:
@@ -82,7 +82,7 @@ def cache_clear(
     backbone: Annotated[str | None, typer.Option(help="Only this backbone (default: all).")] = None,
 ) -> None:
     """Delete cached image embeddings to free the disk; they are re-encoded when next needed."""
-    from bench.embedding_cache import clear_cache
+    from bench.sam.embedding_cache import clear_cache
 
     freed = clear_cache(backbone)
     count, size = sum(entry.embeddings for entry in freed), sum(entry.bytes for entry in freed)

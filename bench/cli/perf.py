@@ -81,7 +81,7 @@ def _suite_settings(
     import shlex
 
     from bench.perf.suite import SuiteSettings
-    from bench.runner import resolve_device
+    from bench.run.runner import resolve_device
 
     root, dataset, task = _data_choice(data_root, dataset, task)
     backbone = _backbone_choice(backbone, tiny)
@@ -136,8 +136,8 @@ def _check_report_path(out: Path) -> None:
 
 
 def _perf_backbone(backbone: str, checkpoint: Path | None, device: str):
-    from bench.backbones import load_backbone
-    from bench.runner import resolve_device
+    from bench.run.runner import resolve_device
+    from bench.sam.backbones import load_backbone
 
     return load_backbone(backbone, checkpoint, resolve_device(device))
 
@@ -239,11 +239,11 @@ def perf_roofline(
 ) -> None:
     """Counted FLOPs per image and achieved GFLOP/s of the encoder and of each trained method's training step,
     against this machine's matmul rate in the same precision (section 6 of the suite)."""
-    from bench.device import check_precision
+    from bench.compute.device import check_precision
     from bench.perf.roofline import MATMUL_SIZE, RooflineSettings, check_roofline_inputs, hot_paths, measure_roofline
     from bench.perf.suite import scratch_cache
-    from bench.runner import resolve_device
-    from bench.spec import BUDGETS
+    from bench.records.spec import BUDGETS
+    from bench.run.runner import resolve_device
 
     root, dataset, task = _data_choice(data_root, dataset, task)
     for name in budget or ():
@@ -300,16 +300,16 @@ def perf_gpu_check(
     """One run of every method on the GPU: fit s/epoch, CUDA warm-up, peak memory and Dice, in a few minutes."""
     from rich.table import Table
 
-    from bench import spec as specs
-    from bench.device import Numerics, check_precision
+    from bench.compute.device import Numerics, check_precision
     from bench.perf.gpu_check import GpuCheckSettings, all_methods, check_device, row, run_gpu_check
+    from bench.run import grid
 
     settings = GpuCheckSettings(
-        methods=all_methods() if methods.strip() == "all" else tuple(specs.names_in(methods, "--methods")),
-        dataset=dataset, task=task, data_root=data_root, budget=specs.resolve_budget(budget, "cuda"), shots=shots,
+        methods=all_methods() if methods.strip() == "all" else tuple(grid.names_in(methods, "--methods")),
+        dataset=dataset, task=task, data_root=data_root, budget=grid.resolve_budget(budget, "cuda"), shots=shots,
         backbone=backbone, checkpoint=checkpoint, device=check_device(device),
         numerics=Numerics(check_precision(precision), deterministic),
-        overrides=specs.parse_overrides(set_ or []),
+        overrides=grid.parse_overrides(set_ or []),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as scratch:
         folder = Path(results) if results is not None else Path(scratch)

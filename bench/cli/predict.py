@@ -27,8 +27,8 @@ _COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
 def _prepare(which: str, results: Path, experiment: str | None, device: str, checkpoint: Path | None,
              data_root: Path | None, boxes: Path | None):  # fmt: skip
     """The run loaded for prediction and its prompts (None for a method that is not prompted)."""
-    from bench.predict import find_run, load_run, read_boxes
-    from bench.runner import resolve_device
+    from bench.apply.predict import find_run, load_run, read_boxes
+    from bench.run.runner import resolve_device
 
     record = find_run(results, which, experiment)
     with console.status(f"loading run {record['run_id']}"):
@@ -64,8 +64,8 @@ def predict(
 ) -> None:
     """Segment new images with a run's saved model (`bench run --save-models`), preprocessed as its dataset
     is; each mask is written on its input's own grid, in its format (PNG for 2-D rasters)."""
-    from bench.predict import colour_note, frame_inputs, predict_masks
-    from bench.predict_io import input_files, output_name, write_mask
+    from bench.apply.predict import colour_note, frame_inputs, predict_masks
+    from bench.data.framing import input_files, output_name, write_mask
 
     load_plugins(plugin)
     files = input_files(inputs)
@@ -121,10 +121,10 @@ def evaluate(
 ) -> None:
     """Score a run's saved model on other labelled data (a dataset split, or images with --truth masks) into a
     record beside the run's, which `bench table` shows as a row "trained on …"."""
-    from bench.dataset import dataset_class
-    from bench.evaluate import score_folder, score_split, write_evaluation
-    from bench.predict_io import input_files
-    from bench.timing import Stopwatch
+    from bench.apply.evaluate import score_folder, score_split, write_evaluation
+    from bench.compute.timing import Stopwatch
+    from bench.data.dataset import dataset_class
+    from bench.data.framing import input_files
 
     load_plugins(plugin)
     if (dataset is None) == (truth is None):

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.cli.common import DataRootOption, PluginOption, ProgressBars, app, console, load_plugins, user_errors
-from bench.recheck import DEFAULT_TOLERANCE
+from bench.run.recheck import DEFAULT_TOLERANCE
 
 
 @app.command()
@@ -36,13 +36,13 @@ def recheck(
 ) -> None:
     """Re-run chosen records of an experiment (or N at random) into a scratch folder with the current code, and
     print per run the committed and new Dice, both code revisions and whether they agree within --tolerance."""
-    from bench import recheck as rechecking
-    from bench import store
     from bench.cli.common import check_writable
-    from bench.dataset import check_present
+    from bench.data.dataset import check_present
     from bench.errors import BenchError
-    from bench.executors import execute
-    from bench.spec import names_in
+    from bench.records import store
+    from bench.run import recheck as rechecking
+    from bench.run.executors import execute
+    from bench.run.grid import names_in
 
     load_plugins(plugin)
     if tolerance < 0:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bench.cli.common import PluginOption, app, console, load_plugins, user_errors
-from bench.data import safe_name
+from bench.data.samples import safe_name
 
 ExperimentOption = Annotated[
     str | None,
@@ -33,7 +33,7 @@ def table(
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of printing.")] = None,
 ) -> None:
     """Table 1: mean ± std over seeds × draws, grouped by method type and by dataset and structure."""
-    from bench import store
+    from bench.records import store
     from bench.report.table import render_table
 
     records = store.require_records(results, experiment, split)
@@ -95,11 +95,11 @@ def figure(
 ) -> None:
     """The qualitative figure: test images with each method's predicted and the true contour; the cases are
     ranked by the reference method's Dice and one is taken from each quantile (the quartiles for 4 images)."""
-    from bench import spec as specs
-    from bench import store
+    from bench.records import store
+    from bench.records.names import Names
     from bench.report.figure import choose_runs, draw_qualitative, mean_dice
-    from bench.report.names import Names
     from bench.report.plots import save_figure
+    from bench.run import grid
 
     load_plugins(plugin)
     records = store.require_records(results, experiment, split)
@@ -108,7 +108,7 @@ def figure(
     for row in chosen.left_out:
         console.print(f"[yellow]not shown:[/] {row}", highlight=False)
     drawn = draw_qualitative(
-        chosen, results, task, names, specs.split_list(ids) if ids else None, images, data_root, reference
+        chosen, results, task, names, grid.split_list(ids) if ids else None, images, data_root, reference
     )
     for record in chosen.runs:
         console.print(f"{record['run_id']}: mean Dice {mean_dice(record):.4f}", highlight=False)

@@ -21,7 +21,7 @@ from bench.cli.common import (
     load_plugins,
     user_errors,
 )
-from bench.dataset import check_present, load_task, locate_datasets
+from bench.data.dataset import check_present, load_task, locate_datasets
 from bench.errors import BenchError
 from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS
@@ -45,7 +45,7 @@ def list_plugins(
         if kind in (None, name):
             console.print(f"[bold]{name}[/bold]: {', '.join(registry.names()) or '(none)'}", highlight=False)
     if kind in (None, "datasets") and data_root is not None:
-        from bench.user_dataset import discover
+        from bench.data.user_dataset import discover
 
         for name, found in discover(data_root):
             described = f"{found}" if isinstance(found, BenchError) else f"tasks {', '.join(found.tasks)}"
@@ -123,21 +123,21 @@ def run(
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
-    from bench.timing import Deadline, parse_duration
+    from bench.compute.timing import Deadline, parse_duration
 
     deadline = Deadline(parse_duration(stop_after) if stop_after is not None else None)
-    from bench import spec as specs
-    from bench import store
-    from bench.claims import live_holder, remove_stale
-    from bench.device import Numerics, check_precision, expected_precision, precision_changes, run_device_type
-    from bench.executors import check_executor, execute, parent_device
+    from bench.compute.device import Numerics, check_precision, expected_precision, precision_changes, run_device_type
     from bench.paths import environment_variable
-    from bench.runner import recipe_changes
-    from bench.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
-    from bench.submitit_jobs import SlurmOptions, load_job_ledger
+    from bench.records import store
+    from bench.records.claims import live_holder, remove_stale
+    from bench.run import grid
+    from bench.run.executors import check_executor, execute, parent_device
+    from bench.run.runner import recipe_changes
+    from bench.run.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
+    from bench.run.submitit_jobs import SlurmOptions, load_job_ledger
 
     load_plugins(plugin)
-    method_names = METHODS.names() if methods.strip() == "all" else specs.names_in(methods, "--methods")
+    method_names = METHODS.names() if methods.strip() == "all" else grid.names_in(methods, "--methods")
     check_executor(executor, jobs)
     if stop_after is not None and executor not in ("inline", "pool"):
         raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
@@ -146,7 +146,7 @@ def run(
     # a SLURM parent may sit on a login node: it only checks the device's spelling, and loads nothing on it
     checked_device = parent_device(device, executor)
     runs_on = run_device_type(device, executor, slurm_gpus)
-    resolved_budget = specs.resolve_budget(budget, runs_on)
+    resolved_budget = grid.resolve_budget(budget, runs_on)
     numerics = Numerics(check_precision(precision), deterministic)
     if detach and executor not in ("submitit", "slurm"):
         raise BenchError("--detach needs --executor submitit or slurm")
@@ -157,20 +157,20 @@ def run(
     )  # fmt: skip
     if any(METHODS.get(name).uses_backbone for name in method_names):
         BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
-    dataset_names, data_root = locate_datasets(specs.names_in(datasets, "--datasets"), data_root)
+    dataset_names, data_root = locate_datasets(grid.names_in(datasets, "--datasets"), data_root)
     check_present(dataset_names, data_root)  # a wrong --data-root fails here, --dry-run included
-    planned = specs.expand_grid(
+    planned = grid.expand_grid(
         methods=method_names,
         datasets=dataset_names,
-        tasks=specs.names_in(tasks, "--tasks") if tasks is not None else None,
-        shots=specs.parse_shots(shots),
-        labels=specs.names_in(labels, "--labels") if labels is not None else None,
-        seeds=specs.parse_ints(seeds, "--seeds") if seeds else None,
+        tasks=grid.names_in(tasks, "--tasks") if tasks is not None else None,
+        shots=grid.parse_shots(shots),
+        labels=grid.names_in(labels, "--labels") if labels is not None else None,
+        seeds=grid.parse_ints(seeds, "--seeds") if seeds else None,
         draws=draws,
         budget=resolved_budget,
         backbone=backbone,
         checkpoint=str(checkpoint.resolve()) if checkpoint else None,
-        overrides=specs.parse_overrides(set_ or []),
+        overrides=grid.parse_overrides(set_ or []),
         eval_split=eval_split,
         data_root=data_root,
     )
@@ -199,7 +199,7 @@ def run(
         with console.status(f"loading {dataset_name}/{task_name}"):
             load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
     if any(METHODS.get(s.method).uses_backbone for s in to_run):
-        from bench.backbones import load_backbone
+        from bench.sam.backbones import load_backbone
 
         with console.status(f"loading backbone {backbone}"):
             # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
@@ -309,9 +309,9 @@ def status(
 ) -> None:
     """Per method: runs done, failed, queued or running (submitted jobs and claimed runs) and missing; collects
     ended jobs, and names the processes holding claims."""
-    from bench.claims import live_holders
-    from bench.grid_status import grid_status
-    from bench.store import claims_folder
+    from bench.records.claims import live_holders
+    from bench.records.store import claims_folder
+    from bench.run.grid_status import grid_status
 
     load_plugins(plugin)
     rows = grid_status(results, experiment)

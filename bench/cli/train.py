@@ -39,16 +39,16 @@ def train(
 ) -> None:
     """Train one method on the labelled training images of a dataset (boxes from a box file count) and save its
     model; no test split needed. Then `bench predict <run id> IMAGES --output MASKS`."""
-    from bench import spec as specs
-    from bench import store
     from bench.cli.common import check_writable
-    from bench.dataset import dataset_class, load_task, locate_datasets
-    from bench.device import run_device_type
-    from bench.executors import parent_device
+    from bench.compute.device import run_device_type
+    from bench.data.dataset import dataset_class, load_task, locate_datasets
     from bench.paths import environment_variable
+    from bench.records import store
     from bench.registry import BACKBONES, METHODS
-    from bench.runner import run_claimed
-    from bench.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
+    from bench.run import grid
+    from bench.run.executors import parent_device
+    from bench.run.runner import run_claimed
+    from bench.run.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
 
     load_plugins(plugin)
     method_cls = METHODS.get(method)
@@ -58,16 +58,16 @@ def train(
     dataset_cls = dataset_class(name, data_root)
     if task is None and len(dataset_cls.tasks) != 1:
         raise BenchError(f"{name} has the structures {', '.join(dataset_cls.tasks)}: name one with --task")
-    parsed_shots = specs.parse_shots(shots)
+    parsed_shots = grid.parse_shots(shots)
     if len(parsed_shots) != 1:
         raise BenchError(f"bench train trains one configuration: --shots takes one value, not '{shots}'")
     shot = parsed_shots[0]
     checked_device = parent_device(device, "inline")
-    planned = specs.expand_grid(
+    planned = grid.expand_grid(
         methods=[method], datasets=[name], tasks=[task] if task else None, shots=[shot],
         labels=[labels] if labels else None, seeds=[seed], draws=draw + 1,
-        budget=specs.resolve_budget(budget, run_device_type(device, "inline", None)), backbone=backbone,
-        checkpoint=str(checkpoint.resolve()) if checkpoint else None, overrides=specs.parse_overrides(set_ or []),
+        budget=grid.resolve_budget(budget, run_device_type(device, "inline", None)), backbone=backbone,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None, overrides=grid.parse_overrides(set_ or []),
         data_root=data_root,
     )  # fmt: skip
     chosen = [item for item in planned if item.spec.draw == (draw if shot is not None else 0)]

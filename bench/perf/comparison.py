@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.timing import Stopwatch
+from bench.compute.timing import Stopwatch
 
 
 def median_rates(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.backbones import Backbone
-from bench.embedding_cache import EMBEDDING_SHAPE
 from bench.perf.comparison import Comparison, median_rates
+from bench.sam.backbones import Backbone
+from bench.sam.embedding_cache import EMBEDDING_SHAPE
 
 
 def decode_benchmark(backbone: Backbone, images: int = 16, repeats: int = 3, seed: int = 0) -> Comparison:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from bench.backbones import Backbone
-from bench.embedding_cache import cached_embeddings
 from bench.perf.comparison import Comparison, median_rates, random_images
+from bench.sam.backbones import Backbone
+from bench.sam.embedding_cache import cached_embeddings
 
 
 def encode_benchmark(

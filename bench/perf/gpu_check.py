@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import spec as specs
-from bench.device import Numerics, resolve_device
+from bench.compute.device import Numerics, resolve_device
 from bench.errors import BenchError
+from bench.records.spec import RunSpec
 from bench.registry import METHODS
-from bench.runner import encode_grid, run_one
+from bench.run.grid import expand_grid
+from bench.run.runner import encode_grid, run_one
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,15 @@ def check_device(name: str) -> str:
     return str(device)
 
 
-def planned_runs(settings: GpuCheckSettings) -> list[specs.RunSpec]:
+def planned_runs(settings: GpuCheckSettings) -> list[RunSpec]:
     """One runnable spec per method (its first label regime and the dataset's first task): the rest are skipped."""
-    planned = specs.expand_grid(
+    planned = expand_grid(
         methods=list(settings.methods), datasets=[settings.dataset],
         tasks=[settings.task] if settings.task else None, shots=[settings.shots], labels=None, seeds=[0], draws=1,
         budget=settings.budget, backbone=settings.backbone,
         checkpoint=str(settings.checkpoint.resolve()) if settings.checkpoint else None, overrides=settings.overrides,
     )  # fmt: skip
-    chosen: dict[str, specs.RunSpec] = {}
+    chosen: dict[str, RunSpec] = {}
     for item in planned:
         if item.skip_reason is None:
             chosen.setdefault(item.spec.method, item.spec)

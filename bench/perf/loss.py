@@ -1,7 +1,7 @@
 """`bench perf loss`: the tightness prior from row/column sums against one full-size mask per band.
 
 The published code builds a full-size mask for every band of the box and multiplies it with the
-probability map; ``bench.box_losses`` takes the band masses from the row and column sums inside the box.
+probability map; ``bench.method.box_losses`` takes the band masses from the row and column sums inside the box.
 Both variants run forward and backward on the same random batch, each in a fresh process (memory one
 variant freed to the C heap would otherwise hide the other's allocations), after one warm-up step. On a
 CPU the peak is the rise of the process's resident-set high-water mark over one step (reset first, on
@@ -20,11 +20,11 @@ from multiprocessing import get_context
 
 import torch
 
-from bench.box_losses import BAND_WIDTH, BARRIER_T, log_barrier, tightness_prior
-from bench.data import Box
+from bench.compute.timing import Stopwatch, synchronize
+from bench.data.samples import Box
 from bench.errors import BenchError
+from bench.method.box_losses import BAND_WIDTH, BARRIER_T, log_barrier, tightness_prior
 from bench.paths import environment_variable
-from bench.timing import Stopwatch, synchronize
 
 
 def band_mask_tightness_prior(
@@ -168,7 +168,7 @@ def tightness_benchmark(
     size: int = 640, batch: int = 4, box_fraction: float = 0.6, repeats: int = 5, device: str = "cpu"
 ) -> LossBenchmark:
     """Both tightness formulations on the same random batch, each in a fresh process."""
-    from bench.runner import resolve_device
+    from bench.run.runner import resolve_device
 
     if not 0 < box_fraction <= 1:
         raise BenchError(f"--box-fraction must lie in (0, 1], not {box_fraction}")

@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import torch
 
-from bench.backbones import Backbone
 from bench.method import RunContext
 from bench.paths import environment_variable
 from bench.perf.comparison import Comparison, median_rates, random_images
+from bench.records.spec import RunSpec
 from bench.registry import DATASETS, METHODS
-from bench.spec import RunSpec
+from bench.sam.backbones import Backbone
 
 # HC18's own image size: the images are framed by its preprocessing (centre crop to 640×640)
 HC18_SHAPE = (540, 800)
@@ -27,8 +27,8 @@ def predict_benchmark(
     through an empty embedding cache, decode, put each mask back on its input's grid, write it as PNG —
     against the bare image encoder, prompt head and mask decoder on the same framed images, already
     preprocessed and on the device. The head's weights do not change the cost: a fresh one is used."""
-    from bench.predict import LoadedRun, frame_inputs, predict_masks
-    from bench.predict_io import output_name, write_mask
+    from bench.apply.predict import LoadedRun, frame_inputs, predict_masks
+    from bench.data.framing import output_name, write_mask
 
     spec = RunSpec(method="prompt-module", dataset="hc18", task="head", labels="box", shots=10, draw=0, seed=0,
                    budget="quick", backbone=backbone.name, checkpoint=str(checkpoint) if checkpoint else None)

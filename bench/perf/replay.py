@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.timing import repeat_seconds
+from bench.compute.timing import repeat_seconds
 
 
 @dataclass(frozen=True)

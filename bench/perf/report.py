@@ -23,7 +23,7 @@ def _epochs(record: dict) -> int:
 
 def render_report(result: SuiteResult) -> str:
     """``results/perf.md``: the machine, the command, and one section per measurement."""
-    from bench.runner import git_revision
+    from bench.run.runner import git_revision
 
     settings = result.settings
     parts = [

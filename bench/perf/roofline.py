@@ -1,7 +1,7 @@
 """`bench perf roofline`: how close the hot paths come to this machine's own matmul rate.
 
 The ceiling is measured in the same process: a ``torch.mm`` of two ``matmul_size``² matrices (2n³ FLOPs) in the
-precision the paths run in (``--precision``, ``bench.device``: fp32, fp32 on TF32 tensor cores, or bfloat16), at
+precision the paths run in (``--precision``, ``bench.compute.device``: fp32, fp32 on TF32 tensor cores, or bfloat16), at
 the process's torch thread count, the median of a few repeats after a warm-up; on a GPU timed through CUDA
 events. FLOPs are counted, not estimated: ``FlopCounterMode`` counts the
 matrix products and convolutions, forward and backward — the work a matmul rate bounds. Element-wise operations
@@ -30,16 +30,16 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.backbones import Backbone
-from bench.dataset import load_task
-from bench.device import Numerics, active_precision, apply_numerics, autocast
+from bench.compute.device import Numerics, active_precision, apply_numerics, autocast
+from bench.compute.timing import Stopwatch, repeat_seconds
+from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.perf.comparison import random_images
 from bench.perf.replay import OpRecorder, replay_seconds
 from bench.perf.train_step import measure_training_step, trained_methods, training_runs
+from bench.records.spec import BUDGETS
 from bench.registry import did_you_mean
-from bench.spec import BUDGETS
-from bench.timing import Stopwatch, repeat_seconds
+from bench.sam.backbones import Backbone
 
 ENCODER = "encoder"
 MATMUL_SIZE = 2048
@@ -64,7 +64,7 @@ class RooflineSettings:
     encoder_batch: int | None = None  # None: the backbone's own choice
     matmul_size: int = MATMUL_SIZE
     matmul_repeats: int = 5
-    precision: str = "auto"  # bench.device's choice: the paths and the ceiling compute in it
+    precision: str = "auto"  # bench.compute.device's choice: the paths and the ceiling compute in it
 
     @property
     def methods(self) -> list[str]:
@@ -78,7 +78,7 @@ class MatmulRate:
     repeats: int
     device: str
     threads: int
-    precision: str  # bench.device's: fp32, tf32 or bf16, the paths' own
+    precision: str  # bench.compute.device's: fp32, tf32 or bf16, the paths' own
     gflops: float  # GFLOP per second
 
     def describe(self) -> str:
@@ -164,7 +164,7 @@ def hot_paths(names: Sequence[str] | None) -> tuple[str, ...]:
 def check_roofline_inputs(settings: RooflineSettings) -> None:
     """Load the backbone and, when a training step is measured, the dataset, so that a bad input fails in one
     line before anything is measured (both stay loaded: they are memoised per process)."""
-    from bench.backbones import load_backbone
+    from bench.sam.backbones import load_backbone
 
     load_backbone(settings.backbone, settings.checkpoint, settings.device)
     if settings.methods:
@@ -176,7 +176,8 @@ def check_roofline_inputs(settings: RooflineSettings) -> None:
 
 def matmul_rate(device: torch.device, size: int = MATMUL_SIZE, repeats: int = 5) -> MatmulRate:
     """GFLOP/s of a ``size``² × ``size``² matrix product on ``device`` in the precision in force (see
-    ``bench.device.apply_numerics``: bf16 multiplies bfloat16 matrices, as autocast would), median of ``repeats``."""
+    ``bench.compute.device.apply_numerics``: bf16 multiplies bfloat16 matrices, as autocast would), median of
+    ``repeats``."""
     precision = active_precision()
     generator = torch.Generator().manual_seed(0)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -220,7 +221,7 @@ def encoder_path(
 def measure_roofline(settings: RooflineSettings) -> Roofline:
     """The matmul rate, then every hot path of ``settings``, one after another in this process. Training runs
     read and write embeddings through the harness's cache: the caller points it where it wants them."""
-    from bench.backbones import load_backbone
+    from bench.sam.backbones import load_backbone
 
     device = torch.device(settings.device)
     apply_numerics(Numerics(settings.precision), device)

@@ -21,19 +21,19 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from bench.dataset import load_task
+from bench.compute.timing import Stopwatch
+from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.paths import environment_variable
 from bench.perf.comparison import Comparison
 from bench.perf.encode import encode_benchmark
 from bench.perf.roofline import ENCODER, MATMUL_SIZE, Roofline, RooflineSettings, measure_roofline
 from bench.perf.train_step import trained_methods
-from bench.spec import BUDGETS
-from bench.timing import Stopwatch
+from bench.records.spec import BUDGETS
 
 if TYPE_CHECKING:
     from bench.perf.loss import LossBenchmark
-    from bench.spec import PlannedRun, RunSpec
+    from bench.records.spec import PlannedRun, RunSpec
 
 
 EXPERIMENT = "perf"
@@ -109,7 +109,7 @@ def default_dataset(data_root: Path) -> tuple[str, str]:
 
 def machine_description(device: torch.device) -> dict[str, str]:
     """What the numbers were measured on: CPU, GPU, threads, library versions."""
-    from bench.runner import device_name
+    from bench.run.runner import device_name
 
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -138,7 +138,7 @@ def _planned(settings: SuiteSettings, methods: Sequence[str], cheap: bool = Fals
     support draw 0, each method's own label regime. In tiny mode, and for ``cheap`` runs (section 5's, which only
     measure memory), the method's own ``tiny`` overrides too."""
     from bench.registry import METHODS
-    from bench.spec import expand_grid
+    from bench.run.grid import expand_grid
 
     planned = []
     for name in methods:
@@ -172,8 +172,8 @@ def _run_grid(
     specs: Sequence[RunSpec], results: Path, settings: SuiteSettings, progress_factory: Callable | None
 ) -> tuple[float, list[dict]]:
     """Wall seconds of running ``specs`` as `bench run` does (inline executor) and their records, in order."""
-    from bench.executors import execute
-    from bench.store import record_path
+    from bench.records.store import record_path
+    from bench.run.executors import execute
 
     with Stopwatch(settings.device) as clock:
         summaries = execute(
@@ -188,7 +188,7 @@ def _run_grid(
 def check_inputs(settings: SuiteSettings) -> None:
     """Load the dataset and the backbone and plan every run, so that a bad input fails in one line before
     anything is measured (both stay loaded for the suite: they are memoised per process)."""
-    from bench.backbones import load_backbone
+    from bench.sam.backbones import load_backbone
 
     task = load_task(settings.dataset, settings.task, settings.data_root)
     if len(task.train) < settings.shots:
@@ -231,9 +231,9 @@ def run_suite(
     The grids run in a temporary results folder against a temporary embedding cache (the user's cache is never
     read or written); the dataset and the backbone are loaded before any clock starts.
     """
-    from bench.backbones import load_backbone
     from bench.perf.loss import tightness_benchmark
     from bench.registry import METHODS
+    from bench.sam.backbones import load_backbone
 
     check_inputs(settings)
     started = dt.datetime.now().astimezone()

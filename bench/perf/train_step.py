@@ -30,10 +30,10 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.dataset import load_task
+from bench.compute.timing import synchronize
+from bench.data.dataset import load_task
 from bench.perf.replay import OpRecorder
-from bench.spec import RunSpec
-from bench.timing import synchronize
+from bench.records.spec import RunSpec
 
 # the hyper-parameter that sets how many passes over the support set a fit makes, in order of preference
 PASS_HPARAMS = ("epochs", "steps")
@@ -77,7 +77,7 @@ def training_runs(
     """(method, budget, the run whose fit is measured, or why there is none) for every method and budget: the
     budget with ``PASSES`` passes, on top of the method's ``tiny`` overrides in tiny mode."""
     from bench.registry import METHODS
-    from bench.spec import expand_grid
+    from bench.run.grid import expand_grid
 
     runs: list[tuple[str, str, RunSpec | str]] = []
     for method in methods:
@@ -149,11 +149,11 @@ class _MarkedPasses:
 
 def measure_training_step(spec: RunSpec, data_root: Path, device: torch.device) -> PassMeasure | str:
     """FLOPs and seconds of one pass of ``spec``'s fit over its support set, or why they cannot be measured."""
-    from bench import data
-    from bench.backbones import cached_embeddings, load_backbone
+    from bench.data import samples as data
     from bench.method import RunContext
     from bench.registry import METHODS
-    from bench.runner import seed_everything
+    from bench.run.runner import seed_everything
+    from bench.sam.backbones import cached_embeddings, load_backbone
 
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import store
+from bench.records import run_status as grid_status
+from bench.records import store
+from bench.records.names import Names
+from bench.records.rows import budget_rank
 from bench.report import claims, diagnosis, plots, stats, timing, training_plots
-from bench.report.names import Names
-from bench.report.rows import budget_rank
 from bench.report.table import render_table
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
@@ -79,8 +80,8 @@ def write_report(
         written.append(out / "time_report.csv")
         costs.to_csv(written[-1], index=False)
 
-    counts, failures, missing = timing.run_status(runs)
-    lines += ["", "## Run status", "", timing.STATUS_DEFINITION, ""]
+    counts, failures, missing = grid_status.run_status(runs)
+    lines += ["", "## Run status", "", grid_status.STATUS_DEFINITION, ""]
     status_table = counts.rename(columns={"method_display": "Method", "budget": "Budget", "expected": "Expected",
                                           "ok": "OK", "failed": "Failed", "missing": "Missing"})  # fmt: skip
     lines.append(status_table.drop(columns="method").to_markdown(index=False))
@@ -89,10 +90,10 @@ def write_report(
         lines += _listed([f"- `{row.run_id}`: {row.error}" for row in failures.itertuples()])
     if missing:
         lines += ["", "### Missing runs", ""]
-        described = [", ".join(f"{n} {v}" for n, v in zip(timing.SPEC_KEYS, key, strict=True)) for key in missing]
+        described = [", ".join(f"{n} {v}" for n, v in zip(grid_status.SPEC_KEYS, key, strict=True)) for key in missing]
         lines += _listed([f"- {text}" for text in described])
     written.append(out / "run_status.csv")
-    missing_frame = pd.DataFrame(missing, columns=timing.SPEC_KEYS).assign(status="missing")
+    missing_frame = pd.DataFrame(missing, columns=grid_status.SPEC_KEYS).assign(status="missing")
     status = pd.concat([failures.assign(status="failed"), missing_frame])
     status.to_csv(written[-1], index=False)
 
@@ -132,7 +133,7 @@ def _statistics_section(
 
 def _volumes_section(records: list[dict], out: Path, written: list[Path]) -> list[str]:
     """Table 1 over volumes for the runs of 3-D datasets: each case's scored slices stacked back
-    (``bench.volumes``), since the field reports volumes; Table 1 itself stays per slice, as in the paper."""
+    (``bench.data.volumes``), since the field reports volumes; Table 1 itself stays per slice, as in the paper."""
     with_volumes = [record | {"cases": record["volumes"]} for record in records if record.get("volumes")]
     if not with_volumes:
         return []

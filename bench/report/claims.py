@@ -20,9 +20,9 @@ from itertools import groupby
 import numpy as np
 import pandas as pd
 
+from bench.records.names import Names
+from bench.records.rows import budget_rank, headline, one_line, with_row_names
 from bench.report import stats
-from bench.report.names import Names
-from bench.report.rows import budget_rank, headline, one_line, with_row_names
 from bench.report.table import PAPER_DATASETS
 
 HOLDS, FAILS, UNMEASURABLE = "holds", "does not hold", "not measurable here"

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.names import GROUP_ORDER, Names
+from bench.records.names import GROUP_ORDER, Names
+from bench.records.rows import one_line, row_order, with_row_names
 from bench.report.plots import DPI, LEGEND_WIDTH, PANEL_HEIGHT, PANEL_WIDTH, add_legend, row_styles
-from bench.report.rows import one_line, row_order, with_row_names
 
 CONFIG = ["method", "variant", "labels", "shots", "budget", "backbone", "dataset", "task"]
 SIZE_BINS = ("small", "medium", "large")  # terciles of the structure's box area over one structure's cases

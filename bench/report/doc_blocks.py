@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import store
 from bench.errors import BenchError
+from bench.records import store
 from bench.report import front_page
 from bench.report.diagnosis import per_draw_table
 from bench.report.paper import TRAINING_FREE, require_paper_result

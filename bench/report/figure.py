@@ -26,13 +26,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.dataset import load_task
+from bench.data.dataset import load_task
 from bench.errors import BenchError
-from bench.report.names import GROUP_ORDER, Names, shots_sort_key, shots_text
-from bench.report.rows import budget_rank, labels_rank
+from bench.records.names import GROUP_ORDER, Names, shots_sort_key, shots_text
+from bench.records.rows import budget_rank, labels_rank
+from bench.records.spec import shots_label
+from bench.records.store import prediction_path, record_split, runs_frame, variant_text
 from bench.report.stats import DEFAULT_REFERENCE
-from bench.spec import shots_label
-from bench.store import prediction_path, record_split, runs_frame, variant_text
 
 DEFAULT_IMAGES = 4
 PANEL_INCHES = 2.3

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.names import Names
+from bench.records.names import Names
+from bench.records.rows import headline, with_row_names
 from bench.report.paper import DATASETS, TRAINING_FREE, paper_result
-from bench.report.rows import headline, with_row_names
 from bench.report.table import build_table, summarise
 
 if TYPE_CHECKING:

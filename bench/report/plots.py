@@ -21,8 +21,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
-from bench.report.rows import row_order, with_row_names
+from bench.records.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
+from bench.records.rows import row_order, with_row_names
 
 DPI = 150
 PANEL_WIDTH = 4.2  # inches per task

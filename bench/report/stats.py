@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.report.names import LABEL_ORDER, Names
-from bench.report.rows import headline, nearest_shots
+from bench.records.names import LABEL_ORDER, Names
+from bench.records.rows import headline, nearest_shots
 
 CONFIG = ["dataset", "task", "budget", "method", "labels", "shots", "backbone"]
 FAMILY = ["dataset", "task", "budget"]
@@ -138,7 +138,7 @@ def headline_tests(
     """One row per Table 1 row: its mean and bootstrap CI, and the paired test against the reference's
     headline row of its task (``HEADLINE_PROTOCOL``; ``default_labels``: the reference's default regime).
 
-    ``cases`` is ``bench.store.cases_frame``. Columns: the ROW keys, runs, cases, mean, ci_low, ci_high,
+    ``cases`` is ``bench.records.store.cases_frame``. Columns: the ROW keys, runs, cases, mean, ci_low, ci_high,
     reference_labels, reference_shots, reference_budget, reference_backbone (None where untested), differs
     (what the two rows do not share: "budget, labels"), pairs, statistic, p, p_holm, significant. The
     headline row itself is listed untested.
@@ -184,7 +184,7 @@ def compare(
 ) -> pd.DataFrame:
     """One row per configuration: its mean and bootstrap CI, and the paired test against the reference.
 
-    ``cases`` is ``bench.store.cases_frame``. Columns: the CONFIG keys, runs, cases, mean, ci_low,
+    ``cases`` is ``bench.records.store.cases_frame``. Columns: the CONFIG keys, runs, cases, mean, ci_low,
     ci_high (NaN without ``intervals``, which the table's marks do not need), reference_labels, pairs,
     statistic, p, p_holm, significant.
     """

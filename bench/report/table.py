@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.records.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
+from bench.records.rows import budget_rank, labels_rank, with_row_names
 from bench.report import stats as statistics
-from bench.report.names import AUTOMATIC_GROUPS, GROUP_ORDER, Names, shots_sort_key, shots_text
-from bench.report.rows import budget_rank, labels_rank, with_row_names
 from bench.report.table_formats import MARK, MISSING, to_csv, to_latex, to_markdown
 
 FORMATS = ("md", "latex", "csv")
@@ -100,7 +100,7 @@ class Table1:
     reference_display: str | None = None
     # dataset display name → unit of its HD95 ("mm", "px", "mixed"; None for records that do not say)
     hd95_units: dict[str, str | None] = field(default_factory=dict)
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # of the finished runs (bench.device)
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # of the finished runs (bench.compute.device)
 
     @property
     def mixed_budgets(self) -> bool:

@@ -16,11 +16,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bench.records.names import Names
 from bench.report.diagnosis import LEGEND_FONT, panel_grid, with_configuration
-from bench.report.names import Names
 from bench.report.plots import DPI, add_legend, row_styles
 
-# the size prior's bounds on predicted size / box area (bench.box_losses.SIZE_BOUNDS), drawn for reference
+# the size prior's bounds on predicted size / box area (bench.method.box_losses.SIZE_BOUNDS), drawn for reference
 SIZE_PRIOR_BOUNDS = (0.5, 0.9)
 SEED_MARKERS = ["o", "s", "^", "D", "v", "P"]
 CURVE_COLUMNS = 3  # panels per line of the training curves: readable at a page's width
@@ -42,7 +42,7 @@ _NOT_LOGGED = {"epoch", "seed", "draw", "dice", "hd95", "fit_seconds", "epochs",
 def training_frame(records: list[dict]) -> pd.DataFrame:
     """One row per (finished run, logged epoch): the spec columns and every scalar the method logged; a
     logged list (one value per support image) becomes its median, minimum and maximum."""
-    from bench.store import runs_frame
+    from bench.records.store import runs_frame
 
     rows = []
     for record in records:
@@ -128,7 +128,7 @@ def support_sizes(records: list[dict]) -> pd.DataFrame:
     """Per finished run and support image: its box area (fraction of the image) and the predicted size over
     that area at the last epoch, soft and thresholded; from runs that logged ``support_box_area`` and
     ``size_over_box_area``."""
-    from bench.store import runs_frame
+    from bench.records.store import runs_frame
 
     rows = []
     for record in records:

@@ -1,0 +1,1 @@
+"""Applying saved models: `bench predict` and `bench evaluate`."""

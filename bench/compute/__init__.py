@@ -1,0 +1,1 @@
+"""Torch-level helpers every layer above uses: device and precision, stopwatches and peak memory, the allocator."""
