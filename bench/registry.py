@@ -7,6 +7,7 @@ Unknown names fail with the known names and the closest match.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import importlib.util
@@ -28,47 +29,94 @@ def did_you_mean(name: str, known: list[str]) -> str:
 
 
 class Registry(Generic[T]):
-    """Names → plugin objects of one kind (methods, datasets, backbones)."""
+    """Names → plugin objects of one kind (methods, datasets, backbones).
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    ``base`` is the ``"module:Class"`` every entry must subclass: a string, resolved when an entry is checked,
+    because the contracts live in layers above this core module. ``builtins`` is a package whose modules
+    declare their plugins with a bare ``@REGISTRY.register`` on a class with a literal ``name``: those names
+    are read from the modules' source, so listing them imports nothing and each name is written once.
+    """
+
+    def __init__(
+        self, kind: str, entry_point_group: str | None = None, base: str | None = None, builtins: str | None = None
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.base = base
+        self.builtins = builtins
         self._loaded: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._entry_points_scanned = False
 
-    def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | None:
-        """Register ``obj`` (or a ``"module:attr"`` string) under ``name``; without ``obj``, a decorator."""
+    def register(self, name: str | T, obj: T | str | None = None) -> Callable[[T], T] | T | None:
+        """Register a plugin. Three forms:
+
+        - ``@REGISTRY.register`` on a class: under the class's own ``name`` attribute;
+        - ``@REGISTRY.register("name")`` on a class: under ``name``, which the class takes as its ``name``;
+        - ``REGISTRY.register("name", obj)``: ``obj`` or a lazy ``"module:attr"`` string.
+
+        A taken name takes the same plugin again (a module imported twice) and refuses another one.
+        """
+        if not isinstance(name, str):  # the bare decorator
+            self.register(_declared_name(name, self.kind), name)
+            return name
         if obj is None:
 
             def decorator(target: T) -> T:
+                if getattr(target, "name", name) != name:
+                    raise BenchError(f"{self.kind} class {_dotted(target)} is registered as '{name}' but its name "
+                                     f"says '{target.name}': write the name once, in the class")  # fmt: skip
+                if isinstance(target, type) and "name" not in vars(target):
+                    target.name = name
                 self.register(name, target)
                 return target
 
             return decorator
+        self._refuse_a_second_plugin(name, obj)
         if isinstance(obj, str):
             self._lazy[name] = obj
             self._loaded.pop(name, None)
         else:
+            self._check_base(name, obj)
             self._loaded[name] = obj
             self._lazy.pop(name, None)
         return None
+
+    def _refuse_a_second_plugin(self, name: str, obj: T | str) -> None:
+        offered = obj if isinstance(obj, str) else _dotted(obj)
+        if not isinstance(obj, str):  # a class: the built-ins and entry points it could clash with are known by now
+            self._discover()
+        taken = self._lazy.get(name) or (_dotted(self._loaded[name]) if name in self._loaded else None)
+        if taken is not None and not _same_plugin(taken, offered):
+            raise BenchError(f"{self.kind} '{name}' is taken by {taken}: {offered} needs another name")
+
+    def _check_base(self, name: str, obj: object) -> None:
+        if self.base is None:
+            return
+        module_name, _, class_name = self.base.partition(":")
+        base = getattr(importlib.import_module(module_name), class_name)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise BenchError(f"{self.kind} '{name}' ({_dotted(obj)}) is not a subclass of {self.base}")
 
     def unregister(self, name: str) -> None:
         """Forget ``name`` (loaded or lazy); a no-op when it is not registered."""
         self._loaded.pop(name, None)
         self._lazy.pop(name, None)
 
-    def _scan_entry_points(self) -> None:
-        if self._entry_points_scanned or self.entry_point_group is None:
+    def _discover(self) -> None:
+        """Add the built-ins declared in ``builtins`` and the installed packages' entry points, once."""
+        if self._entry_points_scanned:
             return
         self._entry_points_scanned = True
-        for entry_point in entry_points(group=self.entry_point_group):
-            if entry_point.name not in self._loaded and entry_point.name not in self._lazy:
-                self._lazy[entry_point.name] = entry_point.value
+        found = dict(_declared_builtins(self.builtins)) if self.builtins else {}
+        if self.entry_point_group is not None:
+            found |= {point.name: point.value for point in entry_points(group=self.entry_point_group)}
+        for name, target in found.items():
+            if name not in self._loaded and name not in self._lazy:
+                self._lazy[name] = target
 
     def names(self) -> list[str]:
-        self._scan_entry_points()
+        self._discover()
         return sorted(set(self._loaded) | set(self._lazy))
 
     def is_loaded(self, name: str) -> bool:
@@ -77,7 +125,7 @@ class Registry(Generic[T]):
     def target(self, name: str) -> str | None:
         """The ``"module:attribute"`` a lazy entry (built-in or entry point) will import; None when ``name``
         is loaded already or unknown."""
-        self._scan_entry_points()
+        self._discover()
         return self._lazy.get(name)
 
     def __contains__(self, name: object) -> bool:
@@ -88,7 +136,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The plugin registered under ``name``, importing it on first use."""
-        self._scan_entry_points()
+        self._discover()
         if name in self._loaded:
             return self._loaded[name]
         if name not in self._lazy:
@@ -104,8 +152,55 @@ class Registry(Generic[T]):
             obj = getattr(module, attribute) if attribute else module
         except (ImportError, AttributeError) as error:
             raise BenchError(f"{self.kind} '{name}' could not be loaded from '{target}': {error}") from error
+        self._check_base(name, obj)
         self._loaded[name] = obj
         return obj
+
+
+def _dotted(obj: object) -> str:
+    """``module:QualifiedName`` of a class or function: the same plugin imported twice has the same one."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _same_plugin(taken: str, offered: str) -> bool:
+    """Whether two ``module:Name`` targets are one plugin: the same, or a class a package re-exports (an entry
+    point may name ``package:Class`` for a class defined in ``package.module``). The lazy target cannot simply be
+    imported to compare: the class registers while its module is still being imported."""
+    taken_module, _, taken_name = taken.partition(":")
+    offered_module, _, offered_name = offered.partition(":")
+    same_module = offered_module == taken_module or offered_module.startswith(taken_module + ".")
+    return taken_name == offered_name and same_module
+
+
+def _declared_name(target: object, kind: str) -> str:
+    name = vars(target).get("name") if isinstance(target, type) else None
+    if not isinstance(name, str) or not name:
+        raise BenchError(f"{kind} class {_dotted(target)} has no name: give it a class attribute name = '...'")
+    return name
+
+
+def _declared_builtins(package: str) -> Iterator[tuple[str, str]]:
+    """(name, "module:Class") of each class in ``package``'s modules decorated with a bare ``X.register``, read
+    from the source with ``ast``: the modules are not imported."""
+    spec = importlib.util.find_spec(package)  # imports the parent package only (bench), which is loaded anyway
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(Path(folder).glob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.ClassDef) and any(_is_bare_register(d) for d in node.decorator_list):
+                    yield _literal_name(node, path), f"{package}.{path.stem}:{node.name}"
+
+
+def _is_bare_register(decorator: ast.expr) -> bool:
+    return isinstance(decorator, ast.Attribute) and decorator.attr == "register"
+
+
+def _literal_name(node: ast.ClassDef, path: Path) -> str:
+    for statement in node.body:
+        if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == "name"
+                and isinstance(statement.value, ast.Constant) and isinstance(statement.value.value, str)):  # fmt: skip
+            return statement.value.value
+    raise BenchError(f"{path}: class {node.name} is registered but has no literal name = '...'")
 
 
 def load_plugin_file(path: str | Path) -> None:
@@ -126,27 +221,11 @@ def load_plugin_file(path: str | Path) -> None:
         raise BenchError(f"plugin file '{path}' failed to import: {type(error).__name__}: {error}") from error
 
 
-METHODS: Registry = Registry("method", "bench.methods")
-DATASETS: Registry = Registry("dataset", "bench.datasets")
-BACKBONES: Registry = Registry("backbone", "bench.sam.backbones")
+METHODS: Registry = Registry("method", "bench.methods", base="bench.method:Method", builtins="bench.methods")
+DATASETS: Registry = Registry("dataset", "bench.datasets", base="bench.data.dataset:Dataset", builtins="bench.datasets")
+BACKBONES: Registry = Registry("backbone", "bench.backbones")  # the entry-point group users know
 
-# Built-ins, lazily: listing them imports nothing heavy.
-METHODS.register("unet", "bench.methods.unet:UNet")
-METHODS.register("transunet", "bench.methods.transunet:TransUNet")
-METHODS.register("prompt-module", "bench.methods.prompt_module:PromptModule")
-METHODS.register("medsam-box", "bench.methods.medsam_box:MedSAMBox")
-METHODS.register("autosam", "bench.methods.autosam:AutoSAM")
-METHODS.register("persam", "bench.methods.persam:PerSAM")
-METHODS.register("persam-f", "bench.methods.persam:PerSAMF")
-DATASETS.register("synthetic", "bench.datasets.synthetic:Synthetic")
-DATASETS.register("hc18", "bench.datasets.hc18:HC18")
-DATASETS.register("hc18-whole", "bench.datasets.hc18:HC18Whole")
-DATASETS.register("hc18-demo", "bench.datasets.hc18_demo:HC18Demo")
-DATASETS.register("camus", "bench.datasets.camus:CAMUS")
-DATASETS.register("camus-whole", "bench.datasets.camus:CAMUSWhole")
-DATASETS.register("acdc", "bench.datasets.acdc:ACDC")
-DATASETS.register("nnunet", "bench.datasets.nnunet:NNUNet")
-DATASETS.register("folder", "bench.datasets.image_folder:ImageFolder")
+# The backbones, lazily: listing them imports nothing heavy. Methods and datasets declare themselves (builtins).
 BACKBONES.register("litemedsam", "bench.sam.backbones:LiteMedSAM")
 BACKBONES.register("medsam-vit-b", "bench.sam.backbones:MedSAMViTB")
 BACKBONES.register("sam-vit-b", "bench.sam.backbones:SAMViTB")

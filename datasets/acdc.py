@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from bench.data.framing import SourceImage
 from bench.data.inventory import Slice
+from bench.data.planes import FramedPlane
 from bench.data.release import Case, ReleaseDataset, UnreadableFile, check_labels
-from bench.data.samples import center_crop_or_pad, percentile_to_uint8
+from bench.data.samples import percentile_to_uint8
+from bench.errors import BenchError
 from bench.registry import DATASETS
-
-if TYPE_CHECKING:
-    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (256, 256)
 TARGET_SPACING_MM = 1.0
@@ -76,7 +75,7 @@ def resample_slice(array: np.ndarray, spacing: tuple[float, float], interpolatio
     return cv2.resize(array, (cols, rows), interpolation=interpolation)
 
 
-@DATASETS.register("acdc")
+@DATASETS.register
 class ACDC(ReleaseDataset):
     fixed_release = True
     name = "acdc"
@@ -84,6 +83,7 @@ class ACDC(ReleaseDataset):
     tasks = ("rv", "lv")
     task_display = {"rv": "Right ventricle", "lv": "Left ventricle"}
     task_labels = {"rv": 1, "lv": 3}
+    frame_size = SIZE
     preprocessing_version = 1
     preprocessing = "paper: per slice resampled to 1×1 mm, centre crop/pad to 256×256"
     case_kind = "patientNNN folders"
@@ -136,45 +136,47 @@ class ACDC(ReleaseDataset):
         if labels.shape != volume.shape:
             raise UnreadableFile(label_path, f"shape {labels.shape} differs from the image's {volume.shape}")
         labels = check_labels(labels, {0, *LABELS}, label_path)
-        scaled = percentile_to_uint8(volume)  # over the whole volume, as the paper does
-        resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
         usable: list[Slice] = []
         left_out: list[tuple[str, str]] = []
-        for z in range(volume.shape[0]):
+        for z, (plane, label_map, kept) in enumerate(self.frame_volume(volume, labels, spacing)):
             slice_id = f"{case.id}_s{z:02d}"
-            # INTER_NEAREST_EXACT samples at pixel centres like INTER_LINEAR; plain INTER_NEAREST is shifted
-            resampled_labels = resample_slice(labels[z], spacing, cv2.INTER_NEAREST_EXACT)
-            label_map = center_crop_or_pad(resampled_labels, SIZE)
             counts = np.bincount(label_map.ravel(), minlength=len(LABELS) + 1)
             if min(counts[list(LABELS)]) < MIN_PIXELS:
                 left_out.append((slice_id, SMALL_STRUCTURE))
                 continue
-            pixels = center_crop_or_pad(resample_slice(scaled[z], spacing, cv2.INTER_LINEAR), SIZE)
-            kept = self.kept(resampled_labels, label_map)
             usable.append(
-                Slice(slice_id, case.subject, pixels, label_map, resampled, volume.shape[1:], spacing, kept)
+                Slice(slice_id, case.subject, plane.image, label_map, plane.spacing, volume.shape[1:], spacing, kept)
             )
         return usable, left_out
 
+    def frame_volume(
+        self, volume: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+    ) -> list[tuple[FramedPlane, np.ndarray, tuple[float, ...]]]:
+        """The release's preprocessing of a volume (z×rows×cols), the one place ``read_case`` and
+        ``frame_for_prediction`` take it from: the percentile window over the whole volume, as the paper does,
+        then each slice through ``to_frame`` (``resample`` to 1×1 mm, centre crop/pad to 256×256). Per slice:
+        the framed plane, its labels in the frame and what each structure kept."""
+        scaled = percentile_to_uint8(volume)
+        return [self.to_frame(pixels, in_slice, spacing) for pixels, in_slice in zip(scaled, labels, strict=True)]
+
+    def resample(
+        self, pixels: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """A slice on 1×1 mm pixels: the image bilinearly, the labels by nearest neighbour."""
+        # INTER_NEAREST_EXACT samples at pixel centres like INTER_LINEAR; plain INTER_NEAREST is shifted
+        resampled_labels = resample_slice(labels, spacing, cv2.INTER_NEAREST_EXACT)
+        return resample_slice(pixels, spacing, cv2.INTER_LINEAR), resampled_labels, (TARGET_SPACING_MM,) * 2
+
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new volume framed as ``read_case`` frames the release's, every slice kept (the hook of
-        ``bench.data.framing``): percentile rescale over the volume, each slice resampled to 1×1 mm and framed."""
-        from bench.data.framing import FramedPlane, PlaneGeometry
-        from bench.errors import BenchError
-
+        ``bench.data.framing``)."""
         if source.spacing is None:
             raise BenchError(
                 f"acdc resamples slices to 1×1 mm, but '{source.path}' has no pixel spacing; give a NIfTI, NRRD "
                 "or MHA volume"
             )
-        scaled = percentile_to_uint8(np.stack(source.planes))  # over the whole volume, as read_case does
-        resampled = (TARGET_SPACING_MM, TARGET_SPACING_MM)
-        planes = []
-        for pixels in scaled:
-            on_grid = resample_slice(pixels, source.spacing, cv2.INTER_LINEAR)
-            geometry = PlaneGeometry(tuple(pixels.shape), tuple(on_grid.shape), SIZE)
-            planes.append(FramedPlane(center_crop_or_pad(on_grid, SIZE), resampled, geometry))
-        return planes
+        volume = np.stack(source.planes)
+        return [plane for plane, _, _ in self.frame_volume(volume, np.ones(volume.shape, np.uint8), source.spacing)]
 
     def split_parts(self, ids: list[str], subjects: dict[str, str]) -> dict[str, list[str]]:
         parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}

@@ -18,23 +18,20 @@ variant's split.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.data.framing import SourceImage, frame_image, frame_release_image
 from bench.data.inventory import Slice
+from bench.data.planes import FramedPlane
 from bench.data.release import Case, ReleaseDataset, UnreadableFile, check_labels
 from bench.data.samples import (
     fitting_spacing,
-    percentile_to_uint8,
     resampled_geometry,
     resize_image,
     resize_labels,
 )
 from bench.registry import DATASETS
-
-if TYPE_CHECKING:
-    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (512, 512)
 LABELS = {1, 2, 3}
@@ -65,7 +62,7 @@ def read_image(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     return array, (float(spacing[1]), float(spacing[0]))
 
 
-@DATASETS.register("camus")
+@DATASETS.register
 class CAMUS(ReleaseDataset):
     fixed_release = True
     name = "camus"
@@ -117,21 +114,19 @@ class CAMUS(ReleaseDataset):
         labels = check_labels(labels, LABELS | {0}, label_path)
         if not LABELS <= set(np.unique(labels).tolist()):
             return [], [(case.id, MISSING_STRUCTURE)]
-        pixels, labels_in_frame, resampled, kept = self.to_frame(percentile_to_uint8(image), labels, spacing)
+        plane, labels_in_frame, kept = frame_image(self, image, labels, spacing)
         if not LABELS <= set(np.unique(labels_in_frame).tolist()):
             return [], [(case.id, OUTSIDE_CROP)]
         return [
-            Slice(case.id, case.subject, pixels, labels_in_frame, resampled, image.shape, spacing, kept)
+            Slice(case.id, case.subject, plane.image, labels_in_frame, plane.spacing, image.shape, spacing, kept)
         ], []
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new image framed as ``read_case`` frames the release's (the hook of ``bench.data.framing``)."""
-        from bench.data.framing import frame_release_image
-
         return frame_release_image(self, source)
 
 
-@DATASETS.register("camus-whole")
+@DATASETS.register
 class CAMUSWhole(CAMUS):
     """CAMUS with every structure whole: isotropic resampling so the sector fits 512×512, then padding."""
 

@@ -16,25 +16,22 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from bench.data.framing import SourceImage, frame_image, frame_release_image
 from bench.data.inventory import Slice
+from bench.data.planes import FramedPlane
 from bench.data.release import Case, ReleaseDataset, UnreadableFile
 from bench.data.samples import (
     center_crop_or_pad,
     fitting_spacing,
-    percentile_to_uint8,
     resampled_geometry,
     resize_image,
     resize_labels,
 )
 from bench.registry import DATASETS
-
-if TYPE_CHECKING:
-    from bench.data.framing import FramedPlane, SourceImage
 
 SIZE = (640, 640)
 CSV_NAME = "training_set_pixel_size_and_HC.csv"
@@ -70,7 +67,7 @@ def fill_outline(outline: np.ndarray) -> np.ndarray | None:
     return filled.astype(bool)
 
 
-@DATASETS.register("hc18")
+@DATASETS.register
 class HC18(ReleaseDataset):
     fixed_release = True
     name = "hc18"
@@ -142,22 +139,19 @@ class HC18(ReleaseDataset):
         if filled is None:
             return [], [(case.id, OPEN_OUTLINE)]
         source_spacing = (float(pixel_size), float(pixel_size))
-        framed = self.to_frame(percentile_to_uint8(image), filled.astype(np.uint8), source_spacing)
-        pixels, mask_in_frame, spacing, kept = framed
+        plane, mask_in_frame, kept = frame_image(self, image, filled.astype(np.uint8), source_spacing)
         if not mask_in_frame.any():
             return [], [(case.id, OUTSIDE_CROP)]
         return [
-            Slice(case.id, case.subject, pixels, mask_in_frame, spacing, image.shape, source_spacing, kept)
+            Slice(case.id, case.subject, plane.image, mask_in_frame, plane.spacing, image.shape, source_spacing, kept)
         ], []
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new image framed as ``read_case`` frames the release's (the hook of ``bench.data.framing``)."""
-        from bench.data.framing import frame_release_image
-
         return frame_release_image(self, source)
 
 
-@DATASETS.register("hc18-whole")
+@DATASETS.register
 class HC18Whole(HC18):
     """HC18 with every head whole: shrink-to-fit instead of a crop that would cut the head."""
 

@@ -39,7 +39,7 @@ def shipped_folder() -> Path:
     return Path(str(resources.files("bench.datasets") / FOLDER))
 
 
-@DATASETS.register("hc18-demo")
+@DATASETS.register
 class HC18Demo(Dataset):
     """The shipped subset; ``data_root`` is ignored. Its content identity keys its run ids (``Dataset.identity``),
     so records of a re-made subset never resume as records of this one."""

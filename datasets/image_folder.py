@@ -89,7 +89,7 @@ def _values_in_masks(location: Path, pairs: list[tuple[str, Path, Path]]) -> lis
     return list(persisted(path, scan))  # type: ignore[arg-type]
 
 
-@DATASETS.register("folder")
+@DATASETS.register
 class ImageFolder(UserDataset):
     """A folder of ``images/`` and ``masks/``; ``folder:<folder>`` names one."""
 
@@ -97,6 +97,7 @@ class ImageFolder(UserDataset):
     display_name = "image folder"
     tasks = ()
     family = "folder"
+    form = "folder:<folder> (a folder with images/ and masks/, or images/ and a box file)"
     default_channel = None  # the luminance of a colour image
     case_kind = "image/mask pairs"
     layout = ("<folder>/images/<stem>.png and <folder>/masks/<stem>.png, optionally <folder>/labels.json; an image "
@@ -104,9 +105,9 @@ class ImageFolder(UserDataset):
     description: dict = {}
 
     @classmethod
-    def has_boxes(cls, location: Path) -> bool:
-        """Whether ``location`` holds a box file (then its images need no masks/ folder)."""
-        return find_box_file(location) is not None
+    def recognises(cls, folder: Path) -> bool:
+        # with a box file, the images need no masks/ folder
+        return (folder / "images").is_dir() and ((folder / "masks").is_dir() or find_box_file(folder) is not None)
 
     @classmethod
     def description_files(cls, location: Path) -> list[Path]:

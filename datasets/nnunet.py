@@ -79,7 +79,7 @@ def _labels(raw: object, path: Path) -> tuple[dict[str, int | tuple[int, ...]], 
     return tasks, other
 
 
-@DATASETS.register("nnunet")
+@DATASETS.register
 class NNUNet(UserDataset):
     """A dataset in the nnU-Net v2 or Decathlon layout; ``nnunet:<folder>`` names one."""
 
@@ -87,6 +87,8 @@ class NNUNet(UserDataset):
     display_name = "nnU-Net / Decathlon dataset"
     tasks = ()
     family = "nnunet"
+    form = "nnunet:<DatasetNNN_Name> (a folder with dataset.json: nnU-Net v2 or Decathlon layout)"
+    precedence = 1  # a dataset.json says more than an images/ folder beside it: the folder is nnU-Net's
     case_kind = "labelled cases"
     layout = (
         "DatasetNNN_Name/dataset.json with imagesTr/<case>_0000<ending> and labelsTr/<case><ending> (nnU-Net v2), "
@@ -94,6 +96,10 @@ class NNUNet(UserDataset):
     )
     homepage = "https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/dataset_format.md"
     description: dict = {}
+
+    @classmethod
+    def recognises(cls, folder: Path) -> bool:
+        return (folder / DESCRIPTION).is_file()
 
     @classmethod
     def description_files(cls, location: Path) -> list[Path]:

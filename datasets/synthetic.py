@@ -24,7 +24,8 @@ from bench.data.samples import Sample, Task, stable_seed
 from bench.registry import DATASETS
 
 if TYPE_CHECKING:
-    from bench.data.framing import FramedPlane, SourceImage
+    from bench.data.framing import SourceImage
+    from bench.data.planes import FramedPlane
 
 SIZE = 256
 SPLIT_SIZES = {"train": 120, "val": 20, "test": 40}
@@ -116,7 +117,7 @@ def generate_image(seed: int, index: int) -> tuple[np.ndarray, dict[str, np.ndar
     return image, {"ellipse": ellipse, "blob": blob}
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register
 class Synthetic(Dataset):
     """Generated from a seed; ``data_root`` is ignored."""
 
@@ -131,7 +132,7 @@ class Synthetic(Dataset):
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
         """A new 2-D image as it is (the synthetic images have no preprocessing); non-uint8 pixels are
         percentile-rescaled to uint8 (the hook of ``bench.data.framing``)."""
-        from bench.data.framing import identity_plane
+        from bench.data.planes import identity_plane
         from bench.data.samples import percentile_to_uint8
         from bench.errors import BenchError
 

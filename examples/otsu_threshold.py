@@ -30,9 +30,9 @@ class OtsuParams:
     largest_only: bool = True  # keep the largest connected region: each image holds one structure
 
 
-@METHODS.register("otsu")  # the name used on the command line and in the records
+@METHODS.register  # under its name below
 class OtsuThreshold(Method):
-    name = "otsu"  # the registered name again
+    name = "otsu"  # the name used on the command line and in the records, written once
     # What tables, reports and figures show. The runner writes these into every record, so `bench table`
     # renders them on a machine that has never seen this file.
     display_name = "Otsu threshold"

@@ -19,7 +19,7 @@ from bench.data.samples import percentile_to_uint8
 from bench.registry import DATASETS
 
 
-@DATASETS.register("suffixmasks")
+@DATASETS.register  # under its name below
 class SuffixMasks(ReleaseDataset):
     name = "suffixmasks"  # the folder under --data-root, and the name on the command line and in tables
     display_name = "Suffix masks"

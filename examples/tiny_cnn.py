@@ -34,7 +34,7 @@ class TinyCNNParams:
     input_size: int = 64  # images are resized to input_size² for training and back for prediction
 
 
-@METHODS.register("tiny-cnn")
+@METHODS.register  # under its name below
 class TinyCNN(Method):
     name = "tiny-cnn"
     display_name = "Tiny CNN (example)"

@@ -134,7 +134,7 @@ class AutoSAMParams:
     decode_batch_size: int = 8  # test images run together; changes speed only
 
 
-@METHODS.register("autosam")
+@METHODS.register
 class AutoSAM(Method):
     name = "autosam"
     display_name = "AutoSAM"

@@ -22,7 +22,7 @@ class MedSAMBoxParams:
     decode_batch_size: int = 16  # images decoded together; changes speed only, never the masks
 
 
-@METHODS.register("medsam-box")
+@METHODS.register
 class MedSAMBox(Method):
     name = "medsam-box"
     display_name = "MedSAM (box prompt)"

@@ -105,7 +105,7 @@ class PerSAMParams:
     attention_map: str = "faithful"
 
 
-@METHODS.register("persam")
+@METHODS.register
 class PerSAM(_PerSAMBase):
     name = "persam"
     display_name = "PerSAM"
@@ -199,7 +199,7 @@ def train_mixing_weights(
         schedule.step()
 
 
-@METHODS.register("persam-f")
+@METHODS.register
 class PerSAMF(_PerSAMBase):
     name = "persam-f"
     display_name = "PerSAM-F"

@@ -123,7 +123,7 @@ class PromptModuleParams:
     size_barrier_on: str = "box-fraction"
 
 
-@METHODS.register("prompt-module")
+@METHODS.register
 class PromptModule(Method):
     name = "prompt-module"
     display_name = "Prompt module (ours)"

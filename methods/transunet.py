@@ -115,7 +115,7 @@ class TransUNetNetwork(nn.Module):
         return self.segmentation_head(self.decoder([images, *skips, self.conv_more(grid)]))
 
 
-@METHODS.register("transunet")
+@METHODS.register
 class TransUNet(Method):
     name = "transunet"
     display_name = "TransUNet"

@@ -33,7 +33,7 @@ class UNetParams:
     input_size: int | None = None  # None: train and predict at the dataset's own resolution
 
 
-@METHODS.register("unet")
+@METHODS.register
 class UNet(Method):
     name = "unet"
     display_name = "UNet"

@@ -53,6 +53,15 @@ def registered_methods(methods: dict[str, type]) -> Iterator[dict[str, type]]:
             METHODS.unregister(name)
 
 
+def expand(*request, data_root: Path | None = None, **options) -> list:
+    """``expand_grid`` of a request given by its fields (``GridRequest``'s order), its datasets under
+    ``data_root``."""
+    from bench.data.resolved import DatasetPlugins
+    from bench.run.grid import GridRequest, expand_grid
+
+    return expand_grid(GridRequest(*request, **options), DatasetPlugins(data_root))
+
+
 @pytest.fixture
 def fake_methods() -> Iterator[dict[str, type]]:
     """Register the fake methods of tests/fakes.py for one test."""

@@ -147,3 +147,34 @@ def write_acdc_patient(
             data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
             nib.save(nib.Nifti1Image(data, affine), str(folder / f"{pid}_frame{frame:02d}{suffix}.nii.gz"))
     return folder
+
+
+ACDC_SPACING = (2.0, 1.5, 10.0)  # row_mm, col_mm, slice_mm
+
+
+def cine(number: int, brightness: tuple[float, ...] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """A z×rows×cols volume with RV (1), myocardium (2) and LV (3); the RV nearly vanishes on slice 2."""
+    rng = np.random.default_rng(number)
+    shape = (3, 40, 36)
+    volume = rng.normal(100, 10, size=shape).astype(np.float32)
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 8:30, 16:32] = 2
+    labels[:, 10:28, 18:30] = 3  # 18 × 12 voxels = 36 mm × 18 mm
+    labels[:2, 12:20, 4:12] = 1
+    labels[2, 15, 8] = 1  # one voxel = 3 mm²: below the 10-pixel rule after resampling
+    volume[labels == 3] += 80
+    volume *= np.asarray(brightness, np.float32)[:, None, None]
+    return volume, labels
+
+
+def small_echo(number: int, shape: tuple[int, int] = (48, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """A small CAMUS-like image (float, speckled) with LV (1), myocardium (2) and LA (3) all inside a 512×512
+    frame, so every structure is kept whatever the variant."""
+    rng = np.random.default_rng(number)
+    image = rng.gamma(2.0, 40.0, size=shape).astype(np.float32)
+    labels = np.zeros(shape, np.uint8)
+    labels[6:24, 8:32] = 2
+    labels[8:22, 10:30] = 1
+    labels[28:42, 12:28] = 3
+    image[labels == 1] *= 0.3
+    return image, labels

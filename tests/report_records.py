@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.samples import write_json_atomic
+from bench.method import Method
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO, declared, describe_dataset, describe_method
 from bench.records.spec import RunSpec
 from bench.records.store import prediction_path, record_path
@@ -24,7 +25,8 @@ def _method(
 ) -> type:
     attributes = {"name": name, "display_name": display, "group": group, "training_free": training_free,
                   "prompted": prompted, "default_labels": (labels,)}  # fmt: skip
-    return type(display.replace(" ", ""), (), attributes)
+    # a Method subclass, as the registry takes only those; never instantiated (fit and predict stay abstract)
+    return type(display.replace(" ", ""), (Method,), attributes)
 
 
 TEST_METHODS = {

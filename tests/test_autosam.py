@@ -15,6 +15,7 @@ from bench.methods.hardnet import HarDNet85
 from bench.records.spec import RunSpec
 from bench.registry import METHODS
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 
 TINY_BACKBONE = "tiny-sam-test"
 TRAINABLE = 24_052_124  # HarDNet-85 down to 1/16 (17,883,548) + decoder (6,168,576)
@@ -166,7 +167,7 @@ def test_min_max_output_normalises_each_map_to_zero_one() -> None:
 def test_a_recorded_run(tmp_path) -> None:
     spec = RunSpec("autosam", "synthetic", "ellipse", "mask", 2, 0, 0, "quick", backbone=TINY_BACKBONE,
                    overrides=(("epochs", 1), ("input_size", 64)))  # fmt: skip
-    record = run_one(spec, tmp_path, "t", device="cpu", saved_predictions=0)
+    record = run_one(spec, GridSettings(tmp_path, "t", device="cpu"), saved_predictions=0)
     assert record["status"] == "ok", record.get("traceback")
     assert record["params_trainable"] == TRAINABLE
     assert record["params_total"] > TRAINABLE

@@ -16,7 +16,7 @@ from bench.data.dataset import load_task
 from bench.data.release import READ_FAILURE, UNEXPECTED_LABELS
 from bench.errors import BenchError
 from bench.metrics import case_metrics
-from tests.release_fixtures import write_acdc_patient, write_camus_patient
+from tests.release_fixtures import ACDC_SPACING, cine, write_acdc_patient, write_camus_patient
 
 CAMUS_SPACING = (0.3, 0.15)  # (row_mm, col_mm), deliberately anisotropic to catch a swapped axis
 
@@ -98,24 +98,6 @@ def test_camus_missing_release_says_where_and_what(tmp_path):
     (tmp_path / "camus").mkdir()
     with pytest.raises(BenchError, match=r"CAMUS \(camus\): no patientXXXX folders under .*database_nifti"):
         load_task("camus", "la", tmp_path)
-
-
-ACDC_SPACING = (2.0, 1.5, 10.0)  # row_mm, col_mm, slice_mm
-
-
-def cine(number: int, brightness: tuple[float, ...] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
-    """A z×rows×cols volume with RV (1), myocardium (2) and LV (3); the RV nearly vanishes on slice 2."""
-    rng = np.random.default_rng(number)
-    shape = (3, 40, 36)
-    volume = rng.normal(100, 10, size=shape).astype(np.float32)
-    labels = np.zeros(shape, np.uint8)
-    labels[:, 8:30, 16:32] = 2
-    labels[:, 10:28, 18:30] = 3  # 18 × 12 voxels = 36 mm × 18 mm
-    labels[:2, 12:20, 4:12] = 1
-    labels[2, 15, 8] = 1  # one voxel = 3 mm²: below the 10-pixel rule after resampling
-    volume[labels == 3] += 80
-    volume *= np.asarray(brightness, np.float32)[:, None, None]
-    return volume, labels
 
 
 def test_acdc_resamples_to_1mm_pads_and_filters_slices(tmp_path):

@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data import samples as data
 from bench.data.dataset import load_task
+from bench.data.resolved import DatasetPlugins
 from bench.datasets.hc18 import OUTSIDE_CROP, fill_outline
 from bench.records.spec import RunSpec
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 from tests.release_fixtures import write_camus_patient, write_hc18_release
 
 runner = CliRunner()
@@ -216,7 +218,7 @@ def test_hc18_whole_shrinks_only_the_cut_heads_and_shares_the_split(hc18_release
 def test_records_carry_the_preprocessing_and_what_it_kept(hc18_release, fake_methods, tmp_path):
     spec = RunSpec(method="fake-boxfill", dataset="hc18", task="head", labels="box", shots=None, draw=0,
                    seed=0, budget="quick")  # fmt: skip
-    record = run_one(spec, tmp_path / "results", "exp", data_root=hc18_release)
+    record = run_one(spec, GridSettings(tmp_path / "results", "exp", DatasetPlugins(hc18_release)))
     assert record["status"] == "ok", record.get("traceback")
     info = record["dataset_info"]
     assert info["preprocessing"].startswith("paper: centre crop/pad to 640×640")

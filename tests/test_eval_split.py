@@ -13,9 +13,9 @@ from bench.errors import BenchError
 from bench.method import RunContext
 from bench.records import store
 from bench.records.spec import RunSpec
-from bench.run.grid import expand_grid
 from bench.run.runner import run_one
-from tests.conftest import registered_methods
+from bench.run.settings import GridSettings
+from tests.conftest import expand, registered_methods
 from tests.fakes import MeanThreshold
 from tests.test_cli import assert_one_line_error, invoke
 
@@ -44,17 +44,17 @@ def test_the_split_keys_the_run_id_and_the_default_keeps_old_ids() -> None:
     assert val.canonical()["eval_split"] == "val"
     assert "_val_" in val.run_id and val.run_id != SPEC.run_id and "_val" not in SPEC.run_id
     assert RunSpec.from_dict(val.canonical()) == val and RunSpec.from_dict(SPEC.canonical()) == SPEC
-    planned = expand_grid(["unet"], ["synthetic"], None, [5], None, [0], 1, "quick", "litemedsam", eval_split="val")
+    planned = expand(["unet"], ["synthetic"], None, [5], None, [0], 1, "quick", "litemedsam", eval_split="val")
     assert {p.spec.eval_split for p in planned} == {"val"}
     with pytest.raises(BenchError, match="--eval-split takes test or val"):
-        expand_grid(["unet"], ["synthetic"], None, [5], None, [0], 1, "quick", "litemedsam", eval_split="train")
+        expand(["unet"], ["synthetic"], None, [5], None, [0], 1, "quick", "litemedsam", eval_split="train")
 
 
 def test_a_val_run_scores_val_and_never_sees_a_test_image(tmp_path) -> None:
     task = load_task("synthetic", "blob")
     SeenImages.seen = []
     with registered_methods({"fake-seen": SeenImages}):
-        record = run_one(replace(SPEC, method="fake-seen", eval_split="val"), tmp_path, "exp")
+        record = run_one(replace(SPEC, method="fake-seen", eval_split="val"), GridSettings(tmp_path, "exp"))
     assert record["status"] == "ok", record.get("traceback")
     assert [case["id"] for case in record["cases"]] == [sample.id for sample in task.val]
     assert record["spec"]["eval_split"] == "val" and record["run_id"].split("_")[-2] == "val"

@@ -22,6 +22,7 @@ from bench.records.store import load_records
 from bench.run import executors
 from bench.run.grid import resolve_budget
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 from bench.run.submitit_jobs import SlurmOptions, SubmititJobs
 from bench.sam.embedding_cache import EmbeddingStore
 
@@ -98,7 +99,7 @@ def test_the_slurm_parent_never_touches_the_run_device(tmp_path, monkeypatch) ->
                      "--device", "cuda", "--slurm-gpus", "1", "--detach", "--results", str(tmp_path))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "budget paper" in result.output and loaded == [torch.device("cpu")]
-    assert submitted and all(arguments[4] == "cuda" and arguments[8] is None for arguments in submitted)
+    assert submitted and all(arguments[1].device == "cuda" and arguments[4] is None for arguments in submitted)
 
 
 def test_local_submitit_jobs_get_one_gpu_each_and_honour_jobs(tmp_path, monkeypatch, two_gpus) -> None:
@@ -109,7 +110,7 @@ def test_local_submitit_jobs_get_one_gpu_each_and_honour_jobs(tmp_path, monkeypa
 
     def submit(self, specs, worker, arguments, jobs, options) -> None:
         for spec in specs:
-            visible_gpu = arguments(spec)[8]
+            visible_gpu = arguments(spec)[4]
             assert visible_gpu not in running.values(), "two running jobs on one GPU"
             running[spec.run_id] = visible_gpu
             gpus_seen.append(visible_gpu)
@@ -126,7 +127,8 @@ def test_local_submitit_jobs_get_one_gpu_each_and_honour_jobs(tmp_path, monkeypa
     monkeypatch.setattr(SubmititJobs, "_submit", submit)
     monkeypatch.setattr(SubmititJobs, "_outcome", outcome)
     specs = [RunSpec("fake-threshold", "synthetic", "blob", "mask", 3, 0, seed, "quick") for seed in range(5)]
-    summaries = executors.execute(specs, tmp_path, "grid", None, "cuda", "submitit", jobs=2)
+    summaries = executors.execute(specs, GridSettings(tmp_path, "grid", device="cuda"),
+                                  executors.ExecutorOptions("submitit", 2))  # fmt: skip
     assert [s["status"] for s in summaries] == ["ok"] * 5
     assert most_at_once == [2] and set(gpus_seen) == {"0", "1"} and gpus_seen[:2] == ["0", "1"]
 
@@ -206,7 +208,7 @@ def test_cuda_start_up_is_paid_outside_fit_seconds(tmp_path, monkeypatch, fake_m
     monkeypatch.setattr("bench.run.runner.cuda_warmup", warm_up)
     fit = fake_methods["fake-threshold"].fit
     monkeypatch.setattr(fake_methods["fake-threshold"], "fit", lambda self, *a: order.append("fit") or fit(self, *a))
-    record = run_one(FAKE, tmp_path, "grid", device="cpu")
+    record = run_one(FAKE, GridSettings(tmp_path, "grid", device="cpu"))
     assert record["status"] == "ok" and order == ["warm-up", "fit"]
     assert record["warmup_seconds"] == 0.3 and record["fit_seconds"] < 0.3
     assert devices.cuda_warmup(torch.device("cpu")) == 0.0
@@ -239,13 +241,14 @@ def test_precision_and_determinism_are_recorded_and_applied(tmp_path, fake_metho
 
     cls.fit = fit_and_look
     try:
-        record = run_one(FAKE, tmp_path, "grid", device="cpu", numerics=Numerics("bf16", deterministic=True))
+        settings = GridSettings(tmp_path, "grid", device="cpu", numerics=Numerics("bf16", deterministic=True))
+        record = run_one(FAKE, settings)
     finally:
         cls.fit = fit
     assert record["status"] == "ok", record["error"]
     assert record["precision"] == "bf16" and record["deterministic"] is True
     assert seen == {"deterministic": True, "autocast": True}
-    plain = run_one(FAKE, tmp_path, "other", device="cpu")
+    plain = run_one(FAKE, GridSettings(tmp_path, "other", device="cpu"))
     assert plain["precision"] == "fp32" and plain["deterministic"] is False
     assert not torch.are_deterministic_algorithms_enabled()
 

@@ -16,6 +16,7 @@ from bench.metrics import case_metrics
 from bench.records.spec import RunSpec
 from bench.registry import DATASETS, METHODS
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 from bench.sam.backbones import load_backbone
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -55,10 +56,10 @@ def test_declarations() -> None:
 
 
 def test_a_second_run_on_the_same_images_encodes_nothing(tmp_path: Path, few_ellipses) -> None:
-    first = run_one(spec("box"), tmp_path, "grid", device="cpu")
+    first = run_one(spec("box"), GridSettings(tmp_path, "grid", device="cpu"))
     assert first["status"] == "ok", first.get("traceback")
     assert first["embeddings"] == {"encoded": 3, "cached": 0}
-    second = run_one(spec("box-noisy"), tmp_path, "grid", device="cpu")
+    second = run_one(spec("box-noisy"), GridSettings(tmp_path, "grid", device="cpu"))
     assert second["status"] == "ok", second.get("traceback")
     assert second["embeddings"] == {"encoded": 0, "cached": 3}
     total = sum(p.numel() for p in load_backbone("tiny-sam-test").model.parameters())

@@ -17,7 +17,7 @@ from bench.cli import app
 from bench.data.dataset import dataset_class, dataset_plugin, load_task
 from bench.data.samples import support_ids
 from bench.errors import BenchError
-from bench.run.grid import expand_grid
+from tests.conftest import expand
 from tests.own_data_fixtures import (
     labelled_image,
     volume_case,
@@ -127,8 +127,8 @@ def test_adding_cases_gives_new_split_support_files_and_run_ids(tmp_path: Path, 
 
     def plan() -> tuple[list[str], Path, list[str]]:
         task = load_task("nnunet:Dataset123_Toy", "disc", tmp_path)
-        planned = expand_grid(["unet"], ["nnunet:Dataset123_Toy"], ["disc"], [5], ["mask"], [0], 1, "quick",
-                              "litemedsam", data_root=tmp_path)  # fmt: skip
+        planned = expand(["unet"], ["nnunet:Dataset123_Toy"], ["disc"], [5], ["mask"], [0], 1, "quick",
+                         "litemedsam", data_root=tmp_path)  # fmt: skip
         plugin = dataset_plugin("nnunet:Dataset123_Toy", tmp_path)
         return [p.spec.run_id for p in planned], plugin.split_file(), support_ids(task, 5, 0)
 
@@ -138,10 +138,6 @@ def test_adding_cases_gives_new_split_support_files_and_run_ids(tmp_path: Path, 
         image, labels = labelled_image(index)
         cv2.imwrite(str(folder / "imagesTr" / f"case{index:03d}_0000.png"), image)
         cv2.imwrite(str(folder / "labelsTr" / f"case{index:03d}.png"), labels)
-    from bench.data import dataset
-
-    dataset._PLUGIN_MEMO.clear()
-    dataset._TASK_MEMO.clear()
     new_ids, new_split_file, new_support = plan()  # no "delete the file": new files instead
     assert new_split_file != split_file and split_file.exists()
     assert set(new_ids).isdisjoint(ids)

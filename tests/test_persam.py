@@ -15,11 +15,12 @@ from bench.method import RunContext
 from bench.methods import persam, persam_steps
 from bench.records.spec import RunSpec
 from bench.registry import DATASETS, METHODS
-from bench.run.grid import expand_grid
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 from bench.sam.backbones import Backbone, LiteMedSAM, MedSAMViTB, SAMViTB, load_backbone
 from bench.sam.embedding_cache import cached_embeddings
 from bench.sam.tiny_backbone import tiny_sam
+from tests.conftest import expand
 
 PerSAM = METHODS.get("persam")
 PerSAMF = METHODS.get("persam-f")
@@ -62,8 +63,8 @@ def test_declarations_skips_and_grid() -> None:
         assert cls.skip(spec(cls.name)) is None
         assert "all-data" in cls.skip(spec(cls.name, shots=None))
         assert cls.skip(spec(cls.name, labels="box")) is not None
-    planned = expand_grid(["persam", "persam-f"], ["synthetic"], ["ellipse"], [1, None], None, [0], 3, "quick",
-                          "litemedsam")  # fmt: skip
+    planned = expand(["persam", "persam-f"], ["synthetic"], ["ellipse"], [1, None], None, [0], 3, "quick",
+                     "litemedsam")  # fmt: skip
     runnable = [p.spec for p in planned if p.skip_reason is None]
     assert sorted((s.method, s.shots, s.draw) for s in runnable) == [
         (method, 1, draw) for method in ("persam", "persam-f") for draw in range(3)
@@ -268,7 +269,7 @@ def test_runs_write_ok_records(tmp_path, few_ellipses, method: str, trainable: i
     overrides = (("steps", 3),) if method == "persam-f" else ()
     run = RunSpec(method=method, dataset=FewEllipses.name, task="ellipse", labels="mask", shots=2, draw=0, seed=0,
                   budget="quick", backbone="tiny-sam-test", overrides=overrides)  # fmt: skip
-    record = run_one(run, tmp_path, "grid", device="cpu")
+    record = run_one(run, GridSettings(tmp_path, "grid", device="cpu"))
     assert record["status"] == "ok", record.get("traceback")
     assert len(record["support_ids"]) == 2 and len(record["cases"]) == 2
     assert record["params_trainable"] == trainable

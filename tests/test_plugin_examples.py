@@ -265,5 +265,5 @@ def test_readme_walkthrough_matches_the_examples() -> None:
         assert line.split("  #")[0].strip() in example_lines, line  # the README's class is the example's
     for path in re.findall(r"examples/\w+\.py", section):
         assert (REPO / path).is_file(), path
-    assert section.count("otsu_threshold:OtsuThreshold") == 2  # entry point and lazy line name the class
+    assert section.count("otsu_threshold:OtsuThreshold") == 1  # the entry point names the class; built-ins need no line
     assert "class OtsuThreshold(Method):" in example_lines

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bench.data.framing import PlaneGeometry, frame_source, read_source, write_mask
+from bench.data.framing import frame_source, read_source, write_mask
+from bench.data.planes import PlaneGeometry
 from bench.data.samples import Box, center_crop_or_pad
 from bench.datasets.acdc import ACDC
 from bench.datasets.hc18 import HC18, HC18Whole

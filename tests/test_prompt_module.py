@@ -14,6 +14,7 @@ from bench.method.training import bce_dice_loss
 from bench.records.spec import RunSpec
 from bench.registry import METHODS
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 
 TINY_BACKBONE = "tiny-sam-test"
 TRAINABLE = 2_433_984  # 32,896 + 295,168 + 8,256 + 2,097,664 (the module)
@@ -217,7 +218,7 @@ def test_training_never_runs_the_image_encoder_per_epoch(monkeypatch) -> None:
 def test_a_recorded_run(tmp_path) -> None:
     spec = RunSpec("prompt-module", "synthetic", "ellipse", "box", 2, 0, 0, "quick", backbone=TINY_BACKBONE,
                    overrides=(("epochs", 1),))  # fmt: skip
-    record = run_one(spec, tmp_path, "t", device="cpu")
+    record = run_one(spec, GridSettings(tmp_path, "t", device="cpu"))
     assert record["status"] == "ok", record.get("traceback")
     assert record["params_trainable"] == TRAINABLE
     assert record["params_total"] > TRAINABLE
@@ -282,11 +283,11 @@ def test_learning_rate_schedule(monkeypatch, warmup: int, expected: list[float])
 
 
 def test_a_changed_box_loss_default_outdates_box_records_only() -> None:
-    from bench.run.runner import _jsonable, recipe_changes
+    from bench.run.current import jsonable, recipe_changes
 
     def record_and_spec(labels: str) -> tuple[dict, RunSpec]:
         spec = RunSpec("prompt-module", "hc18", "head", labels, 10, 0, 0, "paper", "litemedsam")
-        hparams = _jsonable(vars(PromptModule.resolve_hparams("paper")))
+        hparams = jsonable(vars(PromptModule.resolve_hparams("paper")))
         return {"hparams": hparams | {"band_width": hparams["band_width"] + 1}}, spec
 
     assert recipe_changes(*record_and_spec("mask")) == {}  # mask training never reads the box-loss knobs

@@ -9,7 +9,7 @@ import pytest
 
 from bench import registry
 from bench.errors import BenchError, UnknownNameError
-from bench.registry import METHODS, Registry, load_plugin_file
+from bench.registry import DATASETS, METHODS, Registry, load_plugin_file
 
 
 def test_lazy_entry_is_not_imported_until_used() -> None:
@@ -84,16 +84,19 @@ def test_plugin_file_registers_a_method(tmp_path) -> None:
     plugin.write_text(
         textwrap.dedent(
             """
+            from bench.method import Method
             from bench.registry import METHODS
 
-            @METHODS.register("from-file-test")
-            class FromFile:
-                pass
+            @METHODS.register
+            class FromFile(Method):
+                name = "from-file-test"
             """
         )
     )
     load_plugin_file(plugin)
     try:
+        assert METHODS.get("from-file-test").__name__ == "FromFile"
+        load_plugin_file(plugin)  # the same file again (a second --plugin of it): the same class, no error
         assert METHODS.get("from-file-test").__name__ == "FromFile"
     finally:
         METHODS.unregister("from-file-test")
@@ -123,3 +126,77 @@ def test_bench_ls_imports_no_model_code() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_a_taken_name_refuses_another_plugin_and_takes_the_same_one_again() -> None:
+    reg: Registry = Registry("thing")
+    reg.register("decoder", "json:JSONDecoder")
+    reg.register("decoder", "json:JSONDecoder")  # the same entry twice: a no-op
+    with pytest.raises(BenchError, match="'decoder' is taken by json:JSONDecoder: json:JSONEncoder needs another"):
+        reg.register("decoder", "json:JSONEncoder")
+    import json
+
+    reg.register("decoder", json.JSONDecoder)  # the lazy entry's own class, imported: the same plugin
+    assert reg.get("decoder") is json.JSONDecoder
+    with pytest.raises(BenchError, match="is taken by json.decoder:JSONDecoder: json.encoder:JSONEncoder"):
+        reg.register("decoder", json.JSONEncoder)
+
+
+def test_built_in_names_cannot_be_taken_by_a_user_class() -> None:
+    from bench.method import Method
+
+    class Impostor(Method):
+        name = "unet"
+
+    with pytest.raises(BenchError, match="method 'unet' is taken by bench.methods.unet:UNet"):
+        METHODS.register(Impostor)
+    assert METHODS.get("unet") is not Impostor and METHODS.get("unet").__module__ == "bench.methods.unet"
+
+
+def test_entries_must_subclass_the_registry_base() -> None:
+    class NotAMethod:
+        name = "not-a-method"
+
+    with pytest.raises(BenchError, match=r"'not-a-method' \(.*NotAMethod\) is not a subclass of bench.method:Method"):
+        METHODS.register(NotAMethod)
+    assert "not-a-method" not in METHODS
+    with pytest.raises(BenchError, match="is not a subclass of bench.data.dataset:Dataset"):
+        DATASETS.register("json-decoder", "json:JSONDecoder")
+        DATASETS.get("json-decoder")
+    DATASETS.unregister("json-decoder")
+
+
+def test_a_name_is_written_once() -> None:
+    reg: Registry = Registry("thing")
+
+    @reg.register
+    class Named:
+        name = "named"
+
+    @reg.register("given")
+    class Unnamed:
+        pass
+
+    assert reg.get("named") is Named and Unnamed.name == "given"
+    with pytest.raises(BenchError, match="registered as 'other' but its name says 'named-twice'"):
+
+        @reg.register("other")
+        class Twice:
+            name = "named-twice"
+
+    with pytest.raises(BenchError, match="has no name"):
+
+        @reg.register
+        class Nameless:
+            pass
+
+
+def test_built_ins_are_read_from_their_source_with_each_name_once() -> None:
+    """Every class in methods/ and datasets/ registers under its own ``name``, found without importing it."""
+    for registry_, package, count in ((METHODS, "bench.methods", 7), (DATASETS, "bench.datasets", 9)):
+        built_in = dict(registry._declared_builtins(package))
+        assert len(built_in) == count, built_in
+        for name, target in built_in.items():
+            assert name in registry_.names()
+            assert registry_.get(name).name == name, target
+            assert f"{registry_.get(name).__module__}:{registry_.get(name).__qualname__}" == target

@@ -133,11 +133,11 @@ def test_a_set_value_of_the_wrong_type_runs_nothing(tmp_path) -> None:
 
 
 def test_equal_set_values_of_different_spelling_are_one_run(tmp_path) -> None:
-    from bench.run.grid import expand_grid
+    from tests.conftest import expand
 
     def run_id(value: object) -> str:
-        planned = expand_grid(["unet"], ["synthetic"], ["blob"], [2], None, None, None, "quick", "litemedsam",
-                              overrides=(("epochs", value),))  # fmt: skip
+        planned = expand(["unet"], ["synthetic"], ["blob"], [2], None, None, None, "quick", "litemedsam",
+                         overrides=(("epochs", value),))  # fmt: skip
         return planned[0].spec.run_id
 
     assert run_id(3) == run_id(3.0)

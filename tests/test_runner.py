@@ -15,8 +15,9 @@ from bench.data import samples as data
 from bench.data.dataset import load_task
 from bench.records.spec import RunSpec
 from bench.records.store import load_records, record_path, runs_frame
-from bench.run.executors import execute
+from bench.run.executors import ExecutorOptions, execute
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"run_id", "spec", "status", "error", "cases", "fit_seconds", "infer_seconds_per_image",
@@ -32,7 +33,7 @@ def spec_for(method: str, labels: str = "mask", **changes) -> RunSpec:
 
 
 def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods) -> None:
-    record = run_one(spec_for("fake-boxfill", "box", shots=None), tmp_path, "exp")
+    record = run_one(spec_for("fake-boxfill", "box", shots=None), GridSettings(tmp_path, "exp"))
     assert record["status"] == "ok", record.get("traceback")
     assert RECORD_KEYS <= set(record)
     on_disk = json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())
@@ -61,7 +62,7 @@ def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods)
 
 
 def test_failure_is_recorded_not_raised(tmp_path, fake_methods) -> None:
-    record = run_one(spec_for("fake-exploding"), tmp_path, "exp")
+    record = run_one(spec_for("fake-exploding"), GridSettings(tmp_path, "exp"))
     assert record["status"] == "failed"
     assert record["error"] == "RuntimeError: out of memory (simulated)"
     assert record["method_info"]["display_name"] == "Threshold"  # named in the report's run status
@@ -83,8 +84,8 @@ def test_record_write_is_atomic(tmp_path, monkeypatch) -> None:
 
 
 def test_store_frames(tmp_path, fake_methods) -> None:
-    run_one(spec_for("fake-threshold", seed=0), tmp_path, "exp")
-    run_one(spec_for("fake-exploding", seed=0), tmp_path, "exp")
+    run_one(spec_for("fake-threshold", seed=0), GridSettings(tmp_path, "exp"))
+    run_one(spec_for("fake-exploding", seed=0), GridSettings(tmp_path, "exp"))
     (tmp_path / "exp" / "runs" / "broken.json").write_text("{not json")
     with pytest.warns(UserWarning, match="broken.json"):
         records = load_records(tmp_path)
@@ -146,7 +147,8 @@ def test_pool_workers_load_plugin_files_and_a_dead_worker_fails_only_its_runs(tm
     ))  # fmt: skip
     # one worker runs them in order: the plugin's method succeeds, then its worker dies
     specs = [spec_for("fake-threshold", shots=3), spec_for("fake-dies", shots=3)]
-    summaries = execute(specs, tmp_path, "exp", None, "cpu", executor="pool", jobs=1, plugins=[plugin])
+    settings = GridSettings(tmp_path, "exp", device="cpu", plugins=(plugin,))
+    summaries = execute(specs, settings, ExecutorOptions("pool", 1))
     by_id = {summary["run_id"]: summary for summary in summaries}
     assert by_id[specs[0].run_id]["status"] == "ok", by_id[specs[0].run_id]["error"]
     lost = by_id[specs[1].run_id]

@@ -22,8 +22,9 @@ from bench.paths import process_alive
 from bench.records.spec import RunSpec
 from bench.records.store import load_records, record_path
 from bench.run import executors
-from bench.run.executors import execute, pool_gpus
+from bench.run.executors import ExecutorOptions, execute, pool_gpus
 from bench.run.grid_status import grid_status
+from bench.run.settings import GridSettings
 from bench.run.submitit_jobs import SlurmOptions, load_job_ledger, submitit_parameters
 from bench.sam.embedding_cache import embedding_counts
 
@@ -79,7 +80,8 @@ def test_inline_pool_and_submitit_agree_and_the_grid_encodes_each_image_once(tmp
         cache = tmp_path / f"cache-{executor}"
         monkeypatch.setenv("BENCH_CACHE", str(cache))  # a cold cache each, inherited by the workers
         parent_before = embedding_counts()["encoded"]
-        summaries = execute(specs, tmp_path / executor, "grid", None, "cpu", executor=executor, jobs=jobs)
+        settings = GridSettings(tmp_path / executor, "grid", device="cpu")
+        summaries = execute(specs, settings, ExecutorOptions(executor, jobs))
         assert [s["status"] for s in summaries] == ["ok"] * 4, summaries
         records = outcomes(tmp_path / executor)
         by_executor[executor] = (records, embedding_counts()["encoded"] - parent_before, cache)
@@ -110,13 +112,14 @@ def test_a_killed_pool_worker_loses_only_its_run_and_a_rerun_completes_the_grid(
         super().fit(train, ctx)
     """)
     specs = [RunSpec("fake-dies-once", "synthetic", "blob", "mask", 3, 0, seed, "quick") for seed in range(4)]
-    first = execute(specs, tmp_path, "grid", None, "cpu", executor="pool", jobs=2, plugins=[plugin])
+    settings = GridSettings(tmp_path, "grid", device="cpu", plugins=(plugin,))
+    first = execute(specs, settings, ExecutorOptions("pool", 2))
     lost = [summary for summary in first if summary["status"] != "ok"]
     assert marker.exists() and lost and all(s["error"].startswith("worker lost: ") for s in lost)
     assert not record_path(tmp_path, "grid", specs[1].run_id).exists()
 
     remaining = [spec for spec in specs if not record_path(tmp_path, "grid", spec.run_id).exists()]
-    second = execute(remaining, tmp_path, "grid", None, "cpu", executor="pool", jobs=2, plugins=[plugin])
+    second = execute(remaining, settings, ExecutorOptions("pool", 2))
     assert [s["status"] for s in second] == ["ok"] * len(remaining)
     runs = sorted((tmp_path / "grid" / "runs").iterdir())
     assert [path.name for path in runs] == sorted(f"{spec.run_id}.json" for spec in specs)  # no stray temporaries
@@ -134,11 +137,12 @@ def test_pool_workers_end_when_their_parent_is_killed(tmp_path) -> None:
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from bench.run.executors import execute
+        from bench.run.executors import ExecutorOptions, execute
+        from bench.run.settings import GridSettings
         from bench.records.spec import RunSpec
         spec = RunSpec("fake-hangs", "synthetic", "blob", "mask", 3, 0, 0, "quick")
-        execute([spec], Path({str(tmp_path)!r}), "grid", None, "cpu", executor="pool", jobs=1,
-                plugins=[Path({str(plugin)!r})])
+        settings = GridSettings(Path({str(tmp_path)!r}), "grid", device="cpu", plugins=(Path({str(plugin)!r}),))
+        execute([spec], settings, ExecutorOptions("pool", 1))
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", parent_script])
@@ -226,7 +230,7 @@ def test_pool_workers_are_pinned_round_robin_to_the_visible_gpus(monkeypatch) ->
 def test_worker_sets_its_gpu_before_running(tmp_path, monkeypatch, fake_methods) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     spec = RunSpec("fake-threshold", "synthetic", "blob", "mask", 3, 0, 0, "quick")
-    summary = executors._run_in_worker(spec, tmp_path, "grid", None, "cpu", visible_gpu="3")
+    summary = executors._run_in_worker(spec, GridSettings(tmp_path, "grid", device="cpu"), visible_gpu="3")
     assert summary["status"] == "ok" and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
 
 
@@ -281,7 +285,8 @@ def test_a_training_free_method_has_only_its_scored_images_encoded(tmp_path, mon
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     # medsam-box gets every training image (shots = all) but reads none: only the 40 test images are encoded
     medsam = RunSpec("medsam-box", "synthetic", "ellipse", "box", None, 0, 0, "quick", "tiny-sam-test")
-    assert encode_grid([medsam], None, "cpu") == 40
+    settings = GridSettings(tmp_path / "results", "grid", device="cpu")
+    assert encode_grid([medsam], settings) == 40
     # the prompt module trains on its 3 support images: those are encoded too, the test images are cached
     prompt = RunSpec("prompt-module", "synthetic", "ellipse", "box", 3, 0, 0, "quick", "tiny-sam-test")
-    assert encode_grid([medsam, prompt], None, "cpu") == 3
+    assert encode_grid([medsam, prompt], settings) == 3

@@ -25,9 +25,10 @@ from bench.records import claims
 from bench.records.spec import RunSpec
 from bench.records.store import claim_path, claims_folder, load_records, record_path
 from bench.run import executors
-from bench.run.executors import execute
+from bench.run.executors import ExecutorOptions, execute
 from bench.run.grid_status import grid_status
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 from bench.sam.backbones import load_backbone
 from bench.sam.embedding_cache import EmbeddingStore, cached_embeddings, embedding_counts, image_digest
 from tests.conftest import registered_methods
@@ -243,11 +244,12 @@ def test_runs_claimed_elsewhere_are_waited_for_then_reported_or_taken_over(
 
     summaries: list[dict] = []
     grid = threading.Thread(target=lambda: summaries.extend(
-        execute([finishing, dying, free], tmp_path, "exp", None, "cpu", on_done=on_done)))  # fmt: skip
+        execute([finishing, dying, free], GridSettings(tmp_path, "exp", device="cpu"), on_done=on_done)))  # fmt: skip
     grid.start()
     try:
         assert announced.wait(60)
-        run_one(finishing, tmp_path, "exp")  # the holder of the first run finishes it, and releases its claim
+        # the holder of the first run finishes it, and releases its claim
+        run_one(finishing, GridSettings(tmp_path, "exp"))
         claim_path(tmp_path, "exp", finishing.run_id).unlink()
         other.kill()  # the holder of the second dies without a record
         other.wait()
@@ -265,18 +267,19 @@ def test_runs_claimed_elsewhere_are_waited_for_then_reported_or_taken_over(
 def test_a_worker_that_finds_its_run_claimed_runs_nothing(tmp_path, counted, live_process) -> None:
     spec = counted_spec(0)
     hold_for(claim_path(tmp_path, "exp", spec.run_id), live_process.pid)
-    summary = executors._run_in_worker(spec, tmp_path, "exp", None, "cpu")  # as a pool worker or a job would
+    settings = GridSettings(tmp_path, "exp", device="cpu")
+    summary = executors._run_in_worker(spec, settings)  # as a pool worker or a job would
     assert summary["status"] == "claimed" and f"pid {live_process.pid}" in summary["holder"]
     assert counted == [] and not record_path(tmp_path, "exp", spec.run_id).exists()
-    detached = execute([spec], tmp_path, "exp", None, "cpu", executor="submitit", detach=True)
+    detached = execute([spec], settings, ExecutorOptions("submitit", detach=True))
     assert detached == [{"run_id": spec.run_id, "status": "claimed", "error": None}]
     assert not (tmp_path / "exp" / "submitit" / "jobs.json").exists(), "a claimed run is not submitted"
 
 
 def test_a_run_finished_elsewhere_since_planning_is_not_run_again(tmp_path, counted) -> None:
     spec = counted_spec(0)
-    run_one(spec, tmp_path, "exp")  # another process finished it after this grid was planned
-    assert execute([spec], tmp_path, "exp", None, "cpu")[0] | {"elsewhere": True} == {
+    run_one(spec, GridSettings(tmp_path, "exp"))  # another process finished it after this grid was planned
+    assert execute([spec], GridSettings(tmp_path, "exp", device="cpu"))[0] | {"elsewhere": True} == {
         "run_id": spec.run_id, "status": "ok", "error": None, "elsewhere": True}  # fmt: skip
     assert counted == [0]
 

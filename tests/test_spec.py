@@ -6,7 +6,8 @@ import pytest
 
 from bench.errors import BenchError, UnknownNameError
 from bench.records.spec import RunSpec
-from bench.run.grid import expand_grid, parse_ints, parse_overrides, parse_shots
+from bench.run.grid import parse_ints, parse_overrides, parse_shots
+from tests.conftest import expand
 
 
 def make_spec(**changes) -> RunSpec:
@@ -53,7 +54,7 @@ def test_shots_and_seeds_parse() -> None:
 
 
 def test_paper_grid_follows_the_protocol(fake_methods) -> None:
-    planned = expand_grid(["fake-threshold"], ["synthetic"], None, [10, None], None, None, None, "paper", "litemedsam")
+    planned = expand(["fake-threshold"], ["synthetic"], None, [10, None], None, None, None, "paper", "litemedsam")
     counts = Counter((p.spec.task, p.spec.shots) for p in planned)
     # 3 seeds × 3 draws for k-shot, 3 seeds (one draw) for all data, for each of the two tasks
     assert counts == {("ellipse", 10): 9, ("blob", 10): 9, ("ellipse", None): 3, ("blob", None): 3}
@@ -62,22 +63,22 @@ def test_paper_grid_follows_the_protocol(fake_methods) -> None:
 
 
 def test_quick_grid_is_one_seed_one_draw_unless_asked(fake_methods) -> None:
-    planned = expand_grid(["fake-threshold"], ["synthetic"], ["blob"], [10], None, None, None, "quick", "litemedsam")
+    planned = expand(["fake-threshold"], ["synthetic"], ["blob"], [10], None, None, None, "quick", "litemedsam")
     assert [(p.spec.seed, p.spec.draw) for p in planned] == [(0, 0)]
-    planned = expand_grid(["fake-threshold"], ["synthetic"], ["blob"], [10], None, [4, 5], 2, "quick", "litemedsam")
+    planned = expand(["fake-threshold"], ["synthetic"], ["blob"], [10], None, [4, 5], 2, "quick", "litemedsam")
     assert sorted((p.spec.seed, p.spec.draw) for p in planned) == [(4, 0), (4, 1), (5, 0), (5, 1)]
 
 
 def test_training_free_methods_run_once_per_task_and_regime(fake_methods) -> None:
-    planned = expand_grid(["fake-boxfill"], ["synthetic"], ["ellipse"], [1, 10, None], ["box", "box-noisy"],
-                          None, None, "paper", "litemedsam")  # fmt: skip
+    planned = expand(["fake-boxfill"], ["synthetic"], ["ellipse"], [1, 10, None], ["box", "box-noisy"],
+                     None, None, "paper", "litemedsam")  # fmt: skip
     assert sorted(p.spec.labels for p in planned) == ["box", "box-noisy"]
     assert all(p.spec.shots is None and p.spec.seed == 0 and p.spec.draw == 0 for p in planned)
 
 
 def test_skips_carry_a_reason(fake_methods) -> None:
-    planned = expand_grid(["fake-threshold", "fake-boxfill"], ["synthetic"], ["ellipse"], [10], ["mask", "box"],
-                          [0], 1, "quick", "litemedsam")  # fmt: skip
+    planned = expand(["fake-threshold", "fake-boxfill"], ["synthetic"], ["ellipse"], [10], ["mask", "box"],
+                     [0], 1, "quick", "litemedsam")  # fmt: skip
     reasons = {(p.spec.method, p.spec.labels): p.skip_reason for p in planned}
     assert reasons[("fake-threshold", "mask")] is None
     assert reasons[("fake-threshold", "box")] == "fake-threshold learns from mask labels, not box"
@@ -87,20 +88,20 @@ def test_skips_carry_a_reason(fake_methods) -> None:
 
 def test_unknown_names_fail_before_planning(fake_methods) -> None:
     with pytest.raises(UnknownNameError, match="Did you mean 'fake-threshold'"):
-        expand_grid(["fake-treshold"], ["synthetic"], None, [10], None, None, None, "quick", "litemedsam")
+        expand(["fake-treshold"], ["synthetic"], None, [10], None, None, None, "quick", "litemedsam")
     with pytest.raises(BenchError, match="unknown task 'elipse'.*Did you mean 'ellipse'"):
-        expand_grid(["fake-threshold"], ["synthetic"], ["elipse"], [10], None, None, None, "quick", "litemedsam")
+        expand(["fake-threshold"], ["synthetic"], ["elipse"], [10], None, None, None, "quick", "litemedsam")
     with pytest.raises(BenchError, match="--labels"):
-        expand_grid(["fake-threshold"], ["synthetic"], None, [10], ["boxes"], None, None, "quick", "litemedsam")
+        expand(["fake-threshold"], ["synthetic"], None, [10], ["boxes"], None, None, "quick", "litemedsam")
 
 
 def test_overrides_key_only_the_methods_that_have_them(fake_methods) -> None:
     overrides = parse_overrides(["encoder=resnet18"])
-    planned = expand_grid(["unet", "fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick",
-                          "litemedsam", overrides=overrides)  # fmt: skip
+    planned = expand(["unet", "fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick",
+                     "litemedsam", overrides=overrides)  # fmt: skip
     by_method = {p.spec.method: p.spec for p in planned}
     assert by_method["unet"].overrides == (("encoder", "resnet18"),)
     assert by_method["fake-threshold"].overrides == ()
     with pytest.raises(BenchError, match="no selected method has the hyper-parameter encoder"):
-        expand_grid(["fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick", "litemedsam",
-                    overrides=overrides)  # fmt: skip
+        expand(["fake-threshold"], ["synthetic"], ["blob"], [10], None, [0], 1, "quick", "litemedsam",
+               overrides=overrides)  # fmt: skip

@@ -12,7 +12,8 @@ from bench.compute.timing import Deadline, parse_duration
 from bench.errors import BenchError
 from bench.records.spec import RunSpec
 from bench.records.store import load_records
-from bench.run.executors import execute
+from bench.run.executors import ExecutorOptions, execute
+from bench.run.settings import GridSettings
 from tests.conftest import registered_methods
 from tests.fakes import MeanThreshold
 
@@ -66,7 +67,8 @@ def test_a_grid_stops_starting_runs_once_its_time_has_passed_and_resumes(tmp_pat
 def test_a_passed_deadline_starts_nothing_and_writes_nothing(tmp_path, executor: str) -> None:
     specs = [RunSpec("unet", "synthetic", "ellipse", "mask", 3, 0, seed, "quick", None, None, (("epochs", 1),))
              for seed in (0, 1)]  # fmt: skip
-    summaries = execute(specs, tmp_path, "grid", None, "cpu", executor=executor, jobs=2, deadline=Deadline(0))
+    options = ExecutorOptions(executor, 2, deadline=Deadline(0))
+    summaries = execute(specs, GridSettings(tmp_path, "grid", device="cpu"), options)
     assert [summary["status"] for summary in summaries] == ["not_started", "not_started"]
     assert not list(tmp_path.rglob("*.json"))
 

@@ -13,6 +13,7 @@ from bench.method.box_losses import box_loss
 from bench.methods.unet import UNet, UNetParams
 from bench.records.spec import RunSpec
 from bench.run.runner import run_one
+from bench.run.settings import GridSettings
 
 TINY = UNetParams(encoder="resnet18", epochs=1, batch_size=2, input_size=32)
 
@@ -83,7 +84,7 @@ def test_a_box_run_is_recorded_and_the_mask_never_reaches_the_method(tmp_path, m
     monkeypatch.setattr(UNet, "fit", watching_fit)
     spec = RunSpec("unet", "synthetic", "ellipse", "box", 2, 0, 0, "quick",
                    overrides=(("encoder", "resnet18"), ("epochs", 1), ("input_size", 32)))  # fmt: skip
-    record = run_one(spec, tmp_path, "t")
+    record = run_one(spec, GridSettings(tmp_path, "t"))
     assert record["status"] == "ok", record.get("traceback")
     assert labels_seen == [(True, True), (True, True)]
     stored = json.loads((tmp_path / "t" / "runs" / f"{spec.run_id}.json").read_text())

@@ -18,13 +18,13 @@ import numpy as np
 
 from bench.apply.predict import PREDICT_CHUNK, Framed, LoadedRun, frame_inputs, predict_masks
 from bench.data import samples as data
-from bench.data.dataset import dataset_class, load_task
+from bench.data.dataset import Dataset
 from bench.data.framing import SUFFIXES, read_source, stem
 from bench.errors import BenchError
 from bench.metrics import case_metrics, truth_geometry
 from bench.progress import no_progress
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset
-from bench.records.store import RECORD_VERSION, record_path, record_split
+from bench.records.store import RECORD_VERSION, record_split, write_record
 from bench.run.grid import check_eval_split
 
 # copied from the training run's record: what the evaluated model is
@@ -32,14 +32,14 @@ _FROM_RUN = (METHOD_INFO, "hparams", "params_total", "params_trainable", "suppor
 
 
 def score_split(
-    run: LoadedRun, dataset: str, split: str, task: str | None, data_root: Path | None,
+    run: LoadedRun, dataset: str, split: str, task: str | None, plugin: Dataset,
     track: Callable[..., Iterator] = no_progress,
 ) -> tuple[list[dict], dict]:  # fmt: skip
-    """Per-case metrics of the run on ``dataset``'s ``split`` (the run's task unless ``task``), and the
-    ``dataset_info`` of the record."""
+    """Per-case metrics of the run on ``dataset``'s ``split`` (the run's task unless ``task``), read through its
+    ``plugin``, and the ``dataset_info`` of the record."""
     check_eval_split(split)
     task_name = task or run.spec.task
-    loaded = load_task(dataset, task_name, data_root)
+    loaded = plugin.task(task_name)
     samples = getattr(loaded, split)
     if not samples:
         raise BenchError(f"{dataset}/{task_name} has no {split} images")
@@ -51,7 +51,7 @@ def score_split(
             probabilities = np.asarray(p, dtype=np.float32)
             cases.append(case_metrics(sample.id, probabilities, sample.mask, sample.spacing).as_dict()
                          | truth_geometry(sample.mask))  # fmt: skip
-    info = describe_dataset(dataset_class(dataset, data_root), dataset, task_name, samples) | {
+    info = describe_dataset(type(plugin), dataset, task_name, samples) | {
         key: loaded.info[key] for key in data.RECORDED_TASK_INFO if key in loaded.info
     }
     return cases, info
@@ -152,9 +152,7 @@ def write_evaluation(
         "versions": library_versions(),
         "git_rev": git_revision(),
     }
-    path = record_path(results, experiment, record["run_id"])
-    data.write_json_atomic(path, record)
-    return path, record
+    return write_record(results, experiment, record), record
 
 
 def _trained_on_text(record: dict) -> str:

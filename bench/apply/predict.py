@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.dataset import dataset_class
+from bench.data.dataset import dataset_plugin
 from bench.data.framing import FramedPlane, SourceImage, frame_source, read_source
 from bench.data.image_io import LUMINANCE
 from bench.data.samples import Box, TestItem
@@ -101,7 +101,7 @@ def load_run(record: dict, results: Path, device: torch.device, checkpoint: Path
     if METHODS.get(spec.method).uses_backbone:
         check_backbone(model, ctx.backbone, record["run_id"])  # a missing checkpoint fails here in one line
     method = build_method(model, device)
-    return LoadedRun(record, model, method, ctx, dataset_class(spec.dataset, data_root)(data_root))
+    return LoadedRun(record, model, method, ctx, dataset_plugin(spec.dataset, data_root))
 
 
 @dataclass

@@ -48,13 +48,14 @@ def perf_suite(
     if context.invoked_subcommand is not None:
         return
     from bench.perf.report import render_report
-    from bench.perf.suite import SECTIONS, check_inputs, run_suite
+    from bench.perf.suite import SECTIONS, check_inputs, run_suite, suite_datasets
 
     settings = _suite_settings(out, data_root, dataset, task, shots, epochs, backbone, checkpoint, device, tiny)
     _check_report_path(out)
     # before the progress display, so that a bad data root, checkpoint or --shots ends in one line and nothing else
     with console.status(f"loading {settings.dataset}/{settings.task} and backbone {settings.backbone}"):
-        check_inputs(settings)
+        datasets = suite_datasets(settings)
+        check_inputs(settings, datasets)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         sections = progress.add_task("perf", total=len(SECTIONS))
@@ -62,7 +63,7 @@ def perf_suite(
         def on_section(number: int, title: str) -> None:
             progress.update(sections, completed=number - 1, description=f"{number}. {title}")
 
-        result = run_suite(settings, ProgressBars(progress).for_run, on_section)
+        result = run_suite(settings, datasets, ProgressBars(progress).for_run, on_section)
         progress.update(sections, completed=len(SECTIONS), description="perf")
     from bench.paths import atomic_write
 
@@ -240,6 +241,7 @@ def perf_roofline(
     """Counted FLOPs per image and achieved GFLOP/s of the encoder and of each trained method's training step,
     against this machine's matmul rate in the same precision (section 6 of the suite)."""
     from bench.compute.device import check_precision
+    from bench.data.resolved import DatasetPlugins
     from bench.perf.roofline import MATMUL_SIZE, RooflineSettings, check_roofline_inputs, hot_paths, measure_roofline
     from bench.perf.suite import scratch_cache
     from bench.records.spec import BUDGETS
@@ -256,10 +258,11 @@ def perf_roofline(
         encoder_batch=batch_size, matmul_size=TINY_MATMUL if tiny else MATMUL_SIZE, matmul_repeats=1 if tiny else 5,
         precision=check_precision(precision),
     )  # fmt: skip
+    datasets = DatasetPlugins(settings.data_root)
     with console.status(f"loading backbone {settings.backbone} and checking {', '.join(settings.paths)}"):
-        check_roofline_inputs(settings)
+        check_roofline_inputs(settings, datasets)
     with console.status("measuring: matmul rate, then " + ", ".join(settings.paths)), scratch_cache():
-        roofline = measure_roofline(settings)
+        roofline = measure_roofline(settings, datasets)
     console.print("\n".join(roofline.lines()), highlight=False, soft_wrap=True)
 
 

@@ -123,7 +123,7 @@ def evaluate(
     record beside the run's, which `bench table` shows as a row "trained on …"."""
     from bench.apply.evaluate import score_folder, score_split, write_evaluation
     from bench.compute.timing import Stopwatch
-    from bench.data.dataset import dataset_class
+    from bench.data.dataset import dataset_plugin
     from bench.data.framing import input_files
 
     load_plugins(plugin)
@@ -131,14 +131,14 @@ def evaluate(
         raise BenchError("bench evaluate takes either --dataset (a registered dataset) or --truth (a mask folder)")
     if dataset is not None and inputs:
         raise BenchError("--dataset scores the dataset's own images: give no input files with it")
-    if dataset is not None:
-        dataset_class(dataset, data_root)  # an unknown name or a missing folder fails here in one line
+    # an unknown name or a missing folder fails here in one line
+    plugin = dataset_plugin(dataset, data_root) if dataset is not None else None
     files = input_files(inputs or []) if truth is not None else []
     loaded, prompts = _prepare(run, results, experiment, device, checkpoint, data_root, boxes)
     with Progress(*_COLUMNS, console=console, transient=True) as progress, Stopwatch(loaded.ctx.device) as clock:
         if dataset is not None:
             with progress.console.status(f"loading {dataset}"):
-                cases, info = score_split(loaded, dataset, split, task, data_root, ProgressBars(progress).track)
+                cases, info = score_split(loaded, dataset, split, task, plugin, ProgressBars(progress).track)
             scored_on = {"dataset": dataset, "split": split}
         else:
             cases, info = score_folder(loaded, files, truth, truth_label, prompts, ProgressBars(progress).track)

@@ -37,12 +37,13 @@ def recheck(
     """Re-run chosen records of an experiment (or N at random) into a scratch folder with the current code, and
     print per run the committed and new Dice, both code revisions and whether they agree within --tolerance."""
     from bench.cli.common import check_writable
-    from bench.data.dataset import check_present
+    from bench.data.resolved import DatasetPlugins
     from bench.errors import BenchError
     from bench.records import store
     from bench.run import recheck as rechecking
     from bench.run.executors import execute
     from bench.run.grid import names_in
+    from bench.run.settings import GridSettings
 
     load_plugins(plugin)
     if tolerance < 0:
@@ -53,7 +54,9 @@ def recheck(
     records = rechecking.select_records(results, experiment, chosen, sample, seed, method_names, shot_labels)
     scratch = scratch or rechecking.default_scratch(experiment)
     rechecking.check_scratch(scratch, results, experiment, records)
-    check_present(list(dict.fromkeys(record["spec"]["dataset"] for record in records)), data_root)
+    datasets = DatasetPlugins.resolve(dict.fromkeys(record["spec"]["dataset"] for record in records), data_root)
+    datasets.check_present()
+    settings = GridSettings(scratch, experiment, datasets, device)
     if out is not None:
         check_writable(out.parent, out.parent)
     console.print(f"re-running {len(records)} run(s) of {experiment} into {scratch}", highlight=False)
@@ -68,9 +71,9 @@ def recheck(
                 progress.advance(grid)
                 progress.console.print(f"{spec.run_id}: {summary['status']}", highlight=False)
 
-            execute(specs, scratch, experiment, data_root, device, on_done=on_done, progress_factory=bars.for_run)
+            execute(specs, settings, on_done=on_done, progress_factory=bars.for_run)
 
-    rows = rechecking.recheck(records, scratch, experiment, run)
+    rows = rechecking.recheck(records, settings, run)
     # the Markdown table the --out file holds: wider than most terminals, so it is printed unwrapped
     console.print(rechecking.markdown_table(rows, tolerance), highlight=False, soft_wrap=True)
     console.print(rechecking.summary_line(rows, tolerance), highlight=False)

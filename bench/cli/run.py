@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.cli import run_options as options
 from bench.cli.common import (
     DataRootOption,
     PluginOption,
@@ -21,10 +22,14 @@ from bench.cli.common import (
     load_plugins,
     user_errors,
 )
-from bench.data.dataset import check_present, load_task, locate_datasets
+from bench.cli.grid_output import GridTally, print_outcome, print_plan, print_summary
 from bench.errors import BenchError
 from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS
+
+if TYPE_CHECKING:
+    from bench.run.executors import ExecutorOptions
+    from bench.run.plan import GridPlan
 
 REGISTRIES = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
 
@@ -55,249 +60,127 @@ def list_plugins(
 @app.command()
 @user_errors
 def run(
-    methods: Annotated[str, typer.Option(help="Comma-separated method names, or 'all'.")] = "all",
-    datasets: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated dataset names; own data: nnunet:<folder>, folder:<folder> or a path. Default: "
-            "the HC18 subset shipped with the package ($BENCH_DATASETS overrides it; the test suite sets synthetic).",
-            envvar="BENCH_DATASETS", show_envvar=False,
-        ),
-    ] = "hc18-demo",
-    tasks: Annotated[
-        str | None, typer.Option(help="Tasks (structures, any case); default: every task.")
-    ] = None,
-    shots: Annotated[str, typer.Option(help="Training images per run: integers and/or 'all'.")] = "10",
-    labels: Annotated[
-        str | None, typer.Option(help="mask, box, box-noisy; default: each method's own regimes.")
-    ] = None,
-    seeds: Annotated[str | None, typer.Option(help="Init seeds; default: the budget's (paper 0,1,2).")] = None,
-    draws: Annotated[int | None, typer.Option(help="Support draws per k; default: the budget's (paper 3).")] = None,
-    budget: Annotated[
-        str, typer.Option(help="auto (paper when the runs compute on a GPU, else quick), paper or quick.")
-    ] = "auto",
-    eval_split: Annotated[
-        str, typer.Option(help="Split the runs are scored on: test, or val for model development and tuning.")
-    ] = "test",
-    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Folder holding the dataset releases.")] = None,
-    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
-    experiment: Annotated[str, typer.Option(help="Subfolder of --results for this grid.")] = "default",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="auto (tf32 on GPUs that have it, else fp32), fp32, tf32 or bf16 (docs/gpu.md).")
-    ] = "auto",
-    deterministic: Annotated[
-        bool, typer.Option("--deterministic", help="Torch's deterministic algorithms: a seed reproduces on a GPU.")
-    ] = False,
-    executor: Annotated[str, typer.Option(help="inline, pool, submitit (local) or slurm.")] = "inline",
-    jobs: Annotated[int, typer.Option(help="Parallel runs: pool workers, or the SLURM array parallelism.")] = 1,
-    detach: Annotated[
-        bool, typer.Option("--detach", help="submitit/slurm: submit and return; re-run or `bench status` collects.")
-    ] = False,
-    slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
-    slurm_time: Annotated[int, typer.Option(help="Time limit per run in minutes (slurm, submitit).")] = 240,
-    slurm_gpus: Annotated[int | None, typer.Option(help="GPUs per run (slurm).")] = None,
-    slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run (slurm).")] = None,
-    slurm_mem_gb: Annotated[float | None, typer.Option(help="Memory per run in GB (slurm).")] = None,
-    slurm_account: Annotated[str | None, typer.Option(help="SLURM account.")] = None,
-    slurm_qos: Annotated[str | None, typer.Option(help="SLURM QOS.")] = None,
-    slurm_array_parallelism: Annotated[
-        int | None, typer.Option(help="Array tasks running at once (default: --jobs).")
-    ] = None,
-    slurm_arg: Annotated[
-        list[str] | None,
-        typer.Option("--slurm-arg", help="Other submitit/sbatch option key=value, e.g. constraint=a100."),
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and run nothing.")] = False,
-    stop_after: Annotated[
-        str | None,
-        typer.Option(help="Start no run once this much time (e.g. 8m, 1h30m) has passed since the command began "
-                     "(inline, pool); run the command again to go on."),
-    ] = None,
-    save_models: Annotated[
-        bool, typer.Option("--save-models", help="Keep what each run trained in <experiment>/models/ (see predict).")
-    ] = False,
+    methods: options.Methods = "all",
+    datasets: options.Datasets = "hc18-demo",
+    tasks: options.Tasks = None,
+    shots: options.Shots = "10",
+    labels: options.Labels = None,
+    seeds: options.Seeds = None,
+    draws: options.Draws = None,
+    budget: options.Budget = "auto",
+    eval_split: options.EvalSplit = "test",
+    backbone: options.Backbone = "litemedsam",
+    checkpoint: options.Checkpoint = None,
+    data_root: options.DataRoot = None,
+    results: options.Results = Path("results"),
+    experiment: options.Experiment = "default",
+    set_: options.Overrides = None,
+    device: options.Device = "auto",
+    precision: options.Precision = "auto",
+    deterministic: options.Deterministic = False,
+    executor: options.Executor = "inline",
+    jobs: options.Jobs = 1,
+    detach: options.Detach = False,
+    slurm_partition: options.SlurmPartition = None,
+    slurm_time: options.SlurmTime = 240,
+    slurm_gpus: options.SlurmGpus = None,
+    slurm_cpus: options.SlurmCpus = None,
+    slurm_mem_gb: options.SlurmMemGb = None,
+    slurm_account: options.SlurmAccount = None,
+    slurm_qos: options.SlurmQos = None,
+    slurm_array_parallelism: options.SlurmArrayParallelism = None,
+    slurm_arg: options.SlurmArgs = None,
+    dry_run: options.DryRun = False,
+    stop_after: options.StopAfter = None,
+    save_models: options.SaveModels = False,
     plugin: PluginOption = None,
 ) -> None:
     """Run a grid of methods × datasets × tasks × shots × labels × draws × seeds, resuming what is done."""
+    from bench.compute.device import Numerics, check_precision
     from bench.compute.timing import Deadline, parse_duration
+    from bench.data.resolved import DatasetPlugins
+    from bench.run import grid
+    from bench.run.executors import ExecutorOptions
+    from bench.run.plan import plan_grid
+    from bench.run.settings import GridSettings
+    from bench.run.submitit_jobs import SlurmOptions
 
     deadline = Deadline(parse_duration(stop_after) if stop_after is not None else None)
-    from bench.compute.device import Numerics, check_precision, expected_precision, precision_changes, run_device_type
-    from bench.paths import environment_variable
-    from bench.records import store
-    from bench.records.claims import live_holder, remove_stale
-    from bench.run import grid
-    from bench.run.executors import check_executor, execute, parent_device
-    from bench.run.runner import recipe_changes
-    from bench.run.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
-    from bench.run.submitit_jobs import SlurmOptions, load_job_ledger
-
     load_plugins(plugin)
-    method_names = METHODS.names() if methods.strip() == "all" else grid.names_in(methods, "--methods")
-    check_executor(executor, jobs)
-    if stop_after is not None and executor not in ("inline", "pool"):
-        raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
-    if executor == "submitit" and slurm_gpus is not None:
-        raise BenchError("--slurm-gpus is for --executor slurm: local submitit jobs get one GPU each, round-robin")
-    # a SLURM parent may sit on a login node: it only checks the device's spelling, and loads nothing on it
-    checked_device = parent_device(device, executor)
-    runs_on = run_device_type(device, executor, slurm_gpus)
-    resolved_budget = grid.resolve_budget(budget, runs_on)
-    numerics = Numerics(check_precision(precision), deterministic)
-    if detach and executor not in ("submitit", "slurm"):
-        raise BenchError("--detach needs --executor submitit or slurm")
+    request = grid.GridRequest(
+        methods=grid.names_in(methods, "--methods"), datasets=grid.names_in(datasets, "--datasets"),
+        tasks=grid.names_in(tasks, "--tasks") if tasks is not None else None, shots=grid.parse_shots(shots),
+        labels=grid.names_in(labels, "--labels") if labels is not None else None,
+        seeds=grid.parse_ints(seeds, "--seeds") if seeds else None, draws=draws, budget=budget, backbone=backbone,
+        checkpoint=str(checkpoint.resolve()) if checkpoint else None, overrides=grid.parse_overrides(set_ or []),
+        eval_split=eval_split,
+    )  # fmt: skip
     slurm = SlurmOptions(
         partition=slurm_partition, time_min=slurm_time, gpus_per_run=slurm_gpus, cpus_per_run=slurm_cpus,
         mem_gb=slurm_mem_gb, account=slurm_account, qos=slurm_qos, array_parallelism=slurm_array_parallelism,
         extra=key_values(slurm_arg or [], "--slurm-arg"),
     )  # fmt: skip
-    if any(METHODS.get(name).uses_backbone for name in method_names):
-        BACKBONES.get(backbone)  # an unknown name fails here with the did-you-mean line
-    dataset_names, data_root = locate_datasets(grid.names_in(datasets, "--datasets"), data_root)
-    check_present(dataset_names, data_root)  # a wrong --data-root fails here, --dry-run included
-    planned = grid.expand_grid(
-        methods=method_names,
-        datasets=dataset_names,
-        tasks=grid.names_in(tasks, "--tasks") if tasks is not None else None,
-        shots=grid.parse_shots(shots),
-        labels=grid.names_in(labels, "--labels") if labels is not None else None,
-        seeds=grid.parse_ints(seeds, "--seeds") if seeds else None,
-        draws=draws,
-        budget=resolved_budget,
-        backbone=backbone,
-        checkpoint=str(checkpoint.resolve()) if checkpoint else None,
-        overrides=grid.parse_overrides(set_ or []),
-        eval_split=eval_split,
-        data_root=data_root,
-    )
-    runnable = [p.spec for p in planned if p.skip_reason is None]
-    existing = {s.run_id: store.existing_record(results, experiment, s.run_id) for s in runnable}
-    statuses = {run_id: record and record.get("status") for run_id, record in existing.items()}
-    # a finished record made before its method's defaults changed, or in another precision, is of another
-    # recipe: run it again
-    expected = expected_precision(precision, runs_on, executor)
-    changed = {s.run_id: recipe_changes(existing[s.run_id], s) | precision_changes(existing[s.run_id], expected)
-               for s in runnable if statuses[s.run_id] == "ok"}  # fmt: skip
-    outdated = [s for s in runnable if changed.get(s.run_id)]
-    for spec in outdated:
-        statuses[spec.run_id] = "outdated"
-    to_run = [s for s in runnable if statuses.get(s.run_id) != "ok"
-              or (save_models and lacks_saved_model(existing[s.run_id]))]  # fmt: skip
-    skipped = Counter(p.skip_reason for p in planned if p.skip_reason)
-    # runs another process holds now: not run here, and waited for after the rest (see ``execute``)
-    holders = {s.run_id: live_holder(store.claim_path(results, experiment, s.run_id)) for s in to_run}
-    held = {run_id: holder for run_id, holder in holders.items() if holder is not None}
-
+    run_options = ExecutorOptions(executor, jobs, slurm, detach, deadline)
+    settings = GridSettings(results, experiment, DatasetPlugins(data_root), device,
+                            Numerics(check_precision(precision), deterministic), save_models,
+                            tuple(path.resolve() for path in plugin or []))  # fmt: skip
+    plan = plan_grid(request, settings, run_options)
     if dry_run:
-        _print_plan(planned, statuses, held, resolved_budget)
+        print_plan(plan)
         return
-    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in to_run):
+    _check_inputs(plan)
+    print_summary(plan, detach)
+    if not plan.to_run:
+        console.print("Nothing left to run.")
+        return
+    tally = _execute_grid(plan, run_options)
+    print_outcome(tally, plan, stop_after)
+    if tally.failures:
+        raise typer.Exit(1)
+
+
+def _check_inputs(plan: GridPlan) -> None:
+    """Load the data and the backbone the runs to run need, then ready the results folder: a bad input fails in
+    one line, and leaves no folder behind."""
+    from bench.records import store
+    from bench.records.claims import remove_stale
+
+    for dataset_name, task_name in dict.fromkeys((s.dataset, s.task) for s in plan.to_run):
         with console.status(f"loading {dataset_name}/{task_name}"):
-            load_task(dataset_name, task_name, data_root)  # bad data roots fail here, before any record
-    if any(METHODS.get(s.method).uses_backbone for s in to_run):
+            plan.settings.datasets.task(dataset_name, task_name)  # bad data roots fail here, before any record
+    if any(METHODS.get(s.method).uses_backbone for s in plan.to_run):
         from bench.sam.backbones import load_backbone
 
+        backbone, checkpoint = plan.request.backbone, plan.request.checkpoint
         with console.status(f"loading backbone {backbone}"):
             # a missing or wrong checkpoint fails here in one line; inline runs reuse the loaded model
-            load_backbone(backbone, checkpoint, checked_device)
-    if to_run:  # after the checks of the data and the checkpoint, so that a bad input leaves no folder behind
+            load_backbone(backbone, checkpoint, plan.checked_device)
+    if plan.to_run:
+        results, experiment = plan.settings.results, plan.settings.experiment
         check_writable(store.runs_folder(results, experiment), results)
         for folder in (store.runs_folder(results, experiment), store.predictions_folder(results, experiment)):
             remove_stale_temporaries(folder)  # half-written files of a grid killed earlier
         # and the claims its killed processes left on runs that are done (the others are taken over by name)
-        remove_stale(store.claims_folder(results, experiment), spared={s.run_id for s in to_run})
-    submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
-    waiting = sum(1 for s in to_run if s.run_id in submitted)
-    console.print(
-        f"budget [bold]{resolved_budget}[/bold], precision [bold]{expected or 'auto, per GPU'}[/bold], scored on "
-        f"[bold]{eval_split}[/bold]: {len(runnable)} runs planned, "
-        f"{len(runnable) - len(to_run)} already done, {len(to_run)} to run, {sum(skipped.values())} skipped",
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
-    if waiting:
-        console.print(f"  {waiting} of them already submitted: collected, not submitted again", highlight=False)
-    if held:
-        then = "not waited for (--detach)" if detach else "waited for after the rest"
-        console.print(f"  {len(held)} of them claimed by other processes: {then}", highlight=False)
-    for reason, count in skipped.items():
-        console.print(f"  skipped {count}: {reason}", highlight=False)
-    if outdated:
-        listed = ", ".join(f"{key} {old} → {new}" for key, (old, new) in changed[outdated[0].run_id].items())
-        console.print(f"  run again {len(outdated)}: recorded with an older default recipe (e.g. {listed}); "
-                      "pass the old values with --set (or --precision) to keep them", highlight=False)  # fmt: skip
-    if not to_run:
-        console.print("Nothing left to run.")
-        return
+        remove_stale(store.claims_folder(results, experiment), spared={s.run_id for s in plan.to_run})
 
-    failures: list[dict] = []
-    queued: list[dict] = []
-    not_started: list[dict] = []
-    elsewhere: list[dict] = []
-    claimed: dict[str, dict] = {}
+
+def _execute_grid(plan: GridPlan, run_options: ExecutorOptions) -> GridTally:
+    """Run what is left of the grid under a progress display; what the runs came to."""
+    from bench.records import store
+    from bench.run.executors import execute
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with (
-        Progress(*columns, console=console, transient=False) as progress,
-        environment_variable(SAVE_MODELS_VARIABLE, "1" if save_models else ""),
-    ):
-        grid = progress.add_task("runs", total=len(to_run))
-        bars = ProgressBars(progress)
-
-        def on_done(spec, summary: dict) -> None:
-            if summary["status"] in ("queued", "not_started"):
-                (queued if summary["status"] == "queued" else not_started).append(summary)
-                return
-            if summary["status"] == "claimed":  # another process runs it
-                claimed[spec.run_id] = summary
-                then = "not waited for (--detach)" if detach else "waited for after the rest"
-                progress.console.print(f"{spec.run_id}: claimed by {summary['holder']}; {then}", highlight=False)
-                return
-            claimed.pop(spec.run_id, None)
-            progress.advance(grid)
-            mark = "[green]ok[/green]" if summary["status"] == "ok" else f"[red]failed[/red]: {summary['error']}"
-            if summary.get("elsewhere"):
-                mark += " (run by another process)"
-                elsewhere.append(summary)
-            elif summary.get("taken_from"):
-                mark += f" (taken over from {summary['taken_from']}, which is gone)"
-            progress.console.print(f"{spec.run_id}: {mark}", highlight=False)
-            if summary["status"] != "ok":
-                failures.append(summary)
-
+    with Progress(*columns, console=console, transient=False) as progress:
+        tally = GridTally(progress, len(plan.to_run), run_options.detach)
         try:
-            execute(
-                to_run, results, experiment, data_root, device, executor, jobs,
-                on_done=on_done, progress_factory=bars.for_run, plugins=[path.resolve() for path in plugin or []],
-                slurm=slurm, detach=detach, numerics=numerics, deadline=deadline,
-            )  # fmt: skip
+            execute(plan.to_run, plan.settings, run_options, tally.on_done, ProgressBars(progress).for_run)
         except OSError as error:  # the results folder filled up or went away mid-grid: stop, keep what is done
+            folder = store.runs_folder(plan.settings.results, plan.settings.experiment)
             raise BenchError(
-                f"could not write to '{store.runs_folder(results, experiment)}' ({error.strerror or error}); "
+                f"could not write to '{folder}' ({error.strerror or error}); "
                 "the records written so far are kept: fix it and re-run the command to resume"
             ) from error
-    console.print(
-        f"{len(to_run) - len(failures) - len(queued) - len(claimed) - len(not_started)} ok, {len(failures)} failed"
-        + (f" ({len(elsewhere)} of them run by another process)" if elsewhere else "")
-        + (f", {len(not_started)} not started (--stop-after {stop_after} passed: run again to go on)"
-           if not_started else "")
-        + (f", {len(queued)} queued or running" if queued else "")
-        + (f", {len(claimed)} running in other processes" if claimed else "")
-        + f"; records in {store.runs_folder(results, experiment)}",
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
-    if queued:
-        arrays = sorted({summary["job_id"].split("_")[0] for summary in queued})
-        console.print(
-            f"submitted as job{'s' if len(arrays) > 1 else ''} {', '.join(arrays)}; logs in "
-            f"{store.experiment_folder(results, experiment) / 'submitit'}. Collect with this command again or "
-            f"`bench status --results {results} --experiment {experiment}`",
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
-    if failures:
-        raise typer.Exit(1)
+    return tally
 
 
 @app.command()
@@ -328,22 +211,3 @@ def status(
         by_holder = Counter(holder.describe() for holder in live_holders(claims_folder(results, name)).values())
         for holder, count in by_holder.items():
             console.print(f"{name}: {count} run{'s' * (count > 1)} claimed by {holder}", highlight=False)
-
-
-def _print_plan(planned, statuses: dict, held: dict, budget: str) -> None:
-    table = Table(title=f"Plan (budget {budget})")
-    for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
-        table.add_column(column)
-    for item in planned:
-        spec = item.spec
-        if item.skip_reason:
-            state = f"skip: {item.skip_reason}"
-        elif spec.run_id in held:
-            state = f"claimed by {held[spec.run_id].describe()}"
-        else:
-            state = {"ok": "done", "failed": "failed, re-run", "outdated": "older recipe, re-run"}.get(
-                statuses.get(spec.run_id) or "", "to run"
-            )
-        table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
-                      str(spec.draw), str(spec.seed), state)  # fmt: skip
-    console.print(table)

@@ -8,13 +8,18 @@ nothing, one with a test split with masks is scored as `bench run` scores it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.cli import run_options as options
 from bench.cli.common import DataRootOption, PluginOption, ProgressBars, app, console, load_plugins, user_errors
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.records.spec import PlannedRun, RunSpec
+    from bench.run.settings import GridSettings
 
 
 @app.command()
@@ -28,55 +33,49 @@ def train(
     draw: Annotated[int, typer.Option(help="Which support draw of k images (with --shots k).")] = 0,
     seed: Annotated[int, typer.Option(help="The model-initialisation seed.")] = 0,
     budget: Annotated[str, typer.Option(help="auto (paper on a GPU, else quick), paper or quick.")] = "auto",
-    backbone: Annotated[str, typer.Option(help="SAM-family backbone for SAM-based methods.")] = "litemedsam",
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint file for ViT backbones.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyper-parameter override key=value.")] = None,
+    backbone: options.Backbone = "litemedsam",
+    checkpoint: options.Checkpoint = None,
+    set_: options.Overrides = None,
     data_root: DataRootOption = None,
-    results: Annotated[Path, typer.Option(help="Folder of experiments and their records.")] = Path("results"),
+    results: options.Results = Path("results"),
     experiment: Annotated[str, typer.Option(help="Subfolder of --results for the record and model.")] = "trained",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: options.Device = "auto",
     plugin: PluginOption = None,
 ) -> None:
     """Train one method on the labelled training images of a dataset (boxes from a box file count) and save its
     model; no test split needed. Then `bench predict <run id> IMAGES --output MASKS`."""
     from bench.cli.common import check_writable
     from bench.compute.device import run_device_type
-    from bench.data.dataset import dataset_class, load_task, locate_datasets
-    from bench.paths import environment_variable
+    from bench.data.dataset import locate_datasets
+    from bench.data.resolved import DatasetPlugins
     from bench.records import store
     from bench.registry import BACKBONES, METHODS
     from bench.run import grid
     from bench.run.executors import parent_device
     from bench.run.runner import run_claimed
-    from bench.run.saved_models import SAVE_MODELS_VARIABLE, lacks_saved_model
+    from bench.run.saved_models import lacks_saved_model
+    from bench.run.settings import GridSettings
 
     load_plugins(plugin)
-    method_cls = METHODS.get(method)
-    if method_cls.uses_backbone:
+    if METHODS.get(method).uses_backbone:
         BACKBONES.get(backbone)
     (name,), data_root = locate_datasets([dataset], data_root)
-    dataset_cls = dataset_class(name, data_root)
-    if task is None and len(dataset_cls.tasks) != 1:
-        raise BenchError(f"{name} has the structures {', '.join(dataset_cls.tasks)}: name one with --task")
+    datasets = DatasetPlugins.resolve([name], data_root)
+    if task is None and len(datasets[name].tasks) != 1:
+        raise BenchError(f"{name} has the structures {', '.join(datasets[name].tasks)}: name one with --task")
     parsed_shots = grid.parse_shots(shots)
     if len(parsed_shots) != 1:
         raise BenchError(f"bench train trains one configuration: --shots takes one value, not '{shots}'")
-    shot = parsed_shots[0]
     checked_device = parent_device(device, "inline")
-    planned = grid.expand_grid(
-        methods=[method], datasets=[name], tasks=[task] if task else None, shots=[shot],
+    request = grid.GridRequest(
+        methods=[method], datasets=[name], tasks=[task] if task else None, shots=parsed_shots,
         labels=[labels] if labels else None, seeds=[seed], draws=draw + 1,
         budget=grid.resolve_budget(budget, run_device_type(device, "inline", None)), backbone=backbone,
         checkpoint=str(checkpoint.resolve()) if checkpoint else None, overrides=grid.parse_overrides(set_ or []),
-        data_root=data_root,
     )  # fmt: skip
-    chosen = [item for item in planned if item.spec.draw == (draw if shot is not None else 0)]
-    if len(chosen) != 1:
-        raise BenchError(f"{method} runs under {len(chosen)} label regimes here: choose one with --labels")
-    spec, skip = chosen[0].spec, chosen[0].skip_reason
-    if skip:
-        raise BenchError(f"{method} cannot train on {name} as asked: {skip}")
-    loaded = load_task(spec.dataset, spec.task, data_root)  # bad data fails here, before anything is written
+    spec = _one_run(grid.expand_grid(request, datasets), method, name, draw if parsed_shots[0] is not None else 0)
+    loaded = datasets.task(spec.dataset, spec.task)  # bad data fails here, before anything is written
+    settings = GridSettings(results, experiment, datasets, str(checked_device), save_models=True)
     record = store.existing_record(results, experiment, spec.run_id)
     if record and record.get("status") == "ok" and not lacks_saved_model(record):
         console.print(f"{spec.run_id} is trained already; its record is in {store.runs_folder(results, experiment)}",
@@ -86,12 +85,30 @@ def train(
     console.print(f"training {method} ({spec.budget}) on {spec.shots_label} of {len(loaded.train)} training images of "
                   f"{name}/{spec.task}, {spec.labels} labels", highlight=False, soft_wrap=True)  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with environment_variable(SAVE_MODELS_VARIABLE, "1"), Progress(*columns, console=console) as progress:
-        summary = run_claimed(spec, results, experiment, data_root, str(checked_device),
-                              progress=ProgressBars(progress).track)  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        summary = run_claimed(spec, settings, progress=ProgressBars(progress).track)
     if summary["status"] != "ok":
         console.print(f"[red]failed[/red]: {summary.get('error') or summary.get('holder')}", highlight=False)
         raise typer.Exit(1)
+    _print_trained(spec, settings)
+
+
+def _one_run(planned: list[PlannedRun], method: str, dataset: str, draw: int) -> RunSpec:
+    """The one run of the planned ones that is support draw ``draw``; a BenchError when there are several (label
+    regimes) or it is skipped."""
+    chosen = [item for item in planned if item.spec.draw == draw]
+    if len(chosen) != 1:
+        raise BenchError(f"{method} runs under {len(chosen)} label regimes here: choose one with --labels")
+    if chosen[0].skip_reason:
+        raise BenchError(f"{method} cannot train on {dataset} as asked: {chosen[0].skip_reason}")
+    return chosen[0].spec
+
+
+def _print_trained(spec: RunSpec, settings: GridSettings) -> None:
+    """What the trained run's record says: its id, time, training images, score and model file."""
+    from bench.records import store
+
+    results, experiment = settings.results, settings.experiment
     record = store.existing_record(results, experiment, spec.run_id) or {}
     scored = (f"mean Dice {record['mean_dice']:.4f} on its {len(record['cases'])} test images"
               if record.get("cases") else "no test images with masks: nothing scored")  # fmt: skip

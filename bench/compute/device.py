@@ -120,7 +120,8 @@ def expected_precision(precision: str, device_type: str, executor: str) -> str |
 
 def precision_changes(record: dict, expected: str | None) -> dict[str, tuple[object, object]]:
     """``{"precision": (recorded, expected)}`` when a finished record computed in another precision than the
-    grid asks for (records older than the choice computed in fp32), else empty; see ``runner.recipe_changes``."""
+    grid asks for (records older than the choice computed in fp32), else empty; see
+    ``bench.run.current.recipe_changes``."""
     recorded = record.get("precision", "fp32")
     return {} if expected is None or recorded == expected else {"precision": (recorded, expected)}
 

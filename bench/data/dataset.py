@@ -37,6 +37,7 @@ class Dataset:
 
         self.data_root = Path(data_root) if data_root is not None else default_data_root()
         self._content_identity: str | None = None
+        self._tasks: dict[str, Task] = {}
 
     @property
     def folder(self) -> Path:
@@ -77,12 +78,35 @@ class Dataset:
         by_folded = {task.casefold(): task for task in cls.tasks}
         return name if name in cls.tasks else by_folded.get(name.casefold())
 
+    def task(self, name: str) -> Task:
+        """Task ``name`` (any case), stamped with the dataset's identity; loaded once per plugin object, so that
+        the runs of a grid, which share one object per dataset (``bench.data.resolved``), load it once."""
+        from bench.registry import did_you_mean
 
-# One plugin object per dataset and data root, so that the tasks of one release share its scan and cache
-_PLUGIN_MEMO: dict[tuple[str, str], Dataset] = {}
-_TASK_MEMO: dict[tuple[str, str, str], Task] = {}
-# Name forms of a user's own dataset, for the error on an unknown name
-OWN_DATA_FORMS = "nnunet:<DatasetNNN_Name> (nnU-Net v2 or Decathlon layout), folder:<folder> (images/ and masks/)"
+        named = self.task_named(name)
+        if named is None:
+            raise BenchError(
+                f"dataset '{self.name}' has no task '{name}'; its tasks are {', '.join(self.tasks)}."
+                + did_you_mean(name, list(self.tasks))
+            )
+        if named not in self._tasks:
+            task = self.load(named)
+            task.identity = self.identity()
+            self._tasks[named] = task
+        return self._tasks[named]
+
+
+class _OwnDataForms:
+    """The name forms of a user's own dataset, for the errors on an unknown name or folder: each registered
+    family's ``form``, read when an error is written (the families are plugins, imported on demand)."""
+
+    def __str__(self) -> str:
+        from bench.data.family import families
+
+        return ", ".join(family.form for family in families())
+
+
+OWN_DATA_FORMS = _OwnDataForms()
 
 
 def dataset_class(name: str, data_root: str | Path | None = None) -> type[Dataset]:
@@ -113,14 +137,14 @@ def dataset_class(name: str, data_root: str | Path | None = None) -> type[Datase
 
 
 def _family_of_folder(folder: Path) -> str:
-    if (folder / "dataset.json").is_file():
-        return "nnunet"
-    from bench.registry import DATASETS
+    """The registered name of the family whose layout ``folder`` has (each family declares what it recognises)."""
+    from bench.data.family import family_of
 
-    if (folder / "images").is_dir() and ((folder / "masks").is_dir() or DATASETS.get("folder").has_boxes(folder)):
-        return "folder"
-    what = "is not a folder" if not folder.is_dir() else "holds neither dataset.json nor images/ with masks/ or boxes"
-    raise BenchError(f"'{folder}' {what}; for your own data: {OWN_DATA_FORMS}; see docs/own-data.md")
+    family = family_of(folder)
+    if family is not None:
+        return family.name
+    what = "is not a folder; for your own data" if not folder.is_dir() else "is laid out as none of"
+    raise BenchError(f"'{folder}' {what}: {OWN_DATA_FORMS}; see docs/own-data.md")
 
 
 def locate_datasets(names: list[str], data_root: Path | None) -> tuple[list[str], Path | None]:
@@ -142,38 +166,12 @@ def locate_datasets(names: list[str], data_root: Path | None) -> tuple[list[str]
     return planned, data_root
 
 
-def check_present(names: list[str], data_root: Path | None) -> None:
-    """Fail in one line, before anything is planned, when a dataset's files are not under ``data_root``."""
-    for name in names:
-        plugin = dataset_plugin(name, data_root)
-        require = getattr(plugin, "require_cases", None)
-        if require is not None:
-            require()
-
-
 def load_task(dataset: str, task: str, data_root: str | Path | None = None) -> Task:
-    """Load one task of a registered dataset (memoised per process)."""
-    from bench.registry import did_you_mean
-
-    dataset_cls = dataset_class(dataset, data_root)
-    named = dataset_cls.task_named(task)
-    if named is None:
-        raise BenchError(
-            f"dataset '{dataset}' has no task '{task}'; its tasks are {', '.join(dataset_cls.tasks)}."
-            + did_you_mean(task, list(dataset_cls.tasks))
-        )
-    plugin = dataset_plugin(dataset, data_root)
-    key = (dataset, named, str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else "")
-    if key not in _TASK_MEMO:
-        task = plugin.load(named)
-        task.identity = plugin.identity()
-        _TASK_MEMO[key] = task
-    return _TASK_MEMO[key]
+    """Load one task of a dataset: a new plugin object each call, so a caller that loads several tasks, or one
+    task several times, resolves the dataset once and asks its plugin (``dataset_plugin(...).task(name)``)."""
+    return dataset_plugin(dataset, data_root).task(task)
 
 
 def dataset_plugin(dataset: str, data_root: str | Path | None = None) -> Dataset:
-    """The memoised plugin object ``load_task`` uses for ``dataset`` under ``data_root``."""
-    dataset_cls = dataset_class(dataset, data_root)
-    plugin = dataset_cls(Path(data_root) if data_root is not None else None)
-    root = str(plugin.data_root.resolve()) if dataset_cls.needs_data_root else ""
-    return _PLUGIN_MEMO.setdefault((dataset, root), plugin)
+    """A new plugin object of ``dataset`` under ``data_root``; it keeps its scan and the tasks it loaded."""
+    return dataset_class(dataset, data_root)(Path(data_root) if data_root is not None else None)

@@ -5,20 +5,21 @@ The dataset hook. A dataset plugin that can preprocess a new image file defines
 
     def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]
 
-``source`` is one input file as read (``read_source``): its pixels on the file's own grid, unscaled
-(``array``: rows×cols, or slices×rows×cols for a volume), its in-plane spacing (row_mm, col_mm) where the
-format has one, and the SimpleITK image of a medical format. The hook returns one ``FramedPlane`` per 2-D
-image its preprocessing makes of the file, in order: one for a 2-D file, one per slice (along the array's
-first axis) of a volume. Each holds the uint8 image exactly as ``load`` would give it to a method (the same
-intensity normalisation, resampling and frame), its spacing after preprocessing, and a ``PlaneGeometry``
-saying how the plane's pixels went into the frame: resampled from ``source`` to ``resampled`` (rows, cols),
-then centre-cropped or padded to ``frame``. The harness inverts that geometry to put a mask back on the
-plane's own grid (what the crop cut off is background) and stacks the planes of a volume. Label-dependent
-choices of ``load`` (slices left out for lacking a structure, a frame chosen from the mask) cannot apply to
-an unlabelled image: every slice is framed, and a frame is chosen as if the structure filled the image. A
-file the preprocessing cannot take (a volume for a 2-D dataset, no spacing where it resamples to mm) raises
-``BenchError`` with one line. ``frame_release_image`` is the hook of a 2-D release dataset that frames with
-``resample`` and ``frame_size`` (HC18, CAMUS and their ``-whole`` variants).
+``source`` is one input file as read (``read_source``): its pixels on the file's own grid, unscaled (``array``:
+rows×cols, or slices×rows×cols for a volume), its in-plane spacing (row_mm, col_mm) where the format has one, and
+the SimpleITK image of a medical format. The hook returns one ``FramedPlane`` per 2-D image its preprocessing makes
+of the file, in order: one for a 2-D file, one per slice (along the array's first axis) of a volume. Each
+(``bench.data.planes``) holds the uint8 image exactly as ``load`` would give it to a method (the same intensity
+normalisation, resampling and frame), its spacing after preprocessing, and a ``PlaneGeometry`` saying how the
+plane's pixels went into the frame: resampled from ``source`` to ``resampled`` (rows, cols), then centre-cropped or
+padded to ``frame``. The harness inverts that geometry to put a mask back on the plane's own grid (what the crop
+cut off is background) and stacks the planes of a volume. Label-dependent choices of ``load`` (slices left out for
+lacking a structure, a frame chosen from the mask) cannot apply to an unlabelled image: every slice is framed, and
+a frame is chosen as if the structure filled the image. A file the preprocessing cannot take (a volume for a 2-D
+dataset, no spacing where it resamples to mm) raises ``BenchError`` with one line. A dataset writes its
+preprocessing once and calls it from ``load`` (``read_case``) and from this hook alike, so a new image is framed
+exactly as its own are: ``frame_image`` is that function for a 2-D release with a fixed frame (HC18, CAMUS and
+their ``-whole`` variants), ``frame_release_image`` its hook.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from bench.data.image_io import IMAGE_2D_ENDINGS, VOLUME_ENDINGS, file_ending
-from bench.data.samples import Box, center_crop_or_pad, percentile_to_uint8
+from bench.data.planes import FramedPlane
+from bench.data.samples import percentile_to_uint8
 from bench.errors import BenchError
-from bench.metrics import binarize
 
 # the formats the dataset readers take (``bench.data.image_io``), so a run predicts on whatever its data was
 RASTER_SUFFIXES = IMAGE_2D_ENDINGS
@@ -77,68 +78,27 @@ class SourceImage:
         return stem(self.path)
 
 
-@dataclass(frozen=True)
-class PlaneGeometry:
-    """How one 2-D plane went into the frame a method sees: resampled from ``source`` to ``resampled``
-    (rows, cols), then centre-cropped or padded to ``frame``."""
-
-    source: tuple[int, int]
-    resampled: tuple[int, int]
-    frame: tuple[int, int]
-
-    def to_source(self, probabilities: np.ndarray) -> np.ndarray:
-        """A method's probabilities on the frame as a boolean mask on the plane's own grid: the frame uncropped
-        (centre crop and pad are each other's inverse; what the crop cut is background), resampled back
-        bilinearly, thresholded as the harness scores (``bench.metrics.binarize``)."""
-        import cv2
-
-        back = center_crop_or_pad(np.asarray(probabilities, dtype=np.float32), self.resampled)
-        if self.resampled != self.source:
-            back = cv2.resize(back, (self.source[1], self.source[0]), interpolation=cv2.INTER_LINEAR)
-        return binarize(back)
-
-    def box_to_frame(self, box: Box) -> Box:
-        """A box in the plane's own pixels, in the frame's pixels (clipped to the frame)."""
-        scale = (self.resampled[0] / self.source[0], self.resampled[1] / self.source[1])
-        shift = [(want - have) // 2 if have < want else -((have - want) // 2)
-                 for have, want in zip(self.resampled, self.frame, strict=True)]  # fmt: skip
-
-        def place(value: int, axis: int) -> int:
-            at = int(round((value + 0.5) * scale[axis] - 0.5)) + shift[axis]
-            return int(np.clip(at, 0, self.frame[axis] - 1))
-
-        return Box(place(box.x0, 1), place(box.y0, 0), place(box.x1, 1), place(box.y1, 0))
-
-
-@dataclass
-class FramedPlane:
-    """One 2-D image as a run's dataset preprocessing gives it to a method, and how it came from its file."""
-
-    image: np.ndarray  # uint8, the frame
-    spacing: tuple[float, float] | None
-    geometry: PlaneGeometry
-
-
-def identity_plane(image: np.ndarray, spacing: tuple[float, float] | None) -> FramedPlane:
-    """A plane given to the method as it is (a dataset without resampling or frame)."""
-    shape = (int(image.shape[0]), int(image.shape[1]))
-    return FramedPlane(image, spacing, PlaneGeometry(shape, shape, shape))
+def frame_image(
+    dataset: Any, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
+) -> tuple[FramedPlane, np.ndarray, tuple[float, ...]]:
+    """The preprocessing of one 2-D image of a release with a fixed frame (HC18, CAMUS and their ``-whole``
+    variants), the one place their ``read_case`` and ``frame_for_prediction`` take it from: the percentile window
+    over the image, then ``to_frame`` (``resample``, then the centre crop/pad to ``frame_size``)."""
+    return dataset.to_frame(percentile_to_uint8(image), labels, spacing)
 
 
 def frame_release_image(dataset: Any, source: SourceImage) -> list[FramedPlane]:
-    """The prediction hook of a 2-D release dataset that frames with ``resample`` and ``frame_size``: per-image
-    percentile normalisation, then ``resample`` as if the structure filled the image (a ``-whole`` variant
-    keeps the whole image), then the centre crop/pad. An image without spacing is taken as 1×1 mm."""
+    """The prediction hook of a 2-D release dataset that frames with ``frame_image``: the image's labels are
+    unknown, so ``resample`` frames it as if the structure filled it (a ``-whole`` variant keeps the whole image).
+    An image without spacing is taken as 1×1 mm."""
     planes = source.planes
     if len(planes) != 1:
         raise BenchError(f"{dataset.name} takes 2-D images; '{source.path}' is a volume of {len(planes)} slices")
     plane = planes[0]
-    spacing = source.spacing or (1.0, 1.0)
-    whole = np.ones(plane.shape, np.uint8)
-    pixels, _, resampled_spacing = dataset.resample(percentile_to_uint8(plane), whole, spacing)
-    framed = center_crop_or_pad(pixels, dataset.frame_size)
-    geometry = PlaneGeometry(tuple(plane.shape), tuple(pixels.shape), tuple(dataset.frame_size))
-    return [FramedPlane(framed, resampled_spacing if source.spacing else None, geometry)]
+    framed, _, _ = frame_image(dataset, plane, np.ones(plane.shape, np.uint8), source.spacing or (1.0, 1.0))
+    if source.spacing is None:  # the 1×1 mm was an assumption, not the image's spacing
+        framed.spacing = None
+    return [framed]
 
 
 def frame_source(dataset: Any, source: SourceImage) -> list[FramedPlane]:

@@ -43,6 +43,7 @@ from bench.data.inventory import (
     read_cache,
     write_cache,
 )
+from bench.data.planes import FramedPlane, PlaneGeometry
 from bench.data.samples import (
     Sample,
     Task,
@@ -144,13 +145,15 @@ class ReleaseDataset(Dataset):
 
     def to_frame(
         self, pixels: np.ndarray, labels: np.ndarray, spacing: tuple[float, float]
-    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], tuple[float, ...]]:
-        """``resample``, then centre-crop/pad image and labels to ``frame_size``: the framed image, labels and
-        spacing, and what each structure kept (``Slice.kept``)."""
-        pixels, labels, spacing = self.resample(pixels, labels, spacing)
+    ) -> tuple[FramedPlane, np.ndarray, tuple[float, ...]]:
+        """``resample``, then centre-crop/pad image and labels to ``frame_size``: the plane a method sees (framed
+        image, spacing, and the geometry that puts a mask back on the grid of ``pixels``), the labels in the
+        frame, and what each structure kept (``Slice.kept``)."""
+        on_grid, labels, resampled = self.resample(pixels, labels, spacing)
         labels_in_frame = center_crop_or_pad(labels, self.frame_size)
-        kept = self.kept(labels, labels_in_frame)
-        return center_crop_or_pad(pixels, self.frame_size), labels_in_frame, spacing, kept
+        geometry = PlaneGeometry(pixels.shape[:2], on_grid.shape[:2], tuple(self.frame_size))
+        plane = FramedPlane(center_crop_or_pad(on_grid, self.frame_size), resampled, geometry)
+        return plane, labels_in_frame, self.kept(labels, labels_in_frame)
 
     def kept(self, before: np.ndarray, after: np.ndarray) -> tuple[float, ...]:
         """``Slice.kept``: per task, the share of the structure's pixels in ``before`` (the label map on the
@@ -314,24 +317,16 @@ class ReleaseDataset(Dataset):
         gone = sorted(listed - set(index))
         unlisted = sorted(set(index) - listed)
         if gone:
-            warnings.warn(
-                f"{self.name}: {len(gone)} ids of the split file are no longer usable (e.g. {gone[0]}); "
-                "they are left out",
-                stacklevel=2,
-            )
+            warnings.warn(f"{self.name}: {len(gone)} ids of the split file are no longer usable (e.g. {gone[0]}); "
+                          "they are left out", stacklevel=2)  # fmt: skip
         if unlisted and self.variant_of is not None:
-            warnings.warn(
-                f"{self.name}: {len(unlisted)} images usable only under this preprocessing (e.g. {unlisted[0]}) "
-                f"are not in the split it shares with {self.variant_of.name} and are left out, so that both "
-                "score the same images",
-                stacklevel=2,
-            )
+            warnings.warn(f"{self.name}: {len(unlisted)} images usable only under this preprocessing (e.g. "
+                          f"{unlisted[0]}) are not in the split it shares with {self.variant_of.name} and are left "
+                          "out, so that both score the same images", stacklevel=2)  # fmt: skip
         elif unlisted:
-            warnings.warn(
-                f"{self.name}: {len(unlisted)} usable images are not in the split file '{self.split_file()}' "
-                f"(e.g. {unlisted[0]}) and are left out; delete the file to re-split",
-                stacklevel=2,
-            )
+            warnings.warn(f"{self.name}: {len(unlisted)} usable images are not in the split file "
+                          f"'{self.split_file()}' (e.g. {unlisted[0]}) and are left out; delete the file to re-split",
+                          stacklevel=2)  # fmt: skip
         column = self.tasks.index(task)
         samples: dict[str, list[Sample]] = {name: [] for name in SPLITS}
         too_small = 0

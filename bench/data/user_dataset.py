@@ -1,13 +1,15 @@
 """What a user's own dataset shares, whatever its layout (``nnunet:``, ``folder:``): where it is, its identity,
 reading a case into slices with no fixed frame, per-task pixel thresholds and the split.
 
-A layout plugin (``datasets/nnunet.py``, ``datasets/image_folder.py``) is a family: ``for_argument`` turns the
-name's argument into a class for that one dataset, with its own name (``<family>:<folder name>``), tasks and
-folder. It implements ``find_cases`` with ``Case.files == (image, label)`` and ``describe`` (tasks and names).
+A layout plugin (``datasets/nnunet.py``, ``datasets/image_folder.py``) is a family (``bench.data.family``): it
+declares the layouts it recognises (``form``, ``recognises``), and ``for_argument`` turns the name's argument into a
+class for that one dataset, with its own name (``<family>:<folder name>``), tasks and folder. It implements
+``find_cases`` with ``Case.files == (image, label)`` and ``describe`` (tasks and names).
 
-Preprocessing keeps every image on its own grid (no crop, no resampling, so nothing is ever cut and metrics
-are computed on the image's own pixels): intensities are clipped to the 0.5–99.5 percentiles of the image (a
-2-D file) or of the volume (a 3-D file) and rescaled to uint8; a volume is cut across its coarsest-spaced axis.
+Preprocessing (``preprocess``, for the dataset's own files and new ones alike) keeps every image on its own grid
+(no crop, no resampling, so nothing is ever cut and metrics are computed on the image's own pixels): intensities
+are clipped to the 0.5–99.5 percentiles of the image (a 2-D file) or of the volume (a 3-D file) and rescaled to
+uint8; a volume is cut across its coarsest-spaced axis.
 An image or slice belongs to a task when the task's structure covers at least ``min_pixels`` pixels of it.
 """
 
@@ -16,38 +18,34 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.data.family import Family, family_of
 from bench.data.image_io import label_map, read_any, select_channel, slices, slicing_axis
 from bench.data.inventory import Slice
+from bench.data.planes import identity_plane
 from bench.data.release import SPLITS, Case, ReleaseDataset, UnreadableFile
-from bench.data.samples import Box, Task, percentile_to_uint8, safe_name, seeded_split
+from bench.data.samples import Box, Task, percentile_to_uint8, seeded_split
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from bench.data.framing import FramedPlane, SourceImage
+    from bench.data.framing import SourceImage
+    from bench.data.planes import FramedPlane
 
 MIN_PIXELS = 10
 NO_STRUCTURE = f"no structure of ≥{MIN_PIXELS} px"
-# ``<family>:<folder>@<channel>``: the channel by index or by its name in the dataset's channel list
-CHANNEL_MARK = "@"
 USER_SPLIT_FILE = "splits.json"
 
 
-class UserDataset(ReleaseDataset):
+class UserDataset(Family, ReleaseDataset):
     """Base of the layout families. A class made by ``for_argument`` sets ``location`` and the tasks."""
 
     fixed_release = False
-    family = ""
-    location: Path = Path()
-    channel: int | None = 0
-    default_channel: int | None = 0  # what a name without ``@N`` reads: nnU-Net's channel 0000
-    description: dict = {}  # what ``describe`` found: labels, channels, the box file read (``drawn``)
     min_pixels = MIN_PIXELS
     preprocessing = "own grid: no crop or resampling; 0.5–99.5 percentile intensity window per image or volume"
     # labelled cases without a test part of their own are split by case in these proportions
@@ -62,94 +60,6 @@ class UserDataset(ReleaseDataset):
     @property
     def release_name(self) -> str:
         return self.name
-
-    # --- a dataset of the family, by name ------------------------------------------------------------------
-
-    _classes: dict[tuple, type] = {}
-
-    @classmethod
-    def for_argument(cls, argument: str, data_root: Path | None) -> type[UserDataset]:
-        """The class of one dataset of this family: ``argument`` is its folder (a path, or a name looked up
-        under the data root) with an optional ``@channel``."""
-        location_text, _, channel_text = argument.partition(CHANNEL_MARK)
-        if not location_text:
-            raise BenchError(f"'{cls.family}:' needs a folder, as in {cls.family}:<folder>")
-        location = cls.locate(location_text, data_root)
-        description = cls.describe(location)
-        channel = cls.channel_index(channel_text, description.get("channels", {}), location)
-        stamp = tuple((path.name, path.stat().st_mtime_ns) for path in cls.description_files(location))
-        key = (cls, location, channel, stamp)
-        if key not in UserDataset._classes:
-            marked = channel != cls.default_channel
-            name = f"{cls.family}:{location.name}" + (f"{CHANNEL_MARK}{channel}" if marked else "")
-            tasks = tuple(description["labels"])
-            UserDataset._classes[key] = type(
-                f"{cls.__name__}_{safe_name(location.name)}",
-                (cls,),
-                {
-                    "name": name,
-                    "display_name": str(description.get("name") or location.name),
-                    "tasks": tasks,
-                    "task_display": {task: task for task in tasks},
-                    "task_labels": dict(description["labels"]),
-                    "location": location,
-                    "channel": channel,
-                    "description": description,
-                    "__module__": cls.__module__,
-                },
-            )
-        return UserDataset._classes[key]
-
-    @classmethod
-    def locate(cls, text: str, data_root: Path | None) -> Path:
-        """The dataset's folder: a path as given, else ``<data_root>/<text>``, ``<data_root>/<family>/<text>``
-        or (nnU-Net's own variable) ``$nnUNet_raw/<text>``; ``NNN`` finds the folder ``DatasetNNN_*``."""
-        from bench.paths import default_data_root
-
-        given = Path(text).expanduser()
-        if given.is_absolute() or text.startswith(".") or os.sep in text:
-            if not given.is_dir():
-                raise BenchError(f"{cls.family}: no dataset folder '{text}'")
-            return given.resolve()
-        root = Path(data_root) if data_root is not None else default_data_root()
-        bases = [root, root / cls.family]
-        if os.environ.get("nnUNet_raw"):
-            bases.append(Path(os.environ["nnUNet_raw"]))
-        for base in bases:
-            candidates = [base / text]
-            if text.isdigit():
-                candidates = sorted(base.glob(f"Dataset{int(text):03d}_*"))
-            for candidate in candidates:
-                if candidate.is_dir():
-                    return candidate.resolve()
-        looked = ", ".join(f"'{base}'" for base in bases)
-        raise BenchError(
-            f"{cls.family}: no dataset folder '{text}' under {looked}; set --data-root to the folder that holds it, "
-            f"or give its path ({cls.family}:path/to/{text})"
-        )
-
-    @classmethod
-    def describe(cls, location: Path) -> dict:  # pragma: no cover - abstract
-        """The dataset's ``labels`` (task name → value or values), optional ``name`` and ``channels``
-        (index → name); a BenchError naming the file when its description is wrong."""
-        raise NotImplementedError
-
-    @classmethod
-    def description_files(cls, location: Path) -> list[Path]:
-        """The files ``describe`` reads: a changed one makes a new class."""
-        return []
-
-    @classmethod
-    def channel_index(cls, text: str, channels: dict[int, str], location: Path) -> int | None:
-        if not text:
-            return cls.default_channel
-        by_name = {name.casefold(): index for index, name in channels.items()}
-        if text.isdigit() and (not channels or int(text) in channels):
-            return int(text)
-        if text.casefold() in by_name:
-            return by_name[text.casefold()]
-        known = ", ".join(f"{index} ({name})" for index, name in sorted(channels.items())) or "0"
-        raise BenchError(f"{cls.family}:{location.name} has no channel '{text}'; its channels: {known}")
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -226,10 +136,9 @@ class UserDataset(ReleaseDataset):
                 f"{', '.join(map(str, unexpected[:5]))}, which the dataset's labels do not name "
                 f"({', '.join(f'{task} = {value}' for task, value in self.task_labels.items())})"
             )
-        scaled = percentile_to_uint8(image)  # over the whole volume for a 3-D file, as the paper does for ACDC
         usable, left_out = [], []
         single = image.ndim == 2 or 1 in image.shape
-        for index, pixels, slice_labels, spacing, thickness in slices(scaled, labels, image_file.spacing):
+        for index, pixels, slice_labels, spacing, thickness in self.preprocess(image, labels, image_file.spacing):
             slice_id = case.id if single else f"{case.id}_s{index:03d}"
             counts = [int(np.count_nonzero(self.structure(slice_labels, task))) for task in self.tasks]
             if max(counts, default=0) < self.min_pixels and not boxes_only:
@@ -250,21 +159,27 @@ class UserDataset(ReleaseDataset):
                 raise
             raise BenchError(f"{self.name}: {label_path.name}: {error.detail}") from error
 
-    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
-        """A new image as ``read_case`` reads the dataset's (the hook of ``bench.data.framing``): the percentile
-        window over the image or the whole volume, every slice kept on its own grid. A volume whose
-        coarsest-spaced axis is not its first (the axis ``bench predict`` stacks masks along) is refused."""
-        from bench.data.framing import identity_plane
+    def preprocess(
+        self, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...] | None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, tuple[float, float] | None, float | None]]:
+        """The dataset's preprocessing of one file, the one place ``read_case`` and ``frame_for_prediction`` take it
+        from: the percentile window over the image, or over the whole volume for a 3-D file (as the paper does for
+        ACDC), then ``bench.data.image_io.slices`` across its coarsest axis, every slice on its own grid."""
+        return slices(percentile_to_uint8(image), labels, spacing)
 
-        if source.is_volume:
-            spacing = tuple(reversed(source.itk.GetSpacing())) if source.itk is not None else None
-            if slicing_axis(source.array.shape, spacing) != 0:
-                raise BenchError(
-                    f"{self.name} cuts '{source.path.name}' across its axis {slicing_axis(source.array.shape, spacing)}"
-                    " (its coarsest); bench predict stacks slices along the first axis only"
-                )
-        scaled = percentile_to_uint8(source.array)  # over the whole volume for a 3-D file, as read_case does
-        return [identity_plane(plane, source.spacing) for plane in (scaled if source.is_volume else [scaled])]
+    def frame_for_prediction(self, source: SourceImage) -> list[FramedPlane]:
+        """A new image as ``read_case`` reads the dataset's (the hook of ``bench.data.framing``), every slice
+        kept. A volume whose coarsest-spaced axis is not its first (the axis ``bench predict`` stacks masks
+        along) is refused."""
+        # spacing per array axis, as ``bench.data.image_io`` reads a dataset's files
+        spacing = tuple(reversed(source.itk.GetSpacing())) if source.itk is not None else None
+        if source.is_volume and slicing_axis(source.array.shape, spacing) != 0:
+            raise BenchError(
+                f"{self.name} cuts '{source.path.name}' across its axis {slicing_axis(source.array.shape, spacing)}"
+                " (its coarsest); bench predict stacks slices along the first axis only"
+            )
+        planes = self.preprocess(source.array, np.zeros(source.array.shape, np.uint8), spacing)
+        return [identity_plane(pixels, in_plane) for _, pixels, _, in_plane, _ in planes]
 
     def load(self, task: str) -> Task:
         loaded = super().load(task)
@@ -378,12 +293,10 @@ def discover(data_root: Path | None) -> list[tuple[str, type[UserDataset] | Benc
         if not base.is_dir():
             continue
         for folder in sorted(path for path in base.iterdir() if path.is_dir() and not path.name.startswith(".")):
-            family = "nnunet" if (folder / "dataset.json").is_file() else None
-            if family is None and (folder / "images").is_dir() and (folder / "masks").is_dir():
-                family = "folder"
+            family = family_of(folder)
             if family is None:
                 continue
-            name = f"{family}:{folder.name}"
+            name = f"{family.family}:{folder.name}"
             try:
                 found.append((name, dataset_class(name, root)))  # type: ignore[arg-type]
             except BenchError as error:

@@ -81,8 +81,8 @@ class Method(ABC):
     # Overrides of the quick budget that make a run take seconds on tiny images: the contract tests use
     # them, so every plugin is exercised by the existing tests (benchopt's "test config" idea).
     tiny: ClassVar[dict[str, Any]] = {}
-    # Hyper-parameters a label regime never reads (e.g. the weak-box loss knobs under mask labels): a
-    # change of their default does not make that regime's earlier records outdated (runner.recipe_changes)
+    # Hyper-parameters a label regime never reads (e.g. the weak-box loss knobs under mask labels): a change of
+    # their default does not make that regime's earlier records outdated (bench.run.current.recipe_changes)
     unused_hparams: ClassVar[dict[str, frozenset[str]]] = {}
     # What a record made before a hyper-parameter existed ran with, per key; a record lacking a key not listed
     # here is taken to have run with today's default of that key

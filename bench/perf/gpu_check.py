@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compute.device import Numerics, resolve_device
+from bench.data.resolved import DatasetPlugins
 from bench.errors import BenchError
 from bench.records.spec import RunSpec
 from bench.registry import METHODS
-from bench.run.grid import expand_grid
+from bench.run.grid import GridRequest, expand_grid
 from bench.run.runner import encode_grid, run_one
+from bench.run.settings import GridSettings
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,15 @@ def check_device(name: str) -> str:
     return str(device)
 
 
-def planned_runs(settings: GpuCheckSettings) -> list[RunSpec]:
+def planned_runs(settings: GpuCheckSettings, datasets: DatasetPlugins) -> list[RunSpec]:
     """One runnable spec per method (its first label regime and the dataset's first task): the rest are skipped."""
-    planned = expand_grid(
+    request = GridRequest(
         methods=list(settings.methods), datasets=[settings.dataset],
         tasks=[settings.task] if settings.task else None, shots=[settings.shots], labels=None, seeds=[0], draws=1,
         budget=settings.budget, backbone=settings.backbone,
         checkpoint=str(settings.checkpoint.resolve()) if settings.checkpoint else None, overrides=settings.overrides,
     )  # fmt: skip
+    planned = expand_grid(request, datasets)
     chosen: dict[str, RunSpec] = {}
     for item in planned:
         if item.skip_reason is None:
@@ -83,14 +86,15 @@ def row(record: dict) -> dict[str, str]:
 
 def run_gpu_check(settings: GpuCheckSettings, results: Path, progress_factory=None) -> list[dict]:
     """Every planned run, one after another in this process; their records (see the module's docstring)."""
-    runs = planned_runs(settings)
-    encode_grid(runs, settings.data_root, settings.device, numerics=settings.numerics)
+    datasets = DatasetPlugins.resolve([settings.dataset], settings.data_root)
+    runs = planned_runs(settings, datasets)
+    grid = GridSettings(results, "gpu-check", datasets, settings.device, settings.numerics)
+    encode_grid(runs, grid)
     records = []
     for spec in runs:
         progress = progress_factory(spec) if progress_factory else None
         extra = {"progress": progress} if progress is not None else {}
-        records.append(run_one(spec, results, "gpu-check", settings.data_root, settings.device,
-                               numerics=settings.numerics, **extra))  # fmt: skip
+        records.append(run_one(spec, grid, **extra))
     return records
 
 

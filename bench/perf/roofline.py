@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.compute.device import Numerics, active_precision, apply_numerics, autocast
 from bench.compute.timing import Stopwatch, repeat_seconds
-from bench.data.dataset import load_task
+from bench.data.resolved import DatasetPlugins
 from bench.errors import BenchError
 from bench.perf.comparison import random_images
 from bench.perf.replay import OpRecorder, replay_seconds
@@ -161,14 +161,14 @@ def hot_paths(names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names or known))
 
 
-def check_roofline_inputs(settings: RooflineSettings) -> None:
-    """Load the backbone and, when a training step is measured, the dataset, so that a bad input fails in one
-    line before anything is measured (both stay loaded: they are memoised per process)."""
+def check_roofline_inputs(settings: RooflineSettings, datasets: DatasetPlugins) -> None:
+    """Load the backbone and, when a training step is measured, the dataset (into ``datasets``, which the
+    measurement then reads), so that a bad input fails in one line before anything is measured."""
     from bench.sam.backbones import load_backbone
 
-    load_backbone(settings.backbone, settings.checkpoint, settings.device)
+    load_backbone(settings.backbone, settings.checkpoint, settings.device)  # memoised per process
     if settings.methods:
-        task = load_task(settings.dataset, settings.task, settings.data_root)
+        task = datasets.task(settings.dataset, settings.task)
         if len(task.train) < settings.shots:
             raise BenchError(f"{settings.dataset}/{settings.task} has {len(task.train)} training images; --shots"
                              f" {settings.shots} needs more")  # fmt: skip
@@ -218,9 +218,10 @@ def encoder_path(
                    statistics.median(seconds), bound_per_image * images)  # fmt: skip
 
 
-def measure_roofline(settings: RooflineSettings) -> Roofline:
-    """The matmul rate, then every hot path of ``settings``, one after another in this process. Training runs
-    read and write embeddings through the harness's cache: the caller points it where it wants them."""
+def measure_roofline(settings: RooflineSettings, datasets: DatasetPlugins) -> Roofline:
+    """The matmul rate, then every hot path of ``settings``, one after another in this process, the training
+    steps on the data of ``datasets`` (``settings.dataset`` under ``settings.data_root``). Training runs read and
+    write embeddings through the harness's cache: the caller points it where it wants them."""
     from bench.sam.backbones import load_backbone
 
     device = torch.device(settings.device)
@@ -231,11 +232,11 @@ def measure_roofline(settings: RooflineSettings) -> Roofline:
         with autocast(device):
             encoder = encoder_path(backbone, settings.encoder_images, settings.encoder_repeats, settings.encoder_batch)
         roofline.paths.append(encoder)
-    runs = training_runs(settings.methods, settings.budgets, settings.dataset, settings.task, settings.shots,
-                         settings.backbone, settings.checkpoint, settings.tiny)  # fmt: skip
+    runs = training_runs(settings.methods, settings.budgets, datasets, settings.dataset, settings.task,
+                         settings.shots, settings.backbone, settings.checkpoint, settings.tiny)  # fmt: skip
     for method, budget, run in runs:
         with autocast(device):
-            one_pass = run if isinstance(run, str) else measure_training_step(run, settings.data_root, device)
+            one_pass = run if isinstance(run, str) else measure_training_step(run, datasets, device)
         if isinstance(one_pass, str):  # the run could not be planned or measured: the reason
             roofline.not_measured.append((method, budget, one_pass))
             continue

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import resource
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from bench.compute.timing import Stopwatch
-from bench.data.dataset import load_task
+from bench.data.resolved import DatasetPlugins
 from bench.errors import BenchError
 from bench.paths import environment_variable
 from bench.perf.comparison import Comparison
@@ -133,12 +132,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _planned(settings: SuiteSettings, methods: Sequence[str], cheap: bool = False) -> list[PlannedRun]:
+def _planned(
+    settings: SuiteSettings, datasets: DatasetPlugins, methods: Sequence[str], cheap: bool = False
+) -> list[PlannedRun]:
     """One run per method on the suite's data: the quick budget, ``epochs`` set where the method has it, seed 0,
     support draw 0, each method's own label regime. In tiny mode, and for ``cheap`` runs (section 5's, which only
     measure memory), the method's own ``tiny`` overrides too."""
     from bench.registry import METHODS
-    from bench.run.grid import expand_grid
+    from bench.run.grid import GridRequest, expand_grid
 
     planned = []
     for name in methods:
@@ -146,19 +147,20 @@ def _planned(settings: SuiteSettings, methods: Sequence[str], cheap: bool = Fals
         overrides = dict(method_cls.tiny) if settings.tiny or cheap else {}
         if "epochs" in {field.name for field in dataclasses.fields(method_cls.HParams)}:
             overrides["epochs"] = settings.epochs
-        planned += expand_grid(
+        request = GridRequest(
             methods=[name], datasets=[settings.dataset], tasks=[settings.task], shots=[settings.shots], labels=None,
             seeds=None, draws=None, budget=BUDGET, backbone=settings.backbone,
             checkpoint=str(settings.checkpoint.resolve()) if settings.checkpoint else None,
             overrides=tuple(sorted(overrides.items())),
         )  # fmt: skip
+        planned += expand_grid(request, datasets)
     return planned
 
 
-def _runnable(settings: SuiteSettings, methods: Sequence[str]) -> list[RunSpec]:
+def _runnable(settings: SuiteSettings, datasets: DatasetPlugins, methods: Sequence[str]) -> list[RunSpec]:
     """The runs of ``methods``; a method that declines the suite's data stops the suite with its reason."""
     specs = []
-    for item in _planned(settings, methods):
+    for item in _planned(settings, datasets, methods):
         if item.skip_reason is not None:
             raise BenchError(
                 f"{item.spec.method} cannot run on {settings.dataset}/{settings.task}: {item.skip_reason}; "
@@ -169,35 +171,42 @@ def _runnable(settings: SuiteSettings, methods: Sequence[str]) -> list[RunSpec]:
 
 
 def _run_grid(
-    specs: Sequence[RunSpec], results: Path, settings: SuiteSettings, progress_factory: Callable | None
-) -> tuple[float, list[dict]]:
-    """Wall seconds of running ``specs`` as `bench run` does (inline executor) and their records, in order."""
-    from bench.records.store import record_path
+    specs: Sequence[RunSpec], results: Path, settings: SuiteSettings, datasets: DatasetPlugins,
+    progress_factory: Callable | None,
+) -> tuple[float, list[dict]]:  # fmt: skip
+    """Wall seconds of running ``specs`` as `bench run` does (inline executor) and their records, in order. The
+    runs read the suite's ``datasets``, loaded before any clock starts."""
+    from bench.records.store import existing_record
     from bench.run.executors import execute
+    from bench.run.settings import GridSettings
 
+    grid = GridSettings(results, EXPERIMENT, datasets, settings.device)
     with Stopwatch(settings.device) as clock:
-        summaries = execute(
-            specs, results, EXPERIMENT, settings.data_root, settings.device, progress_factory=progress_factory
-        )
+        summaries = execute(specs, grid, progress_factory=progress_factory)
     for summary in summaries:
         if summary["status"] != "ok":  # a failed run has no numbers worth reporting
             raise BenchError(f"perf run {summary['run_id']} failed: {summary['error']}")
-    return clock.seconds, [json.loads(record_path(results, EXPERIMENT, spec.run_id).read_text()) for spec in specs]
+    return clock.seconds, [existing_record(results, EXPERIMENT, spec.run_id) for spec in specs]
 
 
-def check_inputs(settings: SuiteSettings) -> None:
-    """Load the dataset and the backbone and plan every run, so that a bad input fails in one line before
-    anything is measured (both stay loaded for the suite: they are memoised per process)."""
+def suite_datasets(settings: SuiteSettings) -> DatasetPlugins:
+    """The suite's dataset, resolved once: every section reads it through these plugins."""
+    return DatasetPlugins.resolve([settings.dataset], settings.data_root)
+
+
+def check_inputs(settings: SuiteSettings, datasets: DatasetPlugins) -> None:
+    """Load the dataset (into ``datasets``) and the backbone and plan every run, so that a bad input fails in one
+    line before anything is measured (both stay loaded for the suite: the backbone is memoised per process)."""
     from bench.sam.backbones import load_backbone
 
-    task = load_task(settings.dataset, settings.task, settings.data_root)
+    task = datasets.task(settings.dataset, settings.task)
     if len(task.train) < settings.shots:
         raise BenchError(
             f"{settings.dataset}/{settings.task} has {len(task.train)} training images; --shots {settings.shots} "
             "needs more"
         )
     load_backbone(settings.backbone, settings.checkpoint, settings.device)
-    _runnable(settings, (*GRID_METHODS, *FIT_METHODS))
+    _runnable(settings, datasets, (*GRID_METHODS, *FIT_METHODS))
 
 
 @contextmanager
@@ -223,27 +232,29 @@ def roofline_settings(settings: SuiteSettings) -> RooflineSettings:
 
 def run_suite(
     settings: SuiteSettings,
+    datasets: DatasetPlugins,
     progress_factory: Callable[[RunSpec], Callable] | None = None,
     on_section: Callable[[int, str], None] | None = None,
 ) -> SuiteResult:
     """Run every section of ``bench perf`` in this process, one after another, and collect their figures.
 
     The grids run in a temporary results folder against a temporary embedding cache (the user's cache is never
-    read or written); the dataset and the backbone are loaded before any clock starts.
+    read or written); the dataset (``datasets``: ``suite_datasets``) and the backbone are loaded before any
+    clock starts.
     """
     from bench.perf.loss import tightness_benchmark
     from bench.registry import METHODS
     from bench.sam.backbones import load_backbone
 
-    check_inputs(settings)
+    check_inputs(settings, datasets)
     started = dt.datetime.now().astimezone()
     device = torch.device(settings.device)
-    task = load_task(settings.dataset, settings.task, settings.data_root)
+    task = datasets.task(settings.dataset, settings.task)
     backbone = load_backbone(settings.backbone, settings.checkpoint, device)
-    grid = _runnable(settings, GRID_METHODS)
-    fits = _runnable(settings, FIT_METHODS)
+    grid = _runnable(settings, datasets, GRID_METHODS)
+    fits = _runnable(settings, datasets, FIT_METHODS)
     extra = [name for name in METHODS.names() if name not in {*GRID_METHODS, *FIT_METHODS}]
-    extra_planned = _planned(settings, extra, cheap=True)
+    extra_planned = _planned(settings, datasets, extra, cheap=True)
     seconds: dict[str, float] = {}
 
     def section(number: int) -> Stopwatch:
@@ -257,11 +268,11 @@ def run_suite(
             encode = encode_benchmark(backbone, settings.encode_images, shape, repeats=settings.encode_repeats)
         seconds[SECTIONS[0]] = clock.seconds
         with section(2) as clock:
-            cold_seconds, cold_records = _run_grid(grid, root / "cold", settings, progress_factory)
-            warm_seconds, warm_records = _run_grid(grid, root / "warm", settings, progress_factory)
+            cold_seconds, cold_records = _run_grid(grid, root / "cold", settings, datasets, progress_factory)
+            warm_seconds, warm_records = _run_grid(grid, root / "warm", settings, datasets, progress_factory)
         seconds[SECTIONS[1]] = clock.seconds
         with section(3) as clock:  # the cache is warm now: fit times hold training alone, no encoding
-            _, fit_records = _run_grid(fits, root / "fit", settings, progress_factory)
+            _, fit_records = _run_grid(fits, root / "fit", settings, datasets, progress_factory)
         seconds[SECTIONS[2]] = clock.seconds
         with section(4) as clock:
             loss = tightness_benchmark(
@@ -270,10 +281,10 @@ def run_suite(
         seconds[SECTIONS[3]] = clock.seconds
         with section(5) as clock:
             runnable = [item.spec for item in extra_planned if item.skip_reason is None]
-            _, extra_records = _run_grid(runnable, root / "extra", settings, progress_factory)
+            _, extra_records = _run_grid(runnable, root / "extra", settings, datasets, progress_factory)
         seconds[SECTIONS[4]] = clock.seconds
         with section(6) as clock:  # the support images' embeddings are cached: training steps read them
-            roofline = measure_roofline(roofline_settings(settings))
+            roofline = measure_roofline(roofline_settings(settings), datasets)
         seconds[SECTIONS[5]] = clock.seconds
     return SuiteResult(
         settings=settings, started=started, machine=machine_description(device), encode=encode, encode_shape=shape,

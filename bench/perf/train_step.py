@@ -31,7 +31,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.compute.timing import synchronize
-from bench.data.dataset import load_task
+from bench.data.resolved import DatasetPlugins
 from bench.perf.replay import OpRecorder
 from bench.records.spec import RunSpec
 
@@ -71,13 +71,14 @@ def pass_hparam(method: str) -> str | None:
 
 
 def training_runs(
-    methods: Sequence[str], budgets: Sequence[str], dataset: str, task: str, shots: int, backbone: str,
-    checkpoint: Path | None, tiny: bool,
+    methods: Sequence[str], budgets: Sequence[str], datasets: DatasetPlugins, dataset: str, task: str, shots: int,
+    backbone: str, checkpoint: Path | None, tiny: bool,
 ) -> list[tuple[str, str, RunSpec | str]]:  # fmt: skip
     """(method, budget, the run whose fit is measured, or why there is none) for every method and budget: the
-    budget with ``PASSES`` passes, on top of the method's ``tiny`` overrides in tiny mode."""
+    budget with ``PASSES`` passes, on top of the method's ``tiny`` overrides in tiny mode. ``datasets``: the
+    resolved plugins, ``dataset`` among them."""
     from bench.registry import METHODS
-    from bench.run.grid import expand_grid
+    from bench.run.grid import GridRequest, expand_grid
 
     runs: list[tuple[str, str, RunSpec | str]] = []
     for method in methods:
@@ -87,11 +88,12 @@ def training_runs(
                 runs.append((method, budget, f"no {' or '.join(PASS_HPARAMS)} hyper-parameter to set passes with"))
                 continue
             overrides = {**(METHODS.get(method).tiny if tiny else {}), knob: PASSES}
-            planned = expand_grid(
+            request = GridRequest(
                 methods=[method], datasets=[dataset], tasks=[task], shots=[shots], labels=None, seeds=[0], draws=1,
                 budget=budget, backbone=backbone, checkpoint=str(checkpoint.resolve()) if checkpoint else None,
                 overrides=tuple(sorted(overrides.items())),
-            )[0]  # fmt: skip
+            )  # fmt: skip
+            planned = expand_grid(request, datasets)[0]
             runs.append((method, budget, planned.spec if planned.skip_reason is None else planned.skip_reason))
     return runs
 
@@ -147,7 +149,7 @@ class _MarkedPasses:
             self.steps += 1
 
 
-def measure_training_step(spec: RunSpec, data_root: Path, device: torch.device) -> PassMeasure | str:
+def measure_training_step(spec: RunSpec, datasets: DatasetPlugins, device: torch.device) -> PassMeasure | str:
     """FLOPs and seconds of one pass of ``spec``'s fit over its support set, or why they cannot be measured."""
     from bench.data import samples as data
     from bench.method import RunContext
@@ -157,7 +159,7 @@ def measure_training_step(spec: RunSpec, data_root: Path, device: torch.device) 
 
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
-    task = load_task(spec.dataset, spec.task, data_root)
+    task = datasets.task(spec.dataset, spec.task)
     by_id = task.by_id("train")
     support = [by_id[sample_id] for sample_id in data.support_ids(task, spec.shots, spec.draw)]
     train = data.train_items(support, spec.dataset, spec.task, spec.labels)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.data.samples import write_json_atomic
 from bench.errors import BenchError
 from bench.records.claims import SUFFIX
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO
@@ -17,6 +18,8 @@ from bench.records.spec import EVAL_SPLITS, shots_label
 # The format of the records this version writes (2: records describe their method and dataset, see
 # ``bench.records.descriptions``); a record of a newer format is skipped, not misread
 RECORD_VERSION = 2
+# what identifies one version of a record file: (modification time in ns, size)
+RecordStamp = tuple[int, int]
 DEFAULT_EXPERIMENT = "default"  # the experiment of `bench run` without --experiment, and what reports read
 _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 # What the report reads from a record, checked when records are loaded so a hand-edited file is skipped by name
@@ -214,6 +217,22 @@ def existing_record(results: Path, experiment: str, run_id: str) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def write_record(results: Path, experiment: str, record: dict) -> Path:
+    """Write ``record`` (its ``run_id``'s) into ``experiment`` atomically, so no reader sees half a file; its path."""
+    path = record_path(results, experiment, record["run_id"])
+    write_json_atomic(path, record)
+    return path
+
+
+def record_stamp(results: Path, experiment: str, run_id: str) -> RecordStamp | None:
+    """The stamp of ``run_id``'s record, or None when it has none."""
+    try:
+        status = record_path(results, experiment, run_id).stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def _spec_row(spec: dict) -> dict:

@@ -7,7 +7,8 @@ submitit) the parent encodes every image the grid's SAM-based runs need through 
 (``bench.run.runner.encode_grid``), so workers only read embeddings and each image is encoded once per grid. A SLURM
 grid's parent does not: it may run on a login node without the jobs' GPU, and an embedding computed on another
 kind of device or in another precision is another cache entry; the jobs encode what they need, each image once
-between them (the cache's claims).
+between them (the cache's claims). A worker process (pool, job) receives the grid's settings (``GridSettings``)
+pickled, as an argument of its run.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.compute.device import DEFAULT_NUMERICS, Numerics, local_job_gpus, pin_gpu, pool_gpus
+from bench.compute.device import local_job_gpus, pin_gpu, pool_gpus
 from bench.compute.timing import Deadline
 from bench.errors import BenchError
 from bench.paths import process_alive
 from bench.progress import no_progress
 from bench.records import claims
 from bench.records.spec import RunSpec
-from bench.records.store import claim_path
-from bench.run.runner import RecordStamp, encode_grid, finished_elsewhere, record_stamp, run_claimed
+from bench.records.store import RecordStamp, claim_path, record_stamp
+from bench.run.runner import encode_grid, finished_elsewhere, run_claimed
+from bench.run.settings import GridSettings
 from bench.run.submitit_jobs import SlurmOptions, SubmititJobs, load_job_ledger
 
 if TYPE_CHECKING:
@@ -50,6 +53,41 @@ GPU_WAIT_SECONDS = 60.0
 _worker_gpu: dict = {"name": None, "queue": None}
 
 
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """How a grid's runs execute: the executor, its parallel runs (``jobs``), what a SLURM run asks for, whether
+    submitted runs are left running (``detach``), and the ``deadline`` after which no run starts (inline and
+    pool: ``--stop-after``)."""
+
+    executor: str = "inline"
+    jobs: int = 1
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    detach: bool = False
+    deadline: Deadline = field(default_factory=Deadline)
+
+    def check(self) -> None:
+        """Fail in one line, before anything runs, on options that cannot work together."""
+        check_executor(self.executor, self.jobs)
+        if self.deadline.seconds is not None and self.executor not in ("inline", "pool"):
+            raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
+        if self.executor == "submitit" and self.slurm.gpus_per_run is not None:
+            raise BenchError("--slurm-gpus is for --executor slurm: local submitit jobs get one GPU each, round-robin")
+        if self.detach and self.executor not in ("submitit", "slurm"):
+            raise BenchError("--detach needs --executor submitit or slurm")
+
+
+@dataclass
+class _Grid:
+    """What one ``execute`` call's dispatching and waiting share: its settings and options, each run's record
+    stamp at planning (``seen``), where summaries go (``finished``) and each inline run's progress callback."""
+
+    settings: GridSettings
+    options: ExecutorOptions
+    seen: dict[str, RecordStamp | None]
+    finished: Callable[[RunSpec, dict], None]
+    progress_factory: Callable[[RunSpec], Callable] | None
+
+
 def _load_plugins(plugins: Sequence[Path]) -> None:
     from bench.registry import load_plugin_file
 
@@ -59,20 +97,15 @@ def _load_plugins(plugins: Sequence[Path]) -> None:
 
 def _run_in_worker(
     spec: RunSpec,
-    results: Path,
-    experiment: str,
-    data_root: Path | None,
-    device: str,
-    plugins: Sequence[Path] = (),
+    settings: GridSettings,
     seen: RecordStamp | None = None,
     progress: Callable = no_progress,
     visible_gpu: str | None = None,
-    numerics: Numerics = DEFAULT_NUMERICS,
 ) -> dict:
     pin_gpu(visible_gpu)  # before anything touches CUDA in this fresh process (a submitit job)
     # a fresh process (pool worker, submitit job) knows only the built-in and entry-point plugins
-    _load_plugins(plugins)
-    return run_claimed(spec, results, experiment, data_root, device, seen, progress, numerics)
+    _load_plugins(settings.plugins)
+    return run_claimed(spec, settings, seen, progress)
 
 
 def _start_pool_worker(parent: int, gpus) -> None:
@@ -152,45 +185,33 @@ def _not_started(spec: RunSpec) -> dict:
 
 def execute(
     specs: Sequence[RunSpec],
-    results: Path,
-    experiment: str,
-    data_root: Path | None,
-    device: str,
-    executor: str = "inline",
-    jobs: int = 1,
+    settings: GridSettings,
+    options: ExecutorOptions | None = None,
     on_done: Callable[[RunSpec, dict], None] | None = None,
     progress_factory: Callable[[RunSpec], Callable] | None = None,
-    plugins: Sequence[Path] = (),
-    slurm: SlurmOptions | None = None,
-    detach: bool = False,
-    numerics: Numerics = DEFAULT_NUMERICS,
-    deadline: Deadline | None = None,
 ) -> list[dict]:
     """Run every spec; returns one summary (run_id, status, error) per spec, in the order they finish.
 
-    ``plugins`` are the ``--plugin`` files, loaded again in every worker process. A pool worker that dies (out
-    of memory, a signal) fails the runs it takes down — every run not finished by then — with one summary each
-    and no record, so running the command again runs them. A submitit job that ends without a result (killed,
-    timed out) or raises outside the run gets a ``failed`` record carrying the job's state or exception.
-    With ``detach`` (submitit/slurm), runs are submitted and their summaries say ``queued`` with the job id.
+    ``settings.plugins`` are the ``--plugin`` files, loaded again in every worker process. A pool worker that
+    dies (out of memory, a signal) fails the runs it takes down — every run not finished by then — with one
+    summary each and no record, so running the command again runs them. A submitit job that ends without a result
+    (killed, timed out) or raises outside the run gets a ``failed`` record carrying the job's state or exception.
+    With ``options.detach`` (submitit/slurm), runs are submitted and their summaries say ``queued`` with the job id.
 
     A run claimed by another live process is not run here: ``on_done`` hears of it once (status ``claimed``,
     with its ``holder``), and once the others are done this process waits for its claim to end. Then the run's
     summary is that process's record (``elsewhere`` set), or, when that process died without one, the run is
     run here (its summary says ``taken_from``). With ``detach`` claimed runs are not waited for: their final
-    summary is the ``claimed`` one. ``numerics``: the precision and determinism every run computes in.
+    summary is the ``claimed`` one. ``settings.numerics``: the precision and determinism every run computes in.
 
-    Once ``deadline`` has passed (inline and pool only) no run starts: each run not started gets a summary with
-    status ``not_started`` and no record, runs already running finish, and runs claimed by other processes are
-    not waited for (their final summary is the ``claimed`` one), so that the command ends within its time slice
-    and the same command run again goes on.
+    Once ``options.deadline`` has passed (inline and pool only) no run starts: each run not started gets a
+    summary with status ``not_started`` and no record, runs already running finish, and runs claimed by other
+    processes are not waited for (their final summary is the ``claimed`` one), so that the command ends within
+    its time slice and the same command run again goes on.
     """
-    check_executor(executor, jobs)
-    if detach and executor not in ("submitit", "slurm"):
-        raise BenchError("--detach needs --executor submitit or slurm")
-    deadline = deadline or Deadline()
-    if deadline.seconds is not None and executor not in ("inline", "pool"):
-        raise BenchError("--stop-after needs --executor inline or pool: submitted jobs are bounded by --slurm-time")
+    options = options or ExecutorOptions()
+    options.check()
+    results, experiment = settings.results, settings.experiment
     seen = {spec.run_id: record_stamp(results, experiment, spec.run_id) for spec in specs}
     summaries: list[dict] = []
     held: dict[str, RunSpec] = {}  # claimed by another process: waited for after the rest
@@ -205,9 +226,12 @@ def execute(
         if on_done is not None:
             on_done(spec, summary)
 
+    grid = _Grid(settings, options, seen, finished, progress_factory)
+
     def dispatch(batch: list[RunSpec]) -> None:
         # our own jobs submitted earlier hold their runs' claims: they are collected from the job list
-        submitted = load_job_ledger(results, experiment) if executor in ("submitit", "slurm") else {}
+        submitting = options.executor in ("submitit", "slurm")
+        submitted = load_job_ledger(results, experiment) if submitting else {}
         for spec in batch:  # a cheap look first: no worker is started (nor job submitted) for a held run
             if spec.run_id in submitted:
                 continue
@@ -217,121 +241,80 @@ def execute(
                                 "holder": holder.describe()})  # fmt: skip
         free = [spec for spec in batch if spec.run_id not in held]
         if free:
-            _dispatch(free, results, experiment, data_root, device, executor, jobs, progress_factory, plugins,
-                      slurm or SlurmOptions(), detach, seen, finished, numerics, deadline)  # fmt: skip
+            _dispatch(free, grid)
 
     dispatch(list(specs))
-    while held and not detach and not deadline.passed():
-        dispatch(_wait_for_claims(held, results, experiment, seen, finished, deadline))
+    while held and not options.detach and not options.deadline.passed():
+        dispatch(_wait_for_claims(held, grid))
     return summaries + [{"run_id": run_id, "status": "claimed", "error": None} for run_id in held]
 
 
-def _dispatch(
-    specs: list[RunSpec],
-    results: Path,
-    experiment: str,
-    data_root: Path | None,
-    device: str,
-    executor: str,
-    jobs: int,
-    progress_factory: Callable[[RunSpec], Callable] | None,
-    plugins: Sequence[Path],
-    slurm: SlurmOptions,
-    detach: bool,
-    seen: dict[str, RecordStamp | None],
-    finished: Callable[[RunSpec, dict], None],
-    numerics: Numerics = DEFAULT_NUMERICS,
-    deadline: Deadline | None = None,
-) -> None:
-    """Run ``specs`` with ``executor``, each through its claim; every summary goes to ``finished``. Runs
-    that would start after ``deadline`` (inline, pool) are reported ``not_started`` instead."""
-    deadline = deadline or Deadline()
-    if executor in ("pool", "submitit"):  # never slurm: see the module's docstring
+def _dispatch(specs: list[RunSpec], grid: _Grid) -> None:
+    """Run ``specs`` with the grid's executor, each through its claim; every summary goes to ``grid.finished``.
+    Runs that would start after the deadline (inline, pool) are reported ``not_started`` instead."""
+    settings, options = grid.settings, grid.options
+    if options.executor in ("pool", "submitit"):  # never slurm: see the module's docstring
         try:
-            encode_grid(specs, data_root, device, numerics=numerics)
+            encode_grid(specs, settings)
         except BenchError:
             raise
         except Exception as error:  # e.g. out of memory: the workers encode what they miss, and record failures
             warnings.warn(f"encoding the grid's images first failed ({type(error).__name__}: {error})", stacklevel=2)
-    if executor == "inline":
+    if options.executor == "inline":
         for spec in specs:
-            if deadline.passed():
-                finished(spec, _not_started(spec))
+            if options.deadline.passed():
+                grid.finished(spec, _not_started(spec))
                 continue
-            progress = progress_factory(spec) if progress_factory else no_progress
-            summary = _run_in_worker(spec, results, experiment, data_root, device, (), seen[spec.run_id], progress,
-                                     None, numerics)  # fmt: skip
-            finished(spec, summary)
-    elif executor == "pool":
-        _execute_pool(specs, results, experiment, data_root, device, jobs, plugins, seen, finished, numerics,
-                      deadline)  # fmt: skip
+            progress = grid.progress_factory(spec) if grid.progress_factory else no_progress
+            grid.finished(spec, run_claimed(spec, settings, grid.seen[spec.run_id], progress))
+    elif options.executor == "pool":
+        _execute_pool(specs, grid)
     else:
-        # absolute paths: a SLURM job starts in whatever folder the cluster chooses
-        root = Path(data_root).resolve() if data_root is not None else None
-        where = Path(results).resolve()
-
+        jobs_settings = settings.for_jobs()
         # a local job gets one GPU, its slot's (round-robin); a SLURM job gets the GPUs its allocation names
-        gpus = local_job_gpus(device, jobs) if executor == "submitit" else [None] * jobs
+        local = options.executor == "submitit"
+        gpus = local_job_gpus(settings.device, options.jobs) if local else [None] * options.jobs
 
         def arguments(spec: RunSpec, slot: int) -> tuple:
-            return (spec, where, experiment, root, device, tuple(plugins), seen[spec.run_id], no_progress,
-                    gpus[slot], numerics)  # fmt: skip
+            return spec, jobs_settings, grid.seen[spec.run_id], no_progress, gpus[slot]
 
-        submitted = SubmititJobs(results, experiment, "slurm" if executor == "slurm" else "local")
-        submitted.execute(specs, _run_in_worker, arguments, jobs, slurm, detach, finished)
+        submitted = SubmititJobs(settings.results, settings.experiment, "local" if local else "slurm")
+        submitted.execute(specs, _run_in_worker, arguments, options.jobs, options.slurm, options.detach, grid.finished)
 
 
-def _wait_for_claims(
-    held: dict[str, RunSpec],
-    results: Path,
-    experiment: str,
-    seen: dict[str, RecordStamp | None],
-    finished: Callable[[RunSpec, dict], None],
-    deadline: Deadline,
-) -> list[RunSpec]:
+def _wait_for_claims(held: dict[str, RunSpec], grid: _Grid) -> list[RunSpec]:
     """Wait until some of the ``held`` runs' claims end; report those another process finished, return the
     rest of them (their holder died without a record: they are to be run here). Ended runs leave ``held``.
-    Stop waiting (returning nothing) once ``deadline`` has passed."""
-    while not deadline.passed():
+    Stop waiting (returning nothing) once the deadline has passed."""
+    results, experiment = grid.settings.results, grid.settings.experiment
+    while not grid.options.deadline.passed():
         time.sleep(CLAIM_POLL_SECONDS)
         ended = [spec for run_id, spec in held.items()
                  if claims.live_holder(claim_path(results, experiment, run_id)) is None]  # fmt: skip
         free = []
         for spec in ended:
             del held[spec.run_id]
-            done = finished_elsewhere(spec, results, experiment, seen[spec.run_id])
+            done = finished_elsewhere(spec, grid.settings, grid.seen[spec.run_id])
             if done is None:
                 free.append(spec)
             else:
-                finished(spec, done)
+                grid.finished(spec, done)
         if free or not held:
             return free
     return []
 
 
-def _execute_pool(
-    specs: Sequence[RunSpec],
-    results: Path,
-    experiment: str,
-    data_root: Path | None,
-    device: str,
-    jobs: int,
-    plugins: Sequence[Path],
-    seen: dict[str, RecordStamp | None],
-    finished: Callable[[RunSpec, dict], None],
-    numerics: Numerics = DEFAULT_NUMERICS,
-    deadline: Deadline | None = None,
-) -> None:
-    deadline = deadline or Deadline()
+def _execute_pool(specs: Sequence[RunSpec], grid: _Grid) -> None:
+    settings, jobs, deadline = grid.settings, grid.options.jobs, grid.options.deadline
     # spawn: a forked child would inherit the parent's torch threads and CUDA state. One run per worker
     # process (Python ≥ 3.11), so memory never carries over from one run to the next
     context = multiprocessing.get_context("spawn")
     fresh = {"max_tasks_per_child": 1} if ONE_RUN_PER_WORKER else {}
     # each worker pins itself to a GPU as it starts, before CUDA does (a reused 3.10 worker keeps its GPU)
     gpus = None
-    if any(gpu is not None for gpu in pool_gpus(device, jobs)):
+    if any(gpu is not None for gpu in pool_gpus(settings.device, jobs)):
         gpus = context.Queue()
-        for gpu in pool_gpus(device, jobs):
+        for gpu in pool_gpus(settings.device, jobs):
             gpus.put(gpu)
     waiting = list(specs)
     running: dict[Future, RunSpec] = {}
@@ -340,15 +323,14 @@ def _execute_pool(
         while waiting or running:
             if deadline.passed():
                 for spec in waiting:
-                    finished(spec, _not_started(spec))
+                    grid.finished(spec, _not_started(spec))
                 waiting.clear()
             while waiting and len(running) < jobs:
                 spec = waiting.pop(0)
                 try:
-                    future = pool.submit(_run_in_pool_worker, spec, results, experiment, data_root, device,
-                                         tuple(plugins), seen[spec.run_id], no_progress, None, numerics)  # fmt: skip
+                    future = pool.submit(_run_in_pool_worker, spec, settings, grid.seen[spec.run_id])
                 except BrokenProcessPool as error:  # an earlier worker died: the pool takes no more runs
-                    finished(spec, _lost(spec, error))
+                    grid.finished(spec, _lost(spec, error))
                     continue
                 running[future] = spec
             if not running:
@@ -360,5 +342,6 @@ def _execute_pool(
                     summary = future.result()
                 except Exception as error:  # BrokenProcessPool: the worker was killed mid-run
                     summary = _lost(spec, error)
-                    claims.clear_stale(claim_path(results, experiment, spec.run_id))  # the dead worker's claim
-                finished(spec, summary)
+                    # the dead worker's claim
+                    claims.clear_stale(claim_path(settings.results, settings.experiment, spec.run_id))
+                grid.finished(spec, summary)

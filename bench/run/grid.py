@@ -6,9 +6,9 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
-from bench.data.dataset import dataset_class, dataset_plugin
+from bench.data.resolved import DatasetPlugins
 from bench.errors import BenchError
 from bench.records.spec import BUDGETS, EVAL_SPLITS, PAPER_DRAWS, PAPER_SEEDS, PlannedRun, RunSpec
 from bench.registry import METHODS
@@ -74,60 +74,44 @@ def check_eval_split(split: str) -> str:
     return split
 
 
-def expand_grid(
-    methods: Sequence[str],
-    datasets: Sequence[str],
-    tasks: Sequence[str] | None,
-    shots: Sequence[int | None],
-    labels: Sequence[str] | None,
-    seeds: Sequence[int] | None,
-    draws: int | None,
-    budget: str,
-    backbone: str,
-    checkpoint: str | None = None,
-    overrides: tuple[tuple[str, object], ...] = (),
-    eval_split: str = "test",
-    data_root: str | Path | None = None,
-) -> list[PlannedRun]:
+@dataclass(frozen=True)
+class GridRequest:
+    """What a grid is asked to run, its options parsed: names as given, ``None`` for "the default" (every task,
+    each method's own label regimes, the budget's seeds and draws). ``budget`` is auto, paper or quick; it is
+    resolved (``resolve_budget``) before the grid is expanded."""
+
+    methods: Sequence[str]
+    datasets: Sequence[str]
+    tasks: Sequence[str] | None = None
+    shots: Sequence[int | None] = (10,)
+    labels: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    draws: int | None = None
+    budget: str = "quick"
+    backbone: str = "litemedsam"
+    checkpoint: str | None = None
+    overrides: tuple[tuple[str, object], ...] = ()
+    eval_split: str = "test"
+
+
+def expand_grid(request: GridRequest, datasets: DatasetPlugins) -> list[PlannedRun]:
     """Every (method, dataset, task, labels, shots, draw, seed) combination, with skips and their reasons.
 
-    ``seeds``/``draws`` default to the budget's protocol (paper: 3 × 3; quick: 1 × 1). All-data runs have a
-    single draw; training-free methods run once per task and label regime.
+    ``request.seeds``/``draws`` default to the budget's protocol (paper: 3 × 3; quick: 1 × 1). All-data runs
+    have a single draw; training-free methods run once per task and label regime. ``datasets``: the grid's
+    plugins, which say each dataset's tasks and identity.
     """
-    from bench.data.samples import LABEL_REGIMES
-
-    if budget not in BUDGETS:
-        raise BenchError(f"budget must be resolved to one of {BUDGETS} before expanding a grid")
-    check_eval_split(eval_split)
-    for regime in labels or ():
-        if regime not in LABEL_REGIMES:
-            raise BenchError(f"--labels takes {', '.join(LABEL_REGIMES)}, not '{regime}'")
-    seed_list = _unique(list(seeds)) if seeds else list(PAPER_SEEDS if budget == "paper" else (0,))
-    draw_count = draws if draws is not None else (PAPER_DRAWS if budget == "paper" else 1)
-    if draw_count < 1:
-        raise BenchError("--draws must be at least 1")
-    method_classes = {name: METHODS.get(name) for name in methods}
+    seed_list, draw_count = _check_request(request)
+    method_classes = {name: METHODS.get(name) for name in request.methods}
     # a user's dataset given by its path is planned under its own name (``nnunet:<folder>``)
-    dataset_classes = {cls.name: cls for cls in (dataset_class(name, data_root) for name in datasets)}
-    if tasks:
-        all_tasks = {task for cls in dataset_classes.values() for task in cls.tasks}
-        for task in tasks:
-            if not any(cls.task_named(task) for cls in dataset_classes.values()):
-                from bench.registry import did_you_mean
-
-                raise BenchError(
-                    f"unknown task '{task}' for {', '.join(datasets)}; known tasks: "
-                    f"{', '.join(sorted(all_tasks))}.{did_you_mean(task, sorted(all_tasks))}"
-                )
-    identities = {name: dataset_plugin(name, data_root).identity() for name in dataset_classes}
-
-    unknown_keys = {key for key, _ in overrides} - {
+    plugins = {plugin.name: plugin for plugin in (datasets[name] for name in request.datasets)}
+    _check_tasks(request, [type(plugin) for plugin in plugins.values()])
+    identities = {name: plugin.identity() for name, plugin in plugins.items()}
+    unknown_keys = {key for key, _ in request.overrides} - {
         f.name for cls in method_classes.values() for f in dataclasses.fields(cls.HParams)
     }
     if unknown_keys:
-        raise BenchError(
-            f"no selected method has the hyper-parameter {', '.join(sorted(unknown_keys))} (--set)"
-        )
+        raise BenchError(f"no selected method has the hyper-parameter {', '.join(sorted(unknown_keys))} (--set)")
 
     planned: list[PlannedRun] = []
     for method_name, method_cls in method_classes.items():
@@ -135,35 +119,58 @@ def expand_grid(
         own_fields = {f.name for f in dataclasses.fields(method_cls.HParams)}
         # converted to the declared types here, so a bad value fails before anything runs and `epochs=3.0`
         # keys the same run as `epochs=3`
-        method_overrides = method_cls.coerce_overrides((key, value) for key, value in overrides if key in own_fields)
-        regimes = _unique(list(labels or method_cls.default_labels))
+        method_overrides = method_cls.coerce_overrides(
+            (key, value) for key, value in request.overrides if key in own_fields
+        )
+        regimes = _unique(list(request.labels or method_cls.default_labels))
         # a training-free method does not depend on the training set: one run, whatever --shots says
-        method_shots = [None] if method_cls.training_free else _unique(list(shots))
+        method_shots = [None] if method_cls.training_free else _unique(list(request.shots))
         uses_backbone = method_cls.uses_backbone
-        for dataset_name, dataset_cls in dataset_classes.items():
-            chosen = {dataset_cls.task_named(task) for task in tasks or ()}
-            dataset_tasks = [t for t in dataset_cls.tasks if not tasks or t in chosen]
+        for dataset_name, plugin in plugins.items():
+            chosen = {plugin.task_named(task) for task in request.tasks or ()}
+            dataset_tasks = [t for t in plugin.tasks if not request.tasks or t in chosen]
             for task, regime, shot in itertools.product(dataset_tasks, regimes, method_shots):
                 for draw, seed in _draws_and_seeds(method_cls, shot, draw_count, seed_list):
                     spec = RunSpec(
-                        method=method_name,
-                        dataset=dataset_name,
-                        task=task,
-                        labels=regime,
-                        shots=shot,
-                        draw=draw,
-                        seed=seed,
-                        budget=budget,
-                        backbone=backbone if uses_backbone else None,
-                        checkpoint=checkpoint if uses_backbone else None,
-                        overrides=method_overrides,
-                        eval_split=eval_split,
-                        dataset_identity=identities[dataset_name],
-                    )
+                        method=method_name, dataset=dataset_name, task=task, labels=regime, shots=shot, draw=draw,
+                        seed=seed, budget=request.budget, backbone=request.backbone if uses_backbone else None,
+                        checkpoint=request.checkpoint if uses_backbone else None, overrides=method_overrides,
+                        eval_split=request.eval_split, dataset_identity=identities[dataset_name],
+                    )  # fmt: skip
                     # a dataset whose training images carry boxes only cannot train a mask regime
-                    dataset_skip = getattr(dataset_cls, "skip_labels", lambda _labels: None)(regime)
+                    dataset_skip = getattr(plugin, "skip_labels", lambda _labels: None)(regime)
                     planned.append(PlannedRun(spec, method_cls.skip(spec) or dataset_skip))
     return planned
+
+
+def _check_request(request: GridRequest) -> tuple[list[int], int]:
+    """Fail in one line on a request no grid can be expanded from; its seeds and its draws per k."""
+    from bench.data.samples import LABEL_REGIMES
+
+    if request.budget not in BUDGETS:
+        raise BenchError(f"budget must be resolved to one of {BUDGETS} before expanding a grid")
+    check_eval_split(request.eval_split)
+    for regime in request.labels or ():
+        if regime not in LABEL_REGIMES:
+            raise BenchError(f"--labels takes {', '.join(LABEL_REGIMES)}, not '{regime}'")
+    seeds = _unique(list(request.seeds)) if request.seeds else list(PAPER_SEEDS if request.budget == "paper" else (0,))
+    draws = request.draws if request.draws is not None else (PAPER_DRAWS if request.budget == "paper" else 1)
+    if draws < 1:
+        raise BenchError("--draws must be at least 1")
+    return seeds, draws
+
+
+def _check_tasks(request: GridRequest, dataset_classes: list[type]) -> None:
+    """Fail in one line on a ``--tasks`` name none of the datasets has."""
+    all_tasks = {task for cls in dataset_classes for task in cls.tasks}
+    for task in request.tasks or ():
+        if not any(cls.task_named(task) for cls in dataset_classes):
+            from bench.registry import did_you_mean
+
+            raise BenchError(
+                f"unknown task '{task}' for {', '.join(request.datasets)}; known tasks: "
+                f"{', '.join(sorted(all_tasks))}.{did_you_mean(task, sorted(all_tasks))}"
+            )
 
 
 def _draws_and_seeds(

@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.records import store
 from bench.records.spec import RunSpec, shots_label
+
+if TYPE_CHECKING:
+    from bench.run.settings import GridSettings
 
 DEFAULT_TOLERANCE = 0.5  # Dice points (Dice × 100); argued in the module's docstring and docs/records.md
 SHOWN_REVISION = 10  # characters of a git revision a table shows
@@ -116,16 +120,14 @@ def default_scratch(experiment: str) -> Path:
 
 
 def recheck(
-    records: list[dict],
-    scratch: Path,
-    experiment: str,
-    run: Callable[[list[RunSpec]], None],
+    records: list[dict], settings: GridSettings, run: Callable[[list[RunSpec]], None]
 ) -> list[Rechecked]:
-    """Run the records' specs into ``scratch`` with ``run`` (the executor), then compare each new record with
-    its committed one."""
+    """Run the records' specs with ``run`` (the executor) under ``settings``, whose results folder is the scratch
+    one, then compare each new record with its committed one."""
     specs = [RunSpec.from_dict(record["spec"]) for record in records]
     run(specs)
-    return [compare(record, store.existing_record(scratch, experiment, record["run_id"])) for record in records]
+    return [compare(record, store.existing_record(settings.results, settings.experiment, record["run_id"]))
+            for record in records]  # fmt: skip
 
 
 def compare(committed: dict, new: dict | None) -> Rechecked:

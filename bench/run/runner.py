@@ -16,19 +16,10 @@ import numpy as np
 import torch
 
 from bench.compute.allocator import keep_freed_memory
-from bench.compute.device import (
-    DEFAULT_NUMERICS,
-    Numerics,
-    apply_numerics,
-    autocast,
-    cuda_warmup,
-    precision_changes,
-    resolve_device,
-    resolve_precision,
-)
+from bench.compute.device import apply_numerics, autocast, cuda_warmup, resolve_device
 from bench.compute.timing import PeakMemory, Stopwatch
 from bench.data import samples as data
-from bench.data.dataset import dataset_class, load_task
+from bench.data.resolved import DatasetPlugins
 from bench.data.volumes import VOLUME_OF, volume_metrics
 from bench.errors import BenchError
 from bench.method import RunContext
@@ -38,16 +29,24 @@ from bench.progress import no_progress
 from bench.records import claims
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
 from bench.records.spec import RunSpec
-from bench.records.store import RECORD_VERSION, claim_path, existing_record, prediction_path, record_path
+from bench.records.store import (
+    RECORD_VERSION,
+    RecordStamp,
+    claim_path,
+    existing_record,
+    prediction_path,
+    record_stamp,
+    write_record,
+)
 from bench.registry import METHODS
-from bench.run.saved_models import SAVED_MODEL, lacks_saved_model, model_path, save_model, saving_models
+from bench.run.current import is_current, jsonable
+from bench.run.saved_models import SAVED_MODEL, model_path, save_model
+from bench.run.settings import GridSettings
 from bench.sam.embedding_cache import embedding_counts, image_digest
 
 # Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
 # saves the same images and a grid's predictions stay a few megabytes.
 SAVED_PREDICTIONS = 8
-# what identifies one version of a record file: (modification time in ns, size)
-RecordStamp = tuple[int, int]
 # images encoded per call when a grid is encoded before fanning out (64 float32 embeddings: 1 GB)
 ENCODE_CHUNK = 64
 _VERSIONED_PACKAGES = (
@@ -91,49 +90,33 @@ def device_name(device: torch.device) -> str:
 
 
 def run_one(
-    spec: RunSpec,
-    results: Path,
-    experiment: str,
-    data_root: Path | None = None,
-    device: str = "auto",
-    progress=no_progress,
-    saved_predictions: int = SAVED_PREDICTIONS,
-    numerics: Numerics = DEFAULT_NUMERICS,
+    spec: RunSpec, settings: GridSettings, progress=no_progress, saved_predictions: int = SAVED_PREDICTIONS
 ) -> dict:
     """Execute one run and write its record atomically; a failure is recorded, never raised.
 
     The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
     ``prediction_path`` before the record, so a finished record always has its predictions beside it.
-    ``numerics``: the precision and determinism asked for; the record says which precision was in force.
+    ``settings.numerics``: the precision and determinism asked for; the record says which precision was in force.
     """
-    record = _new_record(spec, experiment)
+    record = _new_record(spec, settings.experiment)
     try:
-        torch_device = resolve_device(device)
+        torch_device = resolve_device(settings.device)
         record["device"] = device_name(torch_device)
-        record["precision"] = apply_numerics(numerics, torch_device)
-        record["deterministic"] = numerics.deterministic
+        record["precision"] = apply_numerics(settings.numerics, torch_device)
+        record["deterministic"] = settings.numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
-        saved = (prediction_path(results, experiment, spec.run_id), saved_predictions)
-        model_file = model_path(results, experiment, spec.run_id) if saving_models() else None
-        record.update(_execute(spec, torch_device, data_root, progress, saved, model_file))
+        record.update(_execute(spec, settings, torch_device, progress, saved_predictions))
         record["status"] = "ok"
     except Exception as error:  # one failing run must never stop the grid: record it and go on
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc()
     record["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    data.write_json_atomic(record_path(results, experiment, spec.run_id), record)
+    write_record(settings.results, settings.experiment, record)
     return record
 
 
 def run_claimed(
-    spec: RunSpec,
-    results: Path,
-    experiment: str,
-    data_root: Path | None = None,
-    device: str = "auto",
-    seen: RecordStamp | None = None,
-    progress=no_progress,
-    numerics: Numerics = DEFAULT_NUMERICS,
+    spec: RunSpec, settings: GridSettings, seen: RecordStamp | None = None, progress=no_progress
 ) -> dict:
     """Run ``spec`` under its claim, so that processes sharing a results folder run it once between them.
 
@@ -143,56 +126,32 @@ def run_claimed(
     planned; ``record_stamp``), that record's status with ``elsewhere`` set, nothing run. The claim is released
     once the record is written, or on any failure.
     """
-    claim = claims.acquire(claim_path(results, experiment, spec.run_id), {"spec": spec.canonical()})
+    claim = claims.acquire(claim_path(settings.results, settings.experiment, spec.run_id), {"spec": spec.canonical()})
     if isinstance(claim, claims.Holder):
         return {"run_id": spec.run_id, "status": "claimed", "error": None, "holder": claim.describe()}
     try:
-        done = finished_elsewhere(spec, results, experiment, seen, _expected_precision(numerics, device))
+        done = finished_elsewhere(spec, settings, seen)
         if done is not None:
             return done
-        record = run_one(spec, results, experiment, data_root, device, progress=progress, numerics=numerics)
+        record = run_one(spec, settings, progress=progress)
     finally:
         claims.release(claim)
     summary = {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
     return summary | ({"taken_from": claim.taken_from.describe()} if claim.taken_from else {})
 
 
-def record_stamp(results: Path, experiment: str, run_id: str) -> RecordStamp | None:
-    """The stamp of ``run_id``'s record, or None when it has none."""
-    try:
-        status = record_path(results, experiment, run_id).stat()
-    except FileNotFoundError:
-        return None
-    return status.st_mtime_ns, status.st_size
-
-
-def _expected_precision(numerics: Numerics, device: str) -> str | None:
-    """The precision a run of ``numerics`` on ``device`` records here; None when the device is not here (the
-    run fails, and says why, in ``run_one``)."""
-    try:
-        return resolve_precision(numerics.precision, resolve_device(device))
-    except BenchError:
-        return None
-
-
-def finished_elsewhere(
-    spec: RunSpec, results: Path, experiment: str, seen: RecordStamp | None, precision: str | None = None
-) -> dict | None:
+def finished_elsewhere(spec: RunSpec, settings: GridSettings, seen: RecordStamp | None) -> dict | None:
     """The summary of ``spec``'s record if that record makes running it unnecessary, else None.
 
-    A finished record of the current recipe (and of ``precision``, when given) always does (another process
-    finished the run after this grid was planned). A failed or outdated record does only when it is not the one
-    seen at planning (``seen``): then another process ran it meanwhile, and its outcome is reported rather than
-    run a second time.
+    A current record (``is_current``) always does (another process finished the run after this grid was
+    planned). A failed or outdated record does only when it is not the one seen at planning (``seen``): then
+    another process ran it meanwhile, and its outcome is reported rather than run a second time.
     """
-    record = existing_record(results, experiment, spec.run_id)
+    record = existing_record(settings.results, settings.experiment, spec.run_id)
     if record is None or record.get("status") not in ("ok", "failed"):
         return None
-    # a plugin known only to the workers (loaded from a file there) cannot be checked for its recipe here
-    current = (record["status"] == "ok" and not (spec.method in METHODS and recipe_changes(record, spec))
-               and not precision_changes(record, precision))  # fmt: skip
-    current = current and not (saving_models() and lacks_saved_model(record))  # `bench run --save-models` re-runs
-    if not current and record_stamp(results, experiment, spec.run_id) == seen:
+    seen_at_planning = record_stamp(settings.results, settings.experiment, spec.run_id) == seen
+    if not is_current(record, spec, settings) and seen_at_planning:
         return None
     return {"run_id": spec.run_id, "status": record["status"], "error": record.get("error"), "elsewhere": True}
 
@@ -218,18 +177,15 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
     record = _new_record(spec, experiment)
     record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
     record.update(error=error, traceback=trace, finished=record["started"])
-    data.write_json_atomic(record_path(results, experiment, spec.run_id), record)
+    write_record(results, experiment, record)
     return record
 
 
-def _execute(
-    spec: RunSpec, device: torch.device, data_root: Path | None, progress, saved: tuple[Path, int],
-    model_file: Path | None = None,
-) -> dict:
+def _execute(spec: RunSpec, settings: GridSettings, device: torch.device, progress, saved_predictions: int) -> dict:
     keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
-    task, support, train, test = _run_inputs(spec, data_root)
+    task, support, train, test = _run_inputs(spec, settings.datasets)
 
     seed_everything(spec.seed)
     ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress)
@@ -255,21 +211,24 @@ def _execute(
         for sample, p in zip(scored, probabilities, strict=True)
     ]
     volumes = volume_metrics(scored, probabilities, task.info[VOLUME_OF]) if VOLUME_OF in task.info else None
-    save_predictions(saved[0], [s.id for s in scored], probabilities, saved[1])
+    results, experiment = settings.results, settings.experiment
+    save_predictions(prediction_path(results, experiment, spec.run_id), [s.id for s in scored], probabilities,
+                     saved_predictions)  # fmt: skip
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
-    if model_file is not None and not method_cls.training_free:  # written before the record that names it
+    if settings.save_models and not method_cls.training_free:  # written before the record that names it
         backbone = ctx.backbone if method_cls.uses_backbone else None
-        saved_model = {SAVED_MODEL: save_model(model_file, method, spec, backbone)}
+        saved_model = {SAVED_MODEL: save_model(model_path(results, experiment, spec.run_id), method, spec, backbone)}
     else:
         saved_model = {}
+    dataset_cls = type(settings.datasets[spec.dataset])
     return saved_model | {
-        DATASET_INFO: describe_dataset(dataset_class(spec.dataset, data_root), spec.dataset, spec.task, scored)
+        DATASET_INFO: describe_dataset(dataset_cls, spec.dataset, spec.task, scored)
         | {key: task.info[key] for key in data.RECORDED_TASK_INFO if key in task.info},
         "cases": cases,
         "mean_dice": float(np.mean([case["dice"] for case in cases])) if cases else None,
         "support_ids": support,
         "trained_on": trained_on(task, support, spec),
-        "hparams": _jsonable(vars(hparams)),
+        "hparams": jsonable(vars(hparams)),
         "fit_seconds": fit_clock.seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
         "warmup_seconds": warmup_seconds,
@@ -283,10 +242,10 @@ def _execute(
     } | ({"training_log": ctx.training_log} if ctx.training_log else {}) | ({"volumes": volumes} if volumes else {})
 
 
-def _run_inputs(spec: RunSpec, data_root: Path | None) -> tuple[data.Task, list[str], list, list]:
+def _run_inputs(spec: RunSpec, datasets: DatasetPlugins) -> tuple[data.Task, list[str], list, list]:
     """The task, the support ids, and the training and test items a run's method receives."""
     method_cls = METHODS.get(spec.method)
-    task = load_task(spec.dataset, spec.task, data_root)
+    task = datasets.task(spec.dataset, spec.task)
     if spec.dataset_identity is not None and task.identity != spec.dataset_identity:
         raise BenchError(
             f"{spec.dataset} changed since this run was planned (its cases are now {task.identity}, the run was "
@@ -314,19 +273,13 @@ def scored_samples(task: data.Task, spec: RunSpec) -> list[data.Sample]:
     return getattr(task, spec.eval_split)
 
 
-def encode_grid(
-    specs: Sequence[RunSpec],
-    data_root: Path | None,
-    device: str,
-    progress=no_progress,
-    numerics: Numerics = DEFAULT_NUMERICS,
-) -> int:
+def encode_grid(specs: Sequence[RunSpec], settings: GridSettings, progress=no_progress) -> int:
     """Encode, through the shared cache, every image the SAM-based runs of ``specs`` give their method.
 
     Run by the parent before it fans runs out to workers: the workers then read every embedding from the cache,
     so each image is encoded once per grid however many workers start at the same moment (the cache's atomic
-    writes keep concurrent encodes correct, but not free). Encodes in the runs' ``numerics``, whose precision
-    is part of the cache's key. Returns the number of images encoded here.
+    writes keep concurrent encodes correct, but not free). Encodes on the grid's device in its numerics, whose
+    precision is part of the cache's key. Returns the number of images encoded here.
     """
     from bench.sam.backbones import load_backbone  # segment-anything is imported only where it is used
     from bench.sam.embedding_cache import EmbeddingStore, cached_embeddings
@@ -336,7 +289,7 @@ def encode_grid(
         # a plugin method unknown here is left to its worker, which encodes (once) what it misses in the cache
         if spec.backbone is None or spec.method not in METHODS or not METHODS.get(spec.method).uses_backbone:
             continue
-        _, _, train, test = _run_inputs(spec, data_root)
+        _, _, train, test = _run_inputs(spec, settings.datasets)
         chosen = images.setdefault((spec.backbone, spec.checkpoint), {})
         # a training-free method's fit reads no training image: its run gets them all (shots = all), and
         # encoding the whole training split for it would cost minutes for nothing
@@ -345,9 +298,9 @@ def encode_grid(
             chosen.setdefault(image_digest(item.image), item.image)
     encoded_before = embedding_counts()["encoded"]
     if images:
-        apply_numerics(numerics, resolve_device(device))
+        apply_numerics(settings.numerics, resolve_device(settings.device))
     for (backbone_name, checkpoint), by_digest in images.items():
-        backbone = load_backbone(backbone_name, checkpoint, resolve_device(device))
+        backbone = load_backbone(backbone_name, checkpoint, resolve_device(settings.device))
         store = EmbeddingStore.for_backbone(backbone)
         missing = [image for digest, image in by_digest.items() if not store.path(digest).exists()]
         # in chunks: the embeddings come back as 16 MB float32 tensors each, and a grid may need thousands
@@ -368,22 +321,3 @@ def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray]
     arrays = {f"mask_{n}": binarize(probabilities[i]) for n, i in enumerate(chosen)}
     with atomic_write(path) as stream:
         np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)
-
-
-def recipe_changes(record: dict, spec: RunSpec) -> dict[str, tuple[object, object]]:
-    """Hyper-parameters whose value in ``record`` differs from what ``spec`` resolves to now: key → (recorded,
-    current). Not empty when a method's defaults changed after the record was made: the run id (which holds
-    only the ``--set`` overrides) still matches, but the record is of another recipe. A key the record lacks
-    (added since) counts with ``Method.former_hparams``' value, or is not compared; keys the spec's label
-    regime never reads (``Method.unused_hparams``) are not compared either."""
-    method_cls = METHODS.get(spec.method)
-    recorded = _jsonable(method_cls.former_hparams) | (record.get("hparams") or {})
-    current = _jsonable(vars(method_cls.resolve_hparams(spec.budget, spec.overrides)))
-    unused = method_cls.unused_hparams.get(spec.labels, frozenset())
-    return {key: (recorded[key], value) for key, value in current.items()
-            if key in recorded and key not in unused and recorded[key] != value}  # fmt: skip
-
-
-def _jsonable(values: dict) -> dict:
-    return {key: value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
-            for key, value in values.items()}  # fmt: skip

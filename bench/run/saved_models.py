@@ -5,13 +5,13 @@
 prompt module's head, never the frozen backbone), its hyper-parameters, its spec, and the backbone by name
 and checkpoint digest. It is written to a temporary file and renamed, with the umask's permissions; the run
 record names the file and its sha256 (``saved_model``). It is read with ``torch.load(weights_only=True)``, so
-it holds tensors and plain values only. Training-free methods save nothing: they predict as they are.
+it holds tensors and plain values only. Training-free methods save nothing: they predict as they are. A
+grid's runs save their models when its settings say so (``GridSettings.save_models``, from ``--save-models``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +29,6 @@ from bench.sam.checkpoints import file_digest
 
 MODEL_FORMAT = 1
 SAVED_MODEL = "saved_model"  # the record's key: {"file": "models/<run_id>.pt", "sha256": ...}
-# `bench run --save-models` sets it, so that the flag reaches every executor's workers (pool processes,
-# submitit and SLURM jobs inherit the environment) without another argument through each of them
-SAVE_MODELS_VARIABLE = "BENCH_SAVE_MODELS"
 
 
 def models_folder(results: Path, experiment: str) -> Path:
@@ -40,11 +37,6 @@ def models_folder(results: Path, experiment: str) -> Path:
 
 def model_path(results: Path, experiment: str, run_id: str) -> Path:
     return models_folder(results, experiment) / f"{run_id}.pt"
-
-
-def saving_models() -> bool:
-    """Whether runs of this process save their models (``bench run --save-models``)."""
-    return os.environ.get(SAVE_MODELS_VARIABLE) == "1"
 
 
 def lacks_saved_model(record: dict | None) -> bool:

@@ -1,4 +1,4 @@
-"""SAM-family backbones and the shared on-disk embedding cache.
+"""SAM-family backbones: which checkpoint, how an image is preprocessed for the encoder, and encoding it.
 
 Interface every backbone implements (the SAM-based methods rely on exactly this):
 
