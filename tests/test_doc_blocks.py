@@ -180,6 +180,15 @@ def test_claims_matrix_states_each_claim_once_and_marks_budgets_that_differ(expe
     assert [cell.strip() for cell in header.split("|")[2:-1]] == ["SYNTHETIC ellipse", "SYNTHETIC blob"]
     assert rows == {"(a) Ours beats UNet.": ["holds ‡", "does not hold"],
                     "(d) Ours loses least.": ["not measurable", "–"]}  # fmt: skip
+    # the ‡ line says at which budget each compared method's headline row ran, read from the records
+    assert "‡ the compared rows ran at different budgets, so the verdict" in rendered  # no Table 1 method here
+    from bench.report import front_page
+
+    ours = {"unet": "rep-unet", "prompt-module": "rep-ours", "medsam-box": "rep-medsam"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(front_page, "METHODS", tuple((ours.get(m, m), *rest) for m, *rest in front_page.METHODS))
+        rendered = _render("<!-- bench:claims experiments=exp -->\n<!-- /bench -->", experiment)
+    assert "‡ the compared rows ran at different budgets (Prompt_module & 100% at `paper`; UNet at `quick`)" in rendered
     inline = "(a) <!-- bench:claim experiment=exp dataset=synthetic task=blob claim=a -->?<!-- /bench -->"
     assert _render(inline, experiment) == inline.replace("?", "does not hold")
     with pytest.raises(BenchError, match="no verdict for synthetic blob b"):

@@ -23,7 +23,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.records.names import Names
-from bench.records.rows import headline, with_row_names
+from bench.records.rows import budget_rank, headline, with_row_names
 from bench.report.paper import DATASETS, TRAINING_FREE, paper_result
 from bench.report.table import build_table, summarise
 
@@ -143,7 +143,36 @@ def claims_block(block: Block, records: Records) -> str:
     lines = [[f"({claim}) {statements[claim]}", *[cells[claim].get(column, "–") for column in order]]
              for claim in sorted(statements)]  # fmt: skip
     frame = pd.DataFrame(lines, columns=["Claim of the seed paper", *order])
-    return "\n" + frame.to_markdown(index=False, disable_numparse=True) + "\n"
+    marked = any(BUDGETS_DIFFER_MARK in cell for row in cells.values() for cell in row.values())
+    legend = f"\n{_budgets_legend(_experiments(block), records)}\n" if marked else ""
+    return "\n" + frame.to_markdown(index=False, disable_numparse=True) + "\n" + legend
+
+
+def _budgets_legend(experiments: list[str], records: Records) -> str:
+    """The ‡ line: at which budget each compared method's headline rows (the paper's labels and k) ran."""
+    budgets: dict[str, set[str]] = {}
+    displays: dict[str, str] = {}
+    for experiment in experiments:
+        runs = records.runs(experiment)
+        names = Names(runs)
+        summary = summarise(runs)
+        trains = runs.groupby("method")["params_trainable"].max().fillna(1) > 0
+        for method, labels, shots in METHODS:
+            rows = summary[(summary["method"] == method) & (summary["labels"] == labels) & (summary["shots"] == shots)]
+            chosen = headline(rows, labels)
+            if method != UPPER_BOUND and trains.get(method, False) and chosen is not None:
+                budgets.setdefault(method, set()).add(chosen["budget"])
+                displays[method] = names.method(method).display
+    groups: dict[str, list[str]] = {}
+    for method, ran in sorted(budgets.items(), key=lambda item: min(map(budget_rank, item[1]))):
+        groups.setdefault(" and ".join(f"`{b}`" for b in sorted(ran, key=budget_rank)), []).append(displays[method])
+    described = "; ".join(f"{_listed(methods)} at {ran}" for ran, methods in groups.items())
+    return (f"{BUDGETS_DIFFER_MARK} the compared rows ran at different budgets" + (f" ({described})" if described
+            else "") + ", so the verdict compares training lengths as much as methods.")  # fmt: skip
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def beside_paper_block(block: Block, records: Records) -> str:
