@@ -76,8 +76,10 @@ class TinyCNN(Method):
         self.network.to(ctx.device).train()
         optimiser = torch.optim.Adam(self.network.parameters(), lr=hp.lr)
         generator = torch.Generator().manual_seed(ctx.seed)  # the batch order follows the run's seed
-        # ctx.progress draws the bar `bench run` shows for the epochs of the current run
-        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        # ctx.epochs draws the bar `bench run` shows for the epochs of the current run, and saves the fit (what
+        # `state` names) so that a killed or --stop-after-paused run goes on from its last saved epoch
+        state = {"network": self.network, "optimiser": optimiser, "generator": generator}
+        for _ in ctx.epochs(hp.epochs, state, description=f"{self.name} epochs"):
             for batch in epoch_batches(len(train), hp.batch_size, generator):
                 loss = bce_dice_loss(self.network(images[batch]), masks[batch])
                 optimiser.zero_grad(set_to_none=True)

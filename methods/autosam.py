@@ -198,7 +198,8 @@ class AutoSAM(Method):
         optimiser = torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         generator = torch.Generator().manual_seed(ctx.seed)
         window = hp.batch_size * hp.accumulation_steps
-        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        state = {"network": self.network, "optimiser": optimiser, "generator": generator}
+        for _ in ctx.epochs(hp.epochs, state, description=f"{self.name} epochs"):
             for window_indices, samples in device_batches(len(train), window, generator, ctx.device):
                 optimiser.zero_grad(set_to_none=True)
                 for start in range(0, len(window_indices), hp.batch_size):

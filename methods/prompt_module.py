@@ -217,7 +217,8 @@ class PromptModule(Method):
         boxes = [item.box if item.box is not None else tight_box(item.mask) for item in train]
         ctx.log(support_box_area=[box.area / (shape[0] * shape[1]) for box, shape in zip(boxes, shapes, strict=True)])
         box_areas = torch.tensor([float(box.area) for box in boxes], dtype=torch.float64, device=ctx.device)
-        for epoch in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        state = {"head": self.head, "optimiser": optimiser, "schedule": schedule, "generator": generator}
+        for epoch in ctx.epochs(hp.epochs, state, description=f"{self.name} epochs"):
             # losses and diagnostics stay on the device and are read back once per epoch: a float() per term
             # or per sample would wait for the device at every step
             terms: dict[str, list[torch.Tensor]] = {}

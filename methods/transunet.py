@@ -155,7 +155,8 @@ class TransUNet(Method):
         iterations = hp.epochs * math.ceil(len(train) / hp.batch_size)
         schedule = torch.optim.lr_scheduler.PolynomialLR(optimiser, total_iters=iterations, power=hp.lr_power)
         generator = torch.Generator().manual_seed(ctx.seed)
-        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        state = {"network": self.network, "optimiser": optimiser, "schedule": schedule, "generator": generator}
+        for _ in ctx.epochs(hp.epochs, state, description=f"{self.name} epochs"):
             for indices in shuffled_batches(len(train), hp.batch_size, generator):
                 pairs = [(train[i].image, train[i].mask) for i in indices]
                 if hp.augment:  # on the host, from the host's generator, while the device runs the last step

@@ -64,7 +64,8 @@ class UNet(Method):
         self.network.to(ctx.device).train()
         optimiser = torch.optim.Adam(self.network.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         generator = torch.Generator().manual_seed(ctx.seed)
-        for _ in ctx.progress(range(hp.epochs), description=f"{self.name} epochs"):
+        state = {"network": self.network, "optimiser": optimiser, "generator": generator}
+        for _ in ctx.epochs(hp.epochs, state, description=f"{self.name} epochs"):
             for indices, batch in device_batches(len(train), hp.batch_size, generator, ctx.device):
                 logits = self.network(images[batch])
                 if from_boxes:

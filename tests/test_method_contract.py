@@ -28,12 +28,17 @@ def shrink(sample: Sample, shape: tuple[int, int]) -> Sample:
     return Sample(sample.id, image, mask, (1.0, 1.0))
 
 
-@pytest.fixture(scope="module")
-def tiny_task():
+def tiny_train_and_test() -> tuple[list[Sample], list[Sample]]:
+    """Four small training images and two test images, one of them not square."""
     task = load_task("synthetic", "ellipse")
     train = [shrink(s, (64, 64)) for s in task.train[:4]]
-    test = [shrink(task.test[0], (64, 64)), shrink(task.test[1], (48, 80))]  # one non-square image
+    test = [shrink(task.test[0], (64, 64)), shrink(task.test[1], (48, 80))]
     return train, test
+
+
+@pytest.fixture(scope="module")
+def tiny_task():
+    return tiny_train_and_test()
 
 
 def cases() -> list:

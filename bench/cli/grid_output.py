@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 def print_plan(plan: GridPlan) -> None:
     """The ``--dry-run`` table: every planned combination and what would happen to it."""
+    from bench.records.store import checkpoint_path
+
+    results, experiment = plan.settings.results, plan.settings.experiment
     table = Table(title=f"Plan (budget {plan.request.budget})")
     for column in ("method", "dataset", "task", "labels", "shots", "draw", "seed", "state"):
         table.add_column(column)
@@ -29,6 +32,8 @@ def print_plan(plan: GridPlan) -> None:
             state = {"ok": "done", "failed": "failed, re-run", "outdated": "older recipe, re-run"}.get(
                 plan.statuses.get(spec.run_id) or "", "to run"
             )
+            if state == "to run" and checkpoint_path(results, experiment, spec.run_id).exists():
+                state = "to resume"
         table.add_row(spec.method, spec.dataset, spec.task, spec.labels, spec.shots_label,
                       str(spec.draw), str(spec.seed), state)  # fmt: skip
     console.print(table)
@@ -69,12 +74,18 @@ class GridTally:
         self.failures: list[dict] = []
         self.queued: list[dict] = []
         self.not_started: list[dict] = []
+        self.paused: list[dict] = []
         self.elsewhere: list[dict] = []
         self.claimed: dict[str, dict] = {}
 
     def on_done(self, spec: RunSpec, summary: dict) -> None:
         if summary["status"] in ("queued", "not_started"):
             (self.queued if summary["status"] == "queued" else self.not_started).append(summary)
+            return
+        if summary["status"] == "paused":  # its fit is saved: the next command goes on with it
+            self.paused.append(summary)
+            line = f"{spec.run_id}: paused after epoch {summary['epochs_done']} of {summary['epochs']}, its fit saved"
+            self.progress.console.print(line, highlight=False, soft_wrap=True)
             return
         if summary["status"] == "claimed":  # another process runs it
             self.claimed[spec.run_id] = summary
@@ -99,12 +110,13 @@ def print_outcome(tally: GridTally, plan: GridPlan, stop_after: str | None) -> N
     from bench.records import store
 
     results, experiment = plan.settings.results, plan.settings.experiment
-    ended = len(tally.failures) + len(tally.queued) + len(tally.claimed) + len(tally.not_started)
+    ended = len(tally.failures) + len(tally.queued) + len(tally.claimed) + len(tally.not_started) + len(tally.paused)
     console.print(
         f"{len(plan.to_run) - ended} ok, {len(tally.failures)} failed"
         + (f" ({len(tally.elsewhere)} of them run by another process)" if tally.elsewhere else "")
-        + (f", {len(tally.not_started)} not started (--stop-after {stop_after} passed: run again to go on)"
-           if tally.not_started else "")
+        + (f", {len(tally.paused)} paused" if tally.paused else "")
+        + (f", {len(tally.not_started)} not started" if tally.not_started else "")
+        + (f" (--stop-after {stop_after} passed: run again to go on)" if tally.paused or tally.not_started else "")
         + (f", {len(tally.queued)} queued or running" if tally.queued else "")
         + (f", {len(tally.claimed)} running in other processes" if tally.claimed else "")
         + f"; records in {store.runs_folder(results, experiment)}",

@@ -29,18 +29,18 @@ class Stopwatch:
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = device
         self.seconds = 0.0
-        self._start = 0.0
+        self.started = 0.0  # time.perf_counter() at the start
 
     def __enter__(self) -> Stopwatch:
         synchronize(self.device)
-        self._start = time.perf_counter()
+        self.started = time.perf_counter()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         synchronize(self.device)
-        self.seconds = time.perf_counter() - self._start
+        self.seconds = time.perf_counter() - self.started
 
 
 # one or more number-unit pairs, largest first by convention: "8m", "90s", "1h30m", "0.5h"

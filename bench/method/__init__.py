@@ -26,6 +26,7 @@ from bench.records.descriptions import GROUPS  # noqa: F401 (plugins and the con
 if TYPE_CHECKING:
     import torch
 
+    from bench.method.resumable import FitCheckpoint
     from bench.records.spec import RunSpec
 
 @dataclass
@@ -38,11 +39,25 @@ class RunContext:
     progress: Callable[..., Iterator] = no_progress
     # one dict of JSON-able scalars (or lists of them) per ``log`` call, stored in the record as ``training_log``
     training_log: list[dict] = dataclasses.field(default_factory=list)
+    # where the harness saves a fit that ``epochs`` runs, to go on with it in a later command; None: never saved
+    checkpoint: FitCheckpoint | None = None
 
     def log(self, **values: Any) -> None:
         """Record how training went, kept in the run's record: an entry with an ``epoch`` is a point of the
         training curves (loss terms, sizes); one without is a fact about the whole run (the support boxes)."""
         self.training_log.append(values)
+
+    def epochs(self, count: int, state: dict[str, Any], description: str) -> Iterator[int]:
+        """A training loop's epochs, ``range(count)`` under a progress bar, which the harness may save and resume.
+
+        ``state`` names everything the fit changes from epoch to epoch: modules, optimiser, schedule (anything
+        with ``state_dict``/``load_state_dict``) and the method's ``torch.Generator``s. A fit killed, or paused by
+        ``bench run --stop-after``, goes on from its last saved epoch the next time the run is run
+        (``bench.method.resumable``), with the result an uninterrupted fit would have had.
+        """
+        if self.checkpoint is None:
+            return iter(self.progress(range(count), description=description))
+        return self.checkpoint.epochs(count, state, self.training_log, self.progress, description)
 
     @property
     def seed(self) -> int:

@@ -62,6 +62,11 @@ def predictions_folder(results: Path, experiment: str) -> Path:
     return experiment_folder(results, experiment) / "predictions"
 
 
+def checkpoint_path(results: Path, experiment: str, run_id: str) -> Path:
+    """Where a run's fit is saved while it trains, to be resumed by a later command (``bench.method.resumable``)."""
+    return experiment_folder(results, experiment) / "checkpoints" / f"{run_id}.pt"
+
+
 def claims_folder(results: Path, experiment: str) -> Path:
     """Where the processes running an experiment's runs claim them (``bench.records.claims``)."""
     return experiment_folder(results, experiment) / "claims"

@@ -101,11 +101,12 @@ def _run_in_worker(
     seen: RecordStamp | None = None,
     progress: Callable = no_progress,
     visible_gpu: str | None = None,
+    deadline: Deadline | None = None,
 ) -> dict:
     pin_gpu(visible_gpu)  # before anything touches CUDA in this fresh process (a submitit job)
     # a fresh process (pool worker, submitit job) knows only the built-in and entry-point plugins
     _load_plugins(settings.plugins)
-    return run_claimed(spec, settings, seen, progress)
+    return run_claimed(spec, settings, seen, progress, deadline)
 
 
 def _start_pool_worker(parent: int, gpus) -> None:
@@ -205,7 +206,8 @@ def execute(
     summary is the ``claimed`` one. ``settings.numerics``: the precision and determinism every run computes in.
 
     Once ``options.deadline`` has passed (inline and pool only) no run starts: each run not started gets a
-    summary with status ``not_started`` and no record, runs already running finish, and runs claimed by other
+    summary with status ``not_started`` and no record; a running fit that goes through ``RunContext.epochs`` is
+    saved at its epoch's end (status ``paused``, no record), any other running run finishes; runs claimed by other
     processes are not waited for (their final summary is the ``claimed`` one), so that the command ends within
     its time slice and the same command run again goes on.
     """
@@ -266,7 +268,7 @@ def _dispatch(specs: list[RunSpec], grid: _Grid) -> None:
                 grid.finished(spec, _not_started(spec))
                 continue
             progress = grid.progress_factory(spec) if grid.progress_factory else no_progress
-            grid.finished(spec, run_claimed(spec, settings, grid.seen[spec.run_id], progress))
+            grid.finished(spec, run_claimed(spec, settings, grid.seen[spec.run_id], progress, options.deadline))
     elif options.executor == "pool":
         _execute_pool(specs, grid)
     else:
@@ -328,7 +330,8 @@ def _execute_pool(specs: Sequence[RunSpec], grid: _Grid) -> None:
             while waiting and len(running) < jobs:
                 spec = waiting.pop(0)
                 try:
-                    future = pool.submit(_run_in_pool_worker, spec, settings, grid.seen[spec.run_id])
+                    future = pool.submit(_run_in_pool_worker, spec, settings, grid.seen[spec.run_id], no_progress,
+                                         None, deadline)  # fmt: skip
                 except BrokenProcessPool as error:  # an earlier worker died: the pool takes no more runs
                     grid.finished(spec, _lost(spec, error))
                     continue

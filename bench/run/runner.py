@@ -17,12 +17,13 @@ import torch
 
 from bench.compute.allocator import keep_freed_memory
 from bench.compute.device import apply_numerics, autocast, cuda_warmup, resolve_device
-from bench.compute.timing import PeakMemory, Stopwatch
+from bench.compute.timing import Deadline, PeakMemory, Stopwatch
 from bench.data import samples as data
 from bench.data.resolved import DatasetPlugins
 from bench.data.volumes import VOLUME_OF, volume_metrics
 from bench.errors import BenchError
 from bench.method import RunContext
+from bench.method.resumable import FitCheckpoint, FitPaused
 from bench.metrics import binarize, case_metrics, truth_geometry
 from bench.paths import atomic_write
 from bench.progress import no_progress
@@ -32,6 +33,7 @@ from bench.records.spec import RunSpec
 from bench.records.store import (
     RECORD_VERSION,
     RecordStamp,
+    checkpoint_path,
     claim_path,
     existing_record,
     prediction_path,
@@ -90,33 +92,52 @@ def device_name(device: torch.device) -> str:
 
 
 def run_one(
-    spec: RunSpec, settings: GridSettings, progress=no_progress, saved_predictions: int = SAVED_PREDICTIONS
+    spec: RunSpec,
+    settings: GridSettings,
+    progress=no_progress,
+    saved_predictions: int = SAVED_PREDICTIONS,
+    deadline: Deadline | None = None,
 ) -> dict:
     """Execute one run and write its record atomically; a failure is recorded, never raised.
 
     The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
     ``prediction_path`` before the record, so a finished record always has its predictions beside it.
     ``settings.numerics``: the precision and determinism asked for; the record says which precision was in force.
+    A fit the method runs through ``RunContext.epochs`` is saved as it goes (``bench.method.resumable``) and picked
+    up by the next run of the spec; once ``deadline`` has passed it stops at its next epoch's end and ``FitPaused``
+    is raised, with no record written.
     """
     record = _new_record(spec, settings.experiment)
+    saved_fit = checkpoint_path(settings.results, settings.experiment, spec.run_id)
     try:
         torch_device = resolve_device(settings.device)
         record["device"] = device_name(torch_device)
         record["precision"] = apply_numerics(settings.numerics, torch_device)
         record["deterministic"] = settings.numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
-        record.update(_execute(spec, settings, torch_device, progress, saved_predictions))
+        checkpoint = FitCheckpoint(
+            saved_fit, identity={"precision": record["precision"]}, deadline=deadline or Deadline(),
+            slice_info={"git_rev": record["git_rev"], "device": record["device"]}, device=torch_device,
+        )
+        record.update(_execute(spec, settings, torch_device, progress, saved_predictions, checkpoint))
         record["status"] = "ok"
+    except FitPaused:
+        raise
     except Exception as error:  # one failing run must never stop the grid: record it and go on
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc()
     record["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     write_record(settings.results, settings.experiment, record)
+    saved_fit.unlink(missing_ok=True)  # the record holds the outcome: a run again trains from the start
     return record
 
 
 def run_claimed(
-    spec: RunSpec, settings: GridSettings, seen: RecordStamp | None = None, progress=no_progress
+    spec: RunSpec,
+    settings: GridSettings,
+    seen: RecordStamp | None = None,
+    progress=no_progress,
+    deadline: Deadline | None = None,
 ) -> dict:
     """Run ``spec`` under its claim, so that processes sharing a results folder run it once between them.
 
@@ -124,7 +145,8 @@ def run_claimed(
     of an owner that is gone. When another live process holds the claim: status ``claimed`` and ``holder``,
     nothing run. When another process finished the run since ``seen`` (its record's stamp when this grid was
     planned; ``record_stamp``), that record's status with ``elsewhere`` set, nothing run. The claim is released
-    once the record is written, or on any failure.
+    once the record is written, or on any failure. A fit paused at ``deadline`` (``run_one``): status ``paused``,
+    ``epochs_done`` and ``epochs``, no record.
     """
     claim = claims.acquire(claim_path(settings.results, settings.experiment, spec.run_id), {"spec": spec.canonical()})
     if isinstance(claim, claims.Holder):
@@ -133,7 +155,10 @@ def run_claimed(
         done = finished_elsewhere(spec, settings, seen)
         if done is not None:
             return done
-        record = run_one(spec, settings, progress=progress)
+        record = run_one(spec, settings, progress=progress, deadline=deadline)
+    except FitPaused as paused:
+        return {"run_id": spec.run_id, "status": "paused", "error": None, "epochs_done": paused.epochs_done,
+                "epochs": paused.epochs}  # fmt: skip
     finally:
         claims.release(claim)
     summary = {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
@@ -181,14 +206,18 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
     return record
 
 
-def _execute(spec: RunSpec, settings: GridSettings, device: torch.device, progress, saved_predictions: int) -> dict:
+def _execute(
+    spec: RunSpec, settings: GridSettings, device: torch.device, progress, saved_predictions: int,
+    checkpoint: FitCheckpoint,
+) -> dict:  # fmt: skip
     keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
     method_cls = METHODS.get(spec.method)
     hparams = method_cls.resolve_hparams(spec.budget, spec.overrides)
     task, support, train, test = _run_inputs(spec, settings.datasets)
 
     seed_everything(spec.seed)
-    ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress)
+    checkpoint.identity |= {"run_id": spec.run_id, "hparams": jsonable(vars(hparams))}
+    ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress, checkpoint=checkpoint)
     method = method_cls(hparams)
     encodes_before = embedding_counts()
     if method_cls.uses_backbone:
@@ -198,6 +227,7 @@ def _execute(spec: RunSpec, settings: GridSettings, device: torch.device, progre
     warmup_seconds = cuda_warmup(device)  # CUDA's start-up in a fresh process, kept out of fit_seconds
     with PeakMemory(device) as peak_memory:
         with Stopwatch(device) as fit_clock, autocast(device):
+            checkpoint.fit_started = fit_clock.started
             method.fit(train, ctx)
         with Stopwatch(device) as predict_clock, autocast(device):
             # a dataset with no test images (`bench train` on boxes only) trains, and scores nothing
@@ -229,7 +259,8 @@ def _execute(spec: RunSpec, settings: GridSettings, device: torch.device, progre
         "support_ids": support,
         "trained_on": trained_on(task, support, spec),
         "hparams": jsonable(vars(hparams)),
-        "fit_seconds": fit_clock.seconds,
+        # a fit resumed from a saved one: the seconds of every slice (fit_slices says which code and device)
+        "fit_seconds": fit_clock.seconds + checkpoint.earlier_seconds,
         "infer_seconds_per_image": predict_clock.seconds / max(len(test), 1),
         "warmup_seconds": warmup_seconds,
         # the run's own peak: the rise of the CUDA allocator's or of the resident set over fit + predict
@@ -239,7 +270,8 @@ def _execute(spec: RunSpec, settings: GridSettings, device: torch.device, progre
         "params_trainable": trainable,
         # images encoded by the backbone vs read from the embedding cache during this run
         "embeddings": {k: v - encodes_before[k] for k, v in embedding_counts().items()},
-    } | ({"training_log": ctx.training_log} if ctx.training_log else {}) | ({"volumes": volumes} if volumes else {})
+    } | ({"training_log": ctx.training_log} if ctx.training_log else {}) | ({"volumes": volumes} if volumes else {}) | (
+        {"fit_slices": checkpoint.slices(fit_clock.seconds)} if checkpoint.earlier_slices else {})
 
 
 def _run_inputs(spec: RunSpec, datasets: DatasetPlugins) -> tuple[data.Task, list[str], list, list]:
