@@ -78,10 +78,11 @@ def test_value_blocks_compute_from_the_runs(experiment: Path) -> None:
             f"<!-- bench:value {unet} show=runs -->?<!-- /bench --> "
             f"<!-- bench:value {unet} show=range -->?<!-- /bench --> "
             f"<!-- bench:value {unet} show=fit -->?<!-- /bench --> "
+            f"<!-- bench:value {unet} show=device -->?<!-- /bench --> "
             f"<!-- bench:value {unet} seed=1 -->?<!-- /bench -->")  # fmt: skip
     # per-run means 70 and 80: mean 75, population std 5; seed 1 alone: 80
     bodies = [match["body"] for match in BLOCK.finditer(_render(text, experiment))]
-    assert bodies == ["75.00 ± 5.00", "2", "70.00–80.00", "10–11", "80.00"]
+    assert bodies == ["75.00 ± 5.00", "2", "70.00–80.00", "10–11", "cpu (x86_64, 2 threads)", "80.00"]
 
 
 def test_a_value_that_matches_two_table_rows_is_refused(experiment: Path) -> None:
@@ -193,3 +194,23 @@ def test_claims_matrix_states_each_claim_once_and_marks_budgets_that_differ(expe
     assert _render(inline, experiment) == inline.replace("?", "does not hold")
     with pytest.raises(BenchError, match="no verdict for synthetic blob b"):
         _render(inline.replace("claim=a", "claim=b"), experiment)
+
+
+def test_perf_blocks_copy_the_perf_reports_tables_and_measured_line(tmp_path: Path) -> None:
+    (tmp_path / "perf.md").write_text(
+        "# Performance\n\nMeasured 2026-01-01 by `bench perf --out results/perf.md` (git abc), in 12 s.\n\n"
+        "## 1. Encoding throughput\n\nprose\n\n| path | images/s |\n|:--|:--|\n| bare | 1.5 |\n\n"
+        "## Wall time per section\n\n| section | seconds |\n|:--|:--|\n| 1. encoding throughput | 3.5 |\n"
+    )
+    text = ("<!-- bench:perf section=measured -->?<!-- /bench -->|<!-- bench:perf section=1 -->?<!-- /bench -->|"
+            "<!-- bench:perf section=time -->?<!-- /bench -->")  # fmt: skip
+    bodies = [match["body"] for match in BLOCK.finditer(_render(text, tmp_path))]
+    assert bodies == [
+        "2026-01-01 by `bench perf --out results/perf.md` (git abc), in 12 s",
+        "\n| path | images/s |\n|:--|:--|\n| bare | 1.5 |\n",
+        "\n| section | seconds |\n|:--|:--|\n| 1. encoding throughput | 3.5 |\n",
+    ]
+    with pytest.raises(BenchError, match="results/perf.md has no section 2 .its sections: 1. Encoding throughput"):
+        _render("<!-- bench:perf section=2 -->?<!-- /bench -->", tmp_path)
+    with pytest.raises(BenchError, match="run `bench perf --out"):
+        _render("<!-- bench:perf section=1 -->?<!-- /bench -->", tmp_path / "elsewhere")

@@ -12,13 +12,16 @@ reads records names its experiment: records of two experiments are never pooled.
 * ``table``: Table 1 of one experiment as ``bench table --experiment NAME`` prints it (``metric``, ``split``);
 * ``value`` (inline): one number of one Table 1 row (``show``: the table's ``cell``, ``mean``, ``std``, ``runs``,
   ``range`` of the runs' values, ``fit`` seconds (a range over runs), fit seconds per ``epoch``, trainable
-  ``params``), the row named by its spec columns (``method``,
+  ``params``, the ``device`` the runs computed on), the row named by its spec columns (``method``,
   ``labels``, ``shots``, ``budget``, ``variant``, ``task``…; ``seed`` and ``draw``, one or a comma-separated
   list, narrow it to runs);
 * ``paper`` (inline): the seed paper's number for a row (``bench.report.paper``);
 * ``per-draw``: the report's per-draw table of one experiment, optionally of one method;
 * ``recheck``: the table of the experiment's ``recheck.md``, written by ``bench recheck --out`` (the committed
   records against a re-run with the current code);
+* ``perf``: a section of ``results/perf.md``, the report ``bench perf --out results/perf.md`` writes: its tables
+  (``section=N``, the section's number, or ``section=time``: the wall time per section), or the line saying when,
+  by which command and in how long it was measured (``section=measured``);
 * ``headline`` and ``claims``: the front page's table and claims matrix; ``claim`` (inline): one verdict;
   ``beside-paper``: an experiment's Table 1 rows beside the paper's numbers (``bench.report.front_page``).
 """
@@ -41,6 +44,7 @@ from bench.report.paper import TRAINING_FREE, require_paper_result
 from bench.report.table import render_table
 
 RECHECK_FILE = "recheck.md"  # the file `bench recheck --out` writes in an experiment's folder, read by bench:recheck
+PERF_FILE = "perf.md"  # the report `bench perf --out results/perf.md` writes, read by bench:perf
 
 # a comment written as inline code (`<!-- bench:… -->`, in a page that explains blocks) is not a block
 BLOCK = re.compile(
@@ -48,7 +52,7 @@ BLOCK = re.compile(
 )
 ROW_COLUMNS = ("method", "variant", "labels", "shots", "budget", "backbone", "dataset", "task")
 RUN_COLUMNS = ("seed", "draw")
-SHOWN = ("cell", "mean", "std", "runs", "range", "fit", "epoch", "params")
+SHOWN = ("cell", "mean", "std", "runs", "range", "fit", "epoch", "params", "device")
 
 
 class Records:
@@ -71,6 +75,12 @@ class Records:
         path = store.experiment_folder(self.results, experiment) / RECHECK_FILE
         if not path.is_file():
             raise BenchError(f"no {path}: run `bench recheck --experiment {experiment} --out {path}` first")
+        return path.read_text(encoding="utf-8")
+
+    def perf(self) -> str:
+        path = self.results / PERF_FILE
+        if not path.is_file():
+            raise BenchError(f"no {path}: run `bench perf --out {path}` first")
         return path.read_text(encoding="utf-8")
 
     def claims(self, experiment: str) -> pd.DataFrame:
@@ -149,6 +159,8 @@ def _value(block: Block, records: Records) -> str:
         return low if low == high else f"{low}–{high}"
     if show == "epoch":  # mean fit seconds per epoch
         return f"{(chosen['fit_seconds'] / pd.to_numeric(chosen['epochs'])).mean():.2f}"
+    if show == "device":
+        return "; ".join(sorted(set(chosen["device"].dropna())))
     if show == "params":
         return f"{int(chosen['params_trainable'].max()):,}"
     if show == "range":
@@ -193,12 +205,33 @@ def _recheck(block: Block, records: Records) -> str:
     return "\n" + "\n".join(lines[first:]).strip() + "\n"
 
 
+def _perf(block: Block, records: Records) -> str:
+    """Part of ``results/perf.md``: a section's tables (its prose is the page's to write), or its measured line."""
+    block.unknown(("section",))
+    wanted = block.take("section")
+    report = records.perf()
+    if wanted == "measured":
+        line = next((line for line in report.splitlines() if line.startswith("Measured ")), None)
+        if line is None:
+            raise BenchError("bench:perf: results/perf.md has no 'Measured …' line")
+        return line.removeprefix("Measured ").removesuffix(".")
+    title = "Wall time per section" if wanted == "time" else f"{wanted}. "
+    sections = {part.partition("\n")[0]: part for part in report.split("\n## ")[1:]}
+    found = [body for heading, body in sections.items() if heading.startswith(title)]
+    if not found:
+        raise BenchError(f"bench:perf: results/perf.md has no section {wanted} (its sections: "
+                         f"{'; '.join(sections)})")  # fmt: skip
+    tables = [line for line in found[0].splitlines() if line.startswith("|")]
+    return "\n" + "\n".join(tables) + "\n"
+
+
 KINDS: dict[str, Callable[[Block, Records], str]] = {
     "table": _table,
     "value": _value,
     "paper": _paper,
     "per-draw": _per_draw,
     "recheck": _recheck,
+    "perf": _perf,
     "headline": front_page.headline_block,
     "claims": front_page.claims_block,
     "claim": front_page.claim_block,
