@@ -105,14 +105,20 @@ class GridTally:
             self.failures.append(summary)
 
 
+    def outcome(self, to_run: int) -> dict[str, int]:
+        """How many of the ``to_run`` runs ended how: ok, failed, paused, not started, queued, claimed."""
+        ended = {"failed": len(self.failures), "paused": len(self.paused), "not_started": len(self.not_started),
+                 "queued": len(self.queued), "claimed": len(self.claimed)}  # fmt: skip
+        return {"ok": to_run - sum(ended.values()), **ended}
+
+
 def print_outcome(tally: GridTally, plan: GridPlan, stop_after: str | None) -> None:
     """The grid's last line: how its runs ended, and where submitted jobs are collected from."""
     from bench.records import store
 
     results, experiment = plan.settings.results, plan.settings.experiment
-    ended = len(tally.failures) + len(tally.queued) + len(tally.claimed) + len(tally.not_started) + len(tally.paused)
     console.print(
-        f"{len(plan.to_run) - ended} ok, {len(tally.failures)} failed"
+        f"{tally.outcome(len(plan.to_run))['ok']} ok, {len(tally.failures)} failed"
         + (f" ({len(tally.elsewhere)} of them run by another process)" if tally.elsewhere else "")
         + (f", {len(tally.paused)} paused" if tally.paused else "")
         + (f", {len(tally.not_started)} not started" if tally.not_started else "")

@@ -28,6 +28,7 @@ from bench.paths import remove_stale_temporaries
 from bench.registry import BACKBONES, DATASETS, METHODS
 
 if TYPE_CHECKING:
+    from bench.records.commands import CommandLog
     from bench.run.executors import ExecutorOptions
     from bench.run.plan import GridPlan
 
@@ -99,6 +100,7 @@ def run(
     from bench.compute.device import Numerics, check_precision
     from bench.compute.timing import Deadline, parse_duration
     from bench.data.resolved import DatasetPlugins
+    from bench.records.commands import CommandLog
     from bench.run import grid
     from bench.run.executors import ExecutorOptions
     from bench.run.plan import plan_grid
@@ -106,6 +108,7 @@ def run(
     from bench.run.submitit_jobs import SlurmOptions
 
     deadline = Deadline(parse_duration(stop_after) if stop_after is not None else None)
+    command_log = CommandLog(results, experiment)
     load_plugins(plugin)
     request = grid.GridRequest(
         methods=grid.names_in(methods, "--methods"), datasets=grid.names_in(datasets, "--datasets"),
@@ -128,13 +131,20 @@ def run(
     if dry_run:
         print_plan(plan)
         return
+    _carry_out(plan, run_options, stop_after, command_log)
+
+
+def _carry_out(plan: GridPlan, run_options: ExecutorOptions, stop_after: str | None, command_log: CommandLog) -> None:
+    """Run a planned grid: its summary, its runs, the last line, and the command's line in the experiment's log
+    (only when runs ran); exit code 1 when a run failed."""
     _check_inputs(plan)
-    print_summary(plan, detach)
+    print_summary(plan, run_options.detach)
     if not plan.to_run:
         console.print("Nothing left to run.")
         return
     tally = _execute_grid(plan, run_options)
     print_outcome(tally, plan, stop_after)
+    command_log.write(tally.outcome(len(plan.to_run)))
     if tally.failures:
         raise typer.Exit(1)
 

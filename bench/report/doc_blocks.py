@@ -22,6 +22,9 @@ reads records names its experiment: records of two experiments are never pooled.
 * ``perf``: a section of ``results/perf.md``, the report ``bench perf --out results/perf.md`` writes: its tables
   (``section=N``, the section's number, or ``section=time``: the wall time per section), or the line saying when,
   by which command and in how long it was measured (``section=measured``);
+* ``command`` (inline): the ``bench run`` commands an experiment logged (``bench.records.commands``) whose command
+  line holds every ``contains`` text (``;`` between them): their summed wall time (``show=wall``), largest peak
+  memory (``memory``), count (``commands``), dates (``when``) or the machine's load average around them (``load``);
 * ``headline`` and ``claims``: the front page's table and claims matrix; ``claim`` (inline): one verdict;
   ``beside-paper``: an experiment's Table 1 rows beside the paper's numbers (``bench.report.front_page``).
 """
@@ -38,6 +41,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.records import store
+from bench.records.commands import duration_text, logged_commands
 from bench.report import front_page
 from bench.report.diagnosis import per_draw_table
 from bench.report.paper import TRAINING_FREE, require_paper_result
@@ -225,6 +229,33 @@ def _perf(block: Block, records: Records) -> str:
     return "\n" + "\n".join(tables) + "\n"
 
 
+COMMAND_SHOWN = ("wall", "memory", "commands", "when", "load")
+
+
+def _command(block: Block, records: Records) -> str:
+    block.unknown(("experiment", "contains", "show"))
+    experiment, show = block.take("experiment"), block.take("show", "wall")
+    if show not in COMMAND_SHOWN:
+        raise BenchError(f"bench:command show= takes {', '.join(COMMAND_SHOWN)}, not '{show}'")
+    wanted = [part.strip() for part in block.take("contains", "").split(";") if part.strip()]
+    entries = [entry for entry in logged_commands(records.results, experiment)
+               if all(part in entry["command"] for part in wanted)]  # fmt: skip
+    if not entries:
+        raise BenchError(f"bench:command: no command logged in {store.experiment_folder(records.results, experiment)}"
+                         f"/commands.jsonl matches {_named(block)}")  # fmt: skip
+    if show == "wall":
+        return duration_text(sum(entry["wall_seconds"] for entry in entries))
+    if show == "memory":
+        return f"{max(entry['peak_rss_mb'] for entry in entries) / 1024:.1f} GB"
+    if show == "commands":
+        return str(len(entries))
+    if show == "when":
+        days = sorted({entry["started"][:10] for entry in entries})
+        return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    loads = [value for entry in entries for value in entry["load_average"]]
+    return f"{min(loads):.1f}–{max(loads):.1f}"
+
+
 KINDS: dict[str, Callable[[Block, Records], str]] = {
     "table": _table,
     "value": _value,
@@ -232,6 +263,7 @@ KINDS: dict[str, Callable[[Block, Records], str]] = {
     "per-draw": _per_draw,
     "recheck": _recheck,
     "perf": _perf,
+    "command": _command,
     "headline": front_page.headline_block,
     "claims": front_page.claims_block,
     "claim": front_page.claim_block,
