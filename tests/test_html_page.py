@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -129,8 +131,8 @@ def _parsed(page: dict) -> _Tables:
 
 
 def _decoded(uri: str) -> np.ndarray:
-    payload = base64.b64decode(uri.split(",", 1)[1])
-    return cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+    """A data URI's image as RGBA pixels."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA"))
 
 
 def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:

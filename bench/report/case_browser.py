@@ -7,21 +7,23 @@ recomputed; a run without a file, or a case its file lacks (older runs kept 8 ca
 kept". Images and ground truth come from the dataset plugin, as for the qualitative figure.
 
 Each case's image is a JPEG (a display copy, not data) at two sizes: a thumbnail for the rows (longest side
-``THUMB_SIDE``) and a large one for the case's view (``LARGE_SIDE``, never enlarged). Masks are RGBA PNGs in the
-row's colour over transparency, at the same two sizes: filled at thumbnail size, laid over the image by the page,
-and as a contour at the large size. A mask of one colour over transparency deflates to a few hundred bytes, so
-each prediction costs far less than an image would, and the page stays one file.
+``THUMB_SIDE``) and a large one for the case's view (``LARGE_SIDE``, never enlarged). Masks are one-bit palette
+PNGs, the row's colour over transparency, at the same two sizes: filled at thumbnail size, laid over the image by
+the page, and as a contour at the large size. A smooth mask deflates to a few hundred bytes, so each prediction
+costs a small part of what an image does, and the page stays one file.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from bench.data.dataset import load_task
 from bench.errors import BenchError
@@ -95,8 +97,8 @@ def _scaled_shape(shape: tuple[int, ...], side: int) -> tuple[int, int]:
     return max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale))
 
 
-def _uri(kind: str, encoded: np.ndarray) -> str:
-    return f"data:image/{kind};base64,{base64.b64encode(encoded.tobytes()).decode('ascii')}"
+def _uri(kind: str, encoded: bytes) -> str:
+    return f"data:image/{kind};base64,{base64.b64encode(encoded).decode('ascii')}"
 
 
 def image_uri(image: np.ndarray, side: int) -> str:
@@ -105,7 +107,7 @@ def image_uri(image: np.ndarray, side: int) -> str:
     ok, encoded = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise BenchError("OpenCV could not encode a thumbnail as JPEG")
-    return _uri("jpeg", encoded)
+    return _uri("jpeg", encoded.tobytes())
 
 
 def _resized_mask(mask: np.ndarray, side: int) -> np.ndarray:
@@ -114,21 +116,19 @@ def _resized_mask(mask: np.ndarray, side: int) -> np.ndarray:
 
 
 def mask_uri(mask: np.ndarray, colour: str, side: int, contour: bool = False) -> str:
-    """A boolean mask as an RGBA PNG data URI: ``colour`` where it is set (or on its outline with ``contour``),
-    transparent elsewhere."""
+    """A boolean mask as a PNG data URI: ``colour`` where it is set (or on its outline with ``contour``), transparent
+    elsewhere. A two-entry palette at one bit per pixel: a smooth mask takes about a kilobyte at 512 px."""
     shown = _resized_mask(mask, side)
     alpha = FILL_ALPHA
     if contour:
         kernel = np.ones((2 * CONTOUR_PIXELS - 1,) * 2, np.uint8)
         inside = cv2.erode(shown.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         shown, alpha = shown & ~inside.astype(bool), 255
-    red, green, blue = _rgb(colour)
-    pixels = np.zeros((*shown.shape, 4), np.uint8)
-    pixels[shown] = (blue, green, red, alpha)  # OpenCV's channel order: BGRA
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise BenchError("OpenCV could not encode a mask as PNG")
-    return _uri("png", encoded)
+    image = Image.frombytes("P", (shown.shape[1], shown.shape[0]), shown.astype(np.uint8).tobytes())
+    image.putpalette([0, 0, 0, *_rgb(colour)])
+    stream = io.BytesIO()
+    image.save(stream, "PNG", bits=1, transparency=bytes([0, alpha]), compress_level=9)
+    return _uri("png", stream.getvalue())
 
 
 def _row_runs(runs: pd.DataFrame, names: Names) -> pd.DataFrame:
