@@ -217,6 +217,18 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
         for index, task in enumerate((EVIL_LABEL, "square")):
             cases = driver.find_elements(By.CSS_SELECTOR, f"#cases-{index} tbody tr.case")
             assert len(cases) == len(page["split"][task])
+        # sorted by the threshold's Dice (its column's button), worst first; then its method's columns hidden
+        browser = driver.find_element(By.ID, "cases-1")
+        threshold = next(th for th in browser.find_elements(By.CSS_SELECTOR, "thead th")
+                         if th.text.startswith("Threshold"))  # fmt: skip
+        threshold.find_element(By.TAG_NAME, "button").click()
+        position = browser.find_elements(By.CSS_SELECTOR, "thead th").index(threshold)
+        dice = [float(tr.find_elements(By.TAG_NAME, "td")[position].get_attribute("data-value"))
+                for tr in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]  # fmt: skip
+        assert dice == sorted(dice) and len(set(dice)) > 1
+        driver.find_element(By.CSS_SELECTOR, "#cases-1-filters input[value='Threshold']").click()
+        cells = browser.find_elements(By.CSS_SELECTOR, f"td:nth-child({position + 1})")
+        assert not threshold.is_displayed() and not any(td.is_displayed() for td in cells)
         # every image decoded (the thumbnails are data URIs, the plots files beside the page)
         broken = driver.execute_script(
             "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")

@@ -28,7 +28,7 @@ from bench.records.store import record_split
 from bench.report import claims
 from bench.report.case_browser import BrowserColumn, TaskBrowser, task_browsers
 from bench.report.html_assets import SCRIPT, STYLE
-from bench.report.table import build_table
+from bench.report.table import Table1, build_table
 from bench.report.table_formats import markdown_cells
 
 PAGE = "index.html"
@@ -59,9 +59,8 @@ def _header_cell(name: str) -> str:
     return f'<th scope="col" aria-sort="none"><button type="button">{text(name)}</button></th>'
 
 
-def table_section(runs: pd.DataFrame) -> str:
-    """Table 1 as `bench table` renders it (Dice), its header cells buttons that sort the rows."""
-    table = build_table(runs, "dice")
+def table_section(table: Table1) -> str:
+    """Table 1 as `bench table` renders it, its header cells buttons that sort the rows."""
     header, rows = markdown_cells(table)
     body = "".join("<tr>" + "".join(f"<td>{_cell(value)}</td>" for value in row) + "</tr>\n" for row in rows)
     return (f'<section id="table1"><h2>Table 1</h2>\n<table class="sortable" id="table1-rows"><thead><tr>'
@@ -158,9 +157,9 @@ def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str])
             continue
         classes = [method_classes[column.method] for column in browser.columns]
         methods = dict(zip(classes, (column.method_display for column in browser.columns), strict=True))
-        boxes = "".join(f'<label><input type="checkbox" checked data-table="{table_id}" data-method="{m}">'
-                        f" {text(display)}</label>" for m, display in methods.items())  # fmt: skip
-        parts.append(f'<p class="filters">Methods shown: {boxes}</p>')
+        boxes = "".join(f'<label><input type="checkbox" checked data-table="{table_id}" data-method="{m}"'
+                        f' value="{text(display)}"> {text(display)}</label>' for m, display in methods.items())
+        parts.append(f'<p class="filters" id="{table_id}-filters">Methods shown: {boxes}</p>')
         header = ('<th scope="col" aria-sort="none"><button type="button">Case</button></th>'
                   '<th scope="col">Image</th><th scope="col">Ground truth</th>'
                   + "".join(_column_header(c, m, j) for j, (c, m) in enumerate(zip(browser.columns, classes,
@@ -189,7 +188,7 @@ def write_page(
 ) -> Path:
     """Write ``out/index.html`` for the records of one experiment and split; the plots must be in ``out``."""
     names = Names(runs)
-    table = build_table(runs, "dice")
+    table = build_table(runs, "dice")  # `bench table`'s default, so the page shows what it prints
     rows = [(r.method, r.variant, r.labels, r.shots, r.budget, r.backbone) for r in table.rows]
     columns = [(column.dataset, column.task) for column in table.columns]
     browsers = task_browsers(records, runs, rows, columns, results, names, data_root)
@@ -201,7 +200,7 @@ def write_page(
         f'<p class="note">{len(records)} run records, scored on the {text(record_split(records[0]))} split.</p>',
         '<nav><a href="#table1">Table 1</a><a href="#claims">Claims</a><a href="#plots">Plots</a>'
         '<a href="#cases">Cases</a></nav>',
-        table_section(runs), claims_section(verdicts, names), plots_section(out),
+        table_section(table), claims_section(verdicts, names), plots_section(out),
         browser_section(browsers, method_classes),
         '<dialog id="case-view" aria-label="case view"><button type="button" class="close">Close</button>'
         '<h2></h2><div class="panels"></div></dialog>',
