@@ -233,6 +233,12 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
         broken = driver.execute_script(
             "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
         assert broken == 0
+        # each mask lies over its case's thumbnail, which the page holds once, in the row's Image cell
+        first = driver.find_element(By.CSS_SELECTOR, "#cases-0 tr.case")
+        thumbnail = first.find_element(By.CSS_SELECTOR, "td.image img").get_attribute("src")
+        beneath = first.find_elements(By.CSS_SELECTOR, ".thumb")
+        assert len(beneath) == 1 + 2 and all(thumb.value_of_css_property("background-image") == f'url("{thumbnail}")'
+                                             for thumb in beneath)  # fmt: skip
 
         evil = next(tr for tr in driver.find_elements(By.CSS_SELECTOR, "#cases-0 tr.case")
                     if tr.find_element(By.TAG_NAME, "td").text == EVIL_CASE)  # fmt: skip

@@ -36,7 +36,7 @@ from bench.report.plots import row_styles
 
 THUMB_SIDE = 192  # px, longest side of a row's images
 LARGE_SIDE = 512  # px, longest side of a case's large view (smaller images keep their size)
-JPEG_QUALITY = 85
+JPEG_QUALITY = 80
 FILL_ALPHA = 110  # of 255: a filled mask over a thumbnail, the image still visible beneath
 CONTOUR_PIXELS = 2  # thickness of a contour in the large view, in its own pixels
 

@@ -1,10 +1,10 @@
 """The HTML results page's style sheet and script, inlined into the page: it opens from ``file://`` with no server
 and no network.
 
-The script sorts any table whose header cells hold buttons (a click or Enter on one), filters the case browsers'
-columns by method, and opens a case's large view (a click or Enter on its row). It reads the cases' large images
-from the page's JSON block and builds every element with ``textContent``, never ``innerHTML``: names from a user's
-data stay text.
+The script sets each case's thumbnail (in the page once) as the background of its row's masks, sorts any table
+whose header cells hold buttons (a click or Enter on one), filters the case browsers' columns by method, and opens a
+case's large view (a click or Enter on its row). It reads the cases' large images from the page's JSON block and
+builds every element with ``textContent``, never ``innerHTML``: names from a user's data stay text.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ SCRIPT = r"""
     table.querySelectorAll("thead th button").forEach(function (button) {
       button.addEventListener("click", function () { sortBy(table, button.closest("th")); });
     });
+  });
+
+  // a case's thumbnail is in the page once, in its Image cell; every thumbnail of its row shows it beneath its mask
+  document.querySelectorAll("tr.case").forEach(function (row) {
+    row.style.setProperty("--img", "url(\"" + row.querySelector("td.image img").src + "\")");
   });
 
   document.querySelectorAll(".filters input[type=checkbox]").forEach(function (box) {

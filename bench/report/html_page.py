@@ -26,7 +26,7 @@ import pandas as pd
 from bench.records.names import Names
 from bench.records.store import record_split
 from bench.report import claims
-from bench.report.case_browser import BrowserColumn, TaskBrowser, task_browsers
+from bench.report.case_browser import BrowserColumn, Case, TaskBrowser, task_browsers
 from bench.report.html_assets import SCRIPT, STYLE
 from bench.report.table import Table1, build_table
 from bench.report.table_formats import markdown_cells
@@ -122,10 +122,10 @@ def _score(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _case_row(browser_index: int, case_index: int, case, browser: TaskBrowser, classes: list[str]) -> str:
+def _case_row(browser_index: int, case_index: int, case: Case, browser: TaskBrowser, classes: list[str]) -> str:
     name = text(case.id)
     cells = [f"<td>{name}</td>",
-             f'<td><img src="{case.image_thumb}" alt="case {name}: image"></td>',
+             f'<td class="image"><img src="{case.image_thumb}" alt="case {name}: image"></td>',
              f'<td><div class="thumb"><img src="{case.truth_thumb}" alt="case {name}: ground truth"></div></td>']
     for column, cell, method_class in zip(browser.columns, case.cells, classes, strict=True):
         value = "" if cell.dice is None else f"{cell.dice:.6f}"
@@ -137,10 +137,8 @@ def _case_row(browser_index: int, case_index: int, case, browser: TaskBrowser, c
             shown = (f'<div class="thumb"><img src="{cell.thumb}"'
                      f' alt="case {name}, {label}: prediction, Dice {dice}"></div>')
         cells.append(f'<td class="{method_class}" data-value="{value}">{shown}{scores}</td>')
-    # the row's image is the background of every thumbnail in it: written once per case, not once per column
-    style = f"--img:url('{case.image_thumb}')"
     return (f'<tr class="case" tabindex="0" data-browser="{browser_index}" data-case="{case_index}"'
-            f' style="{style}" aria-label="case {name}: open its large view">{"".join(cells)}</tr>\n')
+            f' aria-label="case {name}: open its large view">{"".join(cells)}</tr>\n')
 
 
 def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str]) -> str:
