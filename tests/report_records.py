@@ -14,10 +14,11 @@ import numpy as np
 from bench.data.samples import write_json_atomic
 from bench.method import Method
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO, declared, describe_dataset, describe_method
+from bench.records.predictions import save_predictions
 from bench.records.spec import RunSpec
 from bench.records.store import prediction_path, record_path
 from bench.registry import DATASETS
-from bench.run.runner import RECORD_VERSION, SAVED_PREDICTIONS, save_predictions
+from bench.run.runner import RECORD_VERSION
 
 
 def _method(
@@ -121,5 +122,5 @@ def write_predictions(
     """The run's predictions file, written by the runner's own writer."""
     path = prediction_path(results, experiment, record["run_id"])
     ids = list(masks)
-    save_predictions(path, ids, [masks[case].astype(np.float32) for case in ids], SAVED_PREDICTIONS)
+    save_predictions(path, ids, [masks[case].astype(np.float32) for case in ids])
     return path

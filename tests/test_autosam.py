@@ -167,7 +167,7 @@ def test_min_max_output_normalises_each_map_to_zero_one() -> None:
 def test_a_recorded_run(tmp_path) -> None:
     spec = RunSpec("autosam", "synthetic", "ellipse", "mask", 2, 0, 0, "quick", backbone=TINY_BACKBONE,
                    overrides=(("epochs", 1), ("input_size", 64)))  # fmt: skip
-    record = run_one(spec, GridSettings(tmp_path, "t", device="cpu"), saved_predictions=0)
+    record = run_one(spec, GridSettings(tmp_path, "t", device="cpu"), keep_predictions=False)
     assert record["status"] == "ok", record.get("traceback")
     assert record["params_trainable"] == TRAINABLE
     assert record["params_total"] > TRAINABLE

@@ -15,8 +15,9 @@ from bench.records import store
 from bench.records.names import Names
 from bench.report import stats, timing
 from bench.report.figure import choose_runs, qualitative_figure
-from bench.run.runner import SAVED_PREDICTIONS
 from tests.report_records import write_predictions, write_record
+
+FEW_CASES = 8  # test cases with predictions in these records: enough for a figure, quick to write
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]
 BOXES = np.array([0.80, 0.62, 0.91, 0.70, 0.55, 0.84, 0.77, 0.66])  # the headline row: boxes, paper
@@ -109,7 +110,7 @@ def test_cost_ratio_of_a_method_without_trainable_parameters_is_left_out(tmp_pat
 def predicted(tmp_path):
     """The prompt module trained on masks (quick) and on boxes (paper), with predictions."""
     test = load_task("synthetic", "ellipse").test
-    truth = {s.id: s.mask for s in sorted(test, key=lambda s: s.id)[:SAVED_PREDICTIONS]}
+    truth = {s.id: s.mask for s in sorted(test, key=lambda s: s.id)[:FEW_CASES]}
     dilated = {case: ndimage.binary_dilation(mask, iterations=4) for case, mask in truth.items()}
     for labels, budget, masks in (("mask", "quick", truth), ("box", "paper", dilated)):
         for draw in (1, 0):
@@ -141,7 +142,7 @@ def test_qualitative_figure_shows_the_headline_run_and_names_it(predicted) -> No
 
 def test_qualitative_figure_with_all_rows_shows_every_table_row_in_order(predicted) -> None:
     variant = {"tightness_weight": 0.0001, "size_barrier_on": "pixels"}
-    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:SAVED_PREDICTIONS]
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:FEW_CASES]
     record = write_record(predicted, "rep-ours", {s.id: 0.5 for s in test}, labels="box", budget="paper", seed=1,
                           overrides=variant)  # fmt: skip
     write_predictions(predicted, record, {s.id: s.mask for s in test})
@@ -159,7 +160,7 @@ def test_qualitative_figure_with_all_rows_shows_every_table_row_in_order(predict
 
 def test_rows_without_a_predictions_file_are_named_not_dropped(predicted) -> None:
     # an all-data run made elsewhere (its predictions stayed there) and a method with no predictions at all
-    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:SAVED_PREDICTIONS]
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:FEW_CASES]
     write_record(predicted, "rep-ours", {s.id: 0.95 for s in test}, labels="box", budget="paper", shots=None)
     write_record(predicted, "rep-autosam", {s.id: 0.7 for s in test})
     records = store.load_records(predicted)

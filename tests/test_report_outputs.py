@@ -12,10 +12,12 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data.dataset import load_task
 from bench.records.names import Names
+from bench.records.predictions import load_predictions, save_predictions
 from bench.report import plots
-from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR, load_predictions
-from bench.run.runner import SAVED_PREDICTIONS, save_predictions
+from bench.report.figure import PANEL_INCHES, PREDICTION_COLOUR, TRUTH_COLOUR
 from tests.report_records import write_predictions, write_record
+
+FEW_CASES = 8  # test cases with predictions in these records: enough for a figure, quick to write
 
 IDS = [f"syn{140 + i:03d}" for i in range(8)]
 TRAINED = (("rep-unet", "mask", 0.6), ("rep-autosam", "mask", 0.7), ("rep-ours", "box", 0.8))
@@ -184,19 +186,32 @@ def test_pareto_front_keeps_only_undominated_configurations() -> None:
     assert front["fit_seconds"].tolist() == [1, 3, 5]
 
 
-def test_saved_predictions_are_the_first_cases_by_id_binarised(tmp_path) -> None:
+def test_every_case_is_kept_binarised_and_bit_packed(tmp_path) -> None:
     ids = [f"case{i:02d}" for i in (5, 3, 11, 0, 9, 1, 7, 2, 10, 4, 8, 6)]
     rng = np.random.default_rng(0)
-    probabilities = [rng.random((6, 7)).astype(np.float32) for _ in ids]
+    # shapes differ per case, and 6 × 7 is no multiple of 8: the packed bits of one case run into the next's
+    probabilities = [rng.random((6 + i % 3, 7)).astype(np.float32) for i in range(len(ids))]
     path = tmp_path / "predictions" / "run.npz"
 
-    save_predictions(path, ids, probabilities, SAVED_PREDICTIONS)
+    save_predictions(path, ids, probabilities)
 
     saved = load_predictions(path)
-    assert list(saved) == sorted(ids)[:SAVED_PREDICTIONS]
+    assert list(saved) == sorted(ids)
     for case, mask in saved.items():
         np.testing.assert_array_equal(mask, probabilities[ids.index(case)] > 0.5)
     assert [p.name for p in path.parent.iterdir()] == ["run.npz"]  # no temporary file left behind
+    with np.load(path) as stored:  # one bit per pixel, not one byte
+        assert stored["bits"].nbytes == -(-sum(p.size for p in probabilities) // 8)
+
+
+def test_predictions_files_of_the_first_layout_still_read(tmp_path) -> None:
+    masks = {"b": np.eye(4, dtype=bool), "a": np.ones((2, 3), bool)}
+    path = tmp_path / "old.npz"
+    np.savez_compressed(path, ids=np.array(list(masks)), **{f"mask_{i}": m for i, m in enumerate(masks.values())})
+    saved = load_predictions(path)
+    assert list(saved) == ["b", "a"]
+    for case, mask in masks.items():
+        np.testing.assert_array_equal(saved[case], mask)
 
 
 @pytest.fixture
@@ -204,7 +219,7 @@ def predicted(tmp_path):
     """Records of two methods on synthetic/ellipse with predictions: the truth and the truth dilated."""
     results = tmp_path / "results"
     test = load_task("synthetic", "ellipse").test
-    truth = {s.id: s.mask for s in sorted(test, key=lambda s: s.id)[:SAVED_PREDICTIONS]}
+    truth = {s.id: s.mask for s in sorted(test, key=lambda s: s.id)[:FEW_CASES]}
     dilated = {case: ndimage.binary_dilation(mask, iterations=4) for case, mask in truth.items()}
     for method, labels, masks in (("rep-unet", "mask", dilated), ("rep-ours", "box", truth)):
         dice = {case: 0.9 for case in masks}

@@ -17,8 +17,9 @@ from bench.records.names import Names
 from bench.records.store import record_path
 from bench.report import diagnosis, plots, training_plots
 from bench.report.figure import choose_cases, qualitative_figure
-from bench.run.runner import SAVED_PREDICTIONS
 from tests.report_records import write_predictions, write_record
+
+FEW_CASES = 8  # test cases with predictions in these records: enough for a figure, quick to write
 
 pytestmark = pytest.mark.usefixtures("report_methods")
 IDS = [f"syn{140 + i:03d}" for i in range(6)]
@@ -126,7 +127,7 @@ def test_size_thirds_are_each_structures_own(logged) -> None:
 
 
 def test_qualitative_cases_are_spread_over_the_reference_columns_dice(tmp_path) -> None:
-    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:SAVED_PREDICTIONS]
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:FEW_CASES]
     truth = {s.id: s.mask for s in test}
     # the prompt module's Dice ranks the cases: the reverse of their ids
     ours_dice = {case: 0.9 - 0.1 * i for i, case in enumerate(truth)}

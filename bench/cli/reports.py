@@ -57,11 +57,20 @@ def report(
     split: Annotated[
         str | None, typer.Option(help="Records scored on test or val; default: test, or the only split there is.")
     ] = None,
+    html: Annotated[
+        bool, typer.Option("--html", help="Also write index.html: tables, claims, plots and a browser of every case.")
+    ] = False,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder holding the dataset releases (the cases of --html).")
+    ] = None,
+    plugin: PluginOption = None,
 ) -> None:
-    """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF)."""
+    """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF); with --html, one
+    self-contained page of them that opens from file://, with every test case's image, truth and predictions."""
     from bench.report.build import write_report
 
-    written = write_report(results, out or results / "report", experiment, reference, split)
+    load_plugins(plugin)
+    written = write_report(results, out or results / "report", experiment, reference, split, html, data_root)
     console.print(f"wrote {len(written)} files to {written[-1].parent}", highlight=False)
 
 

@@ -11,7 +11,7 @@ from bench.records import run_status as grid_status
 from bench.records import store
 from bench.records.names import Names
 from bench.records.rows import budget_rank
-from bench.report import claims, diagnosis, plots, stats, timing, training_plots
+from bench.report import claims, diagnosis, html_page, plots, stats, timing, training_plots
 from bench.report.table import render_table
 
 MAX_LISTED = 20  # failures and missing runs listed in the Markdown; the CSVs hold them all
@@ -36,12 +36,16 @@ def write_report(
     experiment: str | None = None,
     reference: str = stats.DEFAULT_REFERENCE,
     split: str | None = None,
+    html: bool = False,
+    data_root: Path | None = None,
 ) -> list[Path]:
-    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``; return the paths written (report.md
-    last).
+    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``, and with ``html`` the results page
+    (``html_page``: its case browser reads the datasets under ``data_root``); return the paths written
+    (report.md last).
 
     The report covers the records of one evaluation split (``store.of_split``: test unless told or absent).
     """
+    experiment = store.choose_experiment(results, experiment)
     records = store.require_records(results, experiment, split)
     runs, cases = store.runs_frame(records), store.cases_frame(records)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,8 @@ def write_report(
     lines += _volumes_section(records, out, written)
     lines += _diagnosis_section(records, runs, cases, out, written)
     lines += _plots_section(runs, cases, out, written)
+    if html:  # last but the Markdown: the page shows every plot written before it
+        written.append(html_page.write_page(out, experiment, records, runs, verdicts, results, data_root))
     written.append(out / "report.md")
     written[-1].write_text("\n".join(lines) + "\n")
     return written

@@ -36,19 +36,26 @@ CLAIMS = {
     "c": "PerSAM (1 shot) is far below the others.",
     "d": "From all training data down to 10 shots, ours loses less than UNet and TransUNet.",
 }
-RULES = (
-    f"How each verdict is reached. Rows are each method's row with the claim's labels and k (ours: boxes; the"
-    f" others: masks; k = {FEW_SHOT}, PerSAM 1), the compared rows at the best budget all of them ran at, else"
-    f" each at its best budget. (a) holds unless ours is below UNet with paired"
-    f" p < {stats.ALPHA}. (b) holds if AutoSAM's mean is above ours and AutoSAM's time per epoch is"
-    f" {ABOUT_THREE[0]:g}–{ABOUT_THREE[1]:g}× ours, both at the paper budget on the same device; it does not"
-    " hold if either part fails, and is not measurable when a part cannot be measured. (c) holds if PerSAM is at"
-    f" least {FAR_BELOW:g} points below every other method's row, each difference significant (Holm-corrected"
-    f" p < {stats.ALPHA}). (d) compares mean Dice at all data and at k = {FEW_SHOT}: it needs all six rows,"
-    " each method's two at one budget where it ran both at one."
-    " Budgets: those of the rows that train (a method without trainable parameters has none); where they"
-    " differ, the verdict compares rows trained for different lengths and at different input sizes."
+# When each verdict holds, a sentence per claim (the HTML page sets each beside its verdicts); RULES says it all
+CLAIM_RULES = {
+    "a": f"(a) holds unless ours is below UNet with paired p < {stats.ALPHA}.",
+    "b": (f"(b) holds if AutoSAM's mean is above ours and AutoSAM's time per epoch is {ABOUT_THREE[0]:g}–"
+          f"{ABOUT_THREE[1]:g}× ours, both at the paper budget on the same device; it does not hold if either part"
+          " fails, and is not measurable when a part cannot be measured."),
+    "c": (f"(c) holds if PerSAM is at least {FAR_BELOW:g} points below every other method's row, each difference"
+          f" significant (Holm-corrected p < {stats.ALPHA})."),
+    "d": (f"(d) compares mean Dice at all data and at k = {FEW_SHOT}: it needs all six rows, each method's two at"
+          " one budget where it ran both at one."),
+}  # fmt: skip
+ROW_RULE = (
+    f"Rows are each method's row with the claim's labels and k (ours: boxes; the others: masks; k = {FEW_SHOT},"
+    " PerSAM 1), the compared rows at the best budget all of them ran at, else each at its best budget."
 )
+BUDGETS_RULE = (
+    "Budgets: those of the rows that train (a method without trainable parameters has none); where they differ,"
+    " the verdict compares rows trained for different lengths and at different input sizes."
+)
+RULES = " ".join(["How each verdict is reached.", ROW_RULE, *CLAIM_RULES.values(), BUDGETS_RULE])
 
 
 @dataclass(frozen=True)

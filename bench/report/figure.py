@@ -1,8 +1,8 @@
 """The qualitative figure, like the paper's Fig. 2: test images, one column per method, each method's
 predicted contour over the image with the ground-truth contour in another colour.
 
-Predictions come from the files the runner saves beside the records (``store.prediction_path``: the
-first few test cases by id, binarised), images and ground truth from the dataset plugin. By default
+Predictions come from the files the runner saves beside the records (``store.prediction_path``: every
+test case, binarised; ``bench.records.predictions``), images and ground truth from the dataset plugin. By default
 (``rows="headline"``) one run per method is shown: one of its Table 1 headline row (``rows.headline``: no
 ``--set`` overrides, its default label regime — boxes for the prompt module —, its best budget), with the
 most training samples (all data before any k), then the lowest draw and seed. With ``rows="all"`` every
@@ -29,6 +29,7 @@ from matplotlib.lines import Line2D
 from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.records.names import GROUP_ORDER, Names, shots_sort_key, shots_text
+from bench.records.predictions import load_predictions
 from bench.records.rows import budget_rank, labels_rank
 from bench.records.spec import shots_label
 from bench.records.store import prediction_path, record_split, runs_frame, variant_text
@@ -40,15 +41,6 @@ TRUTH_COLOUR = "#ffd60a"  # yellow, dashed: visible on grey-scale images and dis
 PREDICTION_COLOUR = "#ff2d55"
 ROW_CHOICES = ("headline", "all")
 TITLE_CHARS = 30  # about what a PANEL_INCHES-wide column holds at the titles' font size
-
-
-def load_predictions(path: Path) -> dict[str, np.ndarray]:
-    """Case id → boolean mask from a predictions file written by the runner."""
-    try:
-        with np.load(path) as saved:
-            return {str(case): saved[f"mask_{i}"].astype(bool) for i, case in enumerate(saved["ids"])}
-    except (OSError, ValueError, KeyError) as error:
-        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
 
 
 def _rank(record: dict, names: Names) -> tuple:

@@ -16,6 +16,15 @@ MARK = "†"
 
 
 def to_markdown(table: Table1) -> str:
+    header, records = markdown_cells(table)
+    frame = pd.DataFrame(records, columns=header)
+    # every cell as text, so that tabulate does not reformat "10" or "All" as numbers
+    return frame.to_markdown(index=False, disable_numparse=True) + f"\n\nTable 1. {table.caption()}\n"
+
+
+def markdown_cells(table: Table1) -> tuple[list[str], list[list[str]]]:
+    """The Markdown table's header and its rows' cells, as text (bold as ``**…**``): what the HTML page shows too,
+    so that its table reads as `bench table` prints it."""
     records = []
     previous_group = None
     for i, row in enumerate(table.rows):
@@ -31,9 +40,7 @@ def to_markdown(table: Table1) -> str:
             text = f"**{cell.text()}**" if cell.best else cell.text()
             values.append(text + MARK if cell.significant else text)
         records.append(values)
-    frame = pd.DataFrame(records, columns=table.header() + [column.name for column in table.columns])
-    # every cell as text, so that tabulate does not reformat "10" or "All" as numbers
-    return frame.to_markdown(index=False, disable_numparse=True) + f"\n\nTable 1. {table.caption()}\n"
+    return table.header() + [column.name for column in table.columns], records
 
 
 def to_csv(table: Table1) -> str:

@@ -24,11 +24,11 @@ from bench.data.volumes import VOLUME_OF, volume_metrics
 from bench.errors import BenchError
 from bench.method import RunContext
 from bench.method.resumable import FitCheckpoint, FitPaused
-from bench.metrics import binarize, case_metrics, truth_geometry
-from bench.paths import atomic_write
+from bench.metrics import case_metrics, truth_geometry
 from bench.progress import no_progress
 from bench.records import claims
 from bench.records.descriptions import DATASET_INFO, METHOD_INFO, describe_dataset, describe_method
+from bench.records.predictions import save_predictions
 from bench.records.spec import RunSpec
 from bench.records.store import (
     RECORD_VERSION,
@@ -46,9 +46,6 @@ from bench.run.saved_models import SAVED_MODEL, model_path, save_model
 from bench.run.settings import GridSettings
 from bench.sam.embedding_cache import embedding_counts, image_digest
 
-# Test predictions kept per run for the qualitative figure: the first few test cases by id, so every method
-# saves the same images and a grid's predictions stay a few megabytes.
-SAVED_PREDICTIONS = 8
 # images encoded per call when a grid is encoded before fanning out (64 float32 embeddings: 1 GB)
 ENCODE_CHUNK = 64
 _VERSIONED_PACKAGES = (
@@ -95,13 +92,14 @@ def run_one(
     spec: RunSpec,
     settings: GridSettings,
     progress=no_progress,
-    saved_predictions: int = SAVED_PREDICTIONS,
+    keep_predictions: bool = True,
     deadline: Deadline | None = None,
 ) -> dict:
     """Execute one run and write its record atomically; a failure is recorded, never raised.
 
-    The binarised predictions of the first ``saved_predictions`` test cases (sorted by id) are written to
-    ``prediction_path`` before the record, so a finished record always has its predictions beside it.
+    The binarised predictions of every scored case are written to ``prediction_path`` (bit-packed:
+    ``bench.records.predictions``) before the record, so a finished record always has its predictions beside
+    it; ``keep_predictions=False`` keeps none.
     ``settings.numerics``: the precision and determinism asked for; the record says which precision was in force.
     A fit the method runs through ``RunContext.epochs`` is saved as it goes (``bench.method.resumable``) and picked
     up by the next run of the spec; once ``deadline`` has passed it stops at its next epoch's end and ``FitPaused``
@@ -119,7 +117,7 @@ def run_one(
             saved_fit, identity={"precision": record["precision"]}, deadline=deadline or Deadline(),
             slice_info={"git_rev": record["git_rev"], "device": record["device"]}, device=torch_device,
         )
-        record.update(_execute(spec, settings, torch_device, progress, saved_predictions, checkpoint))
+        record.update(_execute(spec, settings, torch_device, progress, keep_predictions, checkpoint))
         record["status"] = "ok"
     except FitPaused:
         raise
@@ -207,7 +205,7 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
 
 
 def _execute(
-    spec: RunSpec, settings: GridSettings, device: torch.device, progress, saved_predictions: int,
+    spec: RunSpec, settings: GridSettings, device: torch.device, progress, keep_predictions: bool,
     checkpoint: FitCheckpoint,
 ) -> dict:  # fmt: skip
     keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
@@ -242,8 +240,8 @@ def _execute(
     ]
     volumes = volume_metrics(scored, probabilities, task.info[VOLUME_OF]) if VOLUME_OF in task.info else None
     results, experiment = settings.results, settings.experiment
-    save_predictions(prediction_path(results, experiment, spec.run_id), [s.id for s in scored], probabilities,
-                     saved_predictions)  # fmt: skip
+    if keep_predictions:
+        save_predictions(prediction_path(results, experiment, spec.run_id), [s.id for s in scored], probabilities)
     total, trainable = method.parameter_counts([ctx.backbone.model] if method_cls.uses_backbone else [])
     if settings.save_models and not method_cls.training_free:  # written before the record that names it
         backbone = ctx.backbone if method_cls.uses_backbone else None
@@ -340,16 +338,3 @@ def encode_grid(specs: Sequence[RunSpec], settings: GridSettings, progress=no_pr
             cached_embeddings(backbone, missing[start : start + ENCODE_CHUNK], progress=progress)
     return embedding_counts()["encoded"] - encoded_before
 
-
-def save_predictions(path: Path, ids: list[str], probabilities: list[np.ndarray], count: int) -> None:
-    """Compressed binary masks of the first ``count`` cases by id: ``ids`` (strings) and ``mask_<i>``.
-
-    Masks are stored by position rather than under their ids because ids may hold characters a zip member
-    name should not. Written to a temporary file and renamed, like the records.
-    """
-    if count <= 0:
-        return
-    chosen = sorted(range(len(ids)), key=ids.__getitem__)[:count]
-    arrays = {f"mask_{n}": binarize(probabilities[i]) for n, i in enumerate(chosen)}
-    with atomic_write(path) as stream:
-        np.savez_compressed(stream, ids=np.array([ids[i] for i in chosen]), **arrays)

@@ -1,0 +1,262 @@
+"""`bench report --html`: the results page of a small real experiment, read as text and opened in headless Chromium.
+
+The experiment runs two small methods on an nnU-Net dataset whose names are hostile: a test case's file name and
+a label (task) name hold ``<script>``, quotes and ``&``, which the page must show as text and never run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.data.dataset import load_task
+from bench.records import store
+from bench.records.predictions import load_predictions
+from bench.report.case_browser import THUMB_SIDE
+from tests.browser import chromium, missing_browser, save_screenshot
+from tests.conftest import registered_methods
+from tests.fakes import FAKES
+from tests.own_data_fixtures import labelled_image
+
+EVIL_CASE = "<script>alert(1)<b>\"q\"'&amp;"  # a file name cannot hold "/", so no "</script>" here
+EVIL_LABEL = "<script>alert('label')<i>\"&"
+EXPERIMENT = "hostile"
+
+
+def _write_dataset(root: Path) -> Path:
+    """An nnU-Net v2 dataset: 10 training cases, 4 labelled test cases, one of them named ``EVIL_CASE``."""
+    folder = root / "Dataset777_Evil"
+    for index in range(14):
+        images, labels = ("imagesTr", "labelsTr") if index < 10 else ("imagesTs", "labelsTs")
+        for part in (images, labels):
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        image, label_map = labelled_image(index)
+        case = EVIL_CASE if index == 11 else f"case{index:02d}"
+        assert cv2.imwrite(str(folder / images / f"{case}_0000.png"), image)
+        assert cv2.imwrite(str(folder / labels / f"{case}.png"), label_map)
+    description = {"channel_names": {"0": "US"}, "labels": {"background": 0, EVIL_LABEL: 1, "square": 2},
+                   "numTraining": 10, "file_ending": ".png", "name": "Evil <b>toy</b>"}  # fmt: skip
+    (folder / "dataset.json").write_text(json.dumps(description))
+    return folder
+
+
+def _invoke(*arguments: str) -> str:
+    outcome = CliRunner().invoke(app, [str(argument) for argument in arguments])
+    assert outcome.exit_code == 0, outcome.output
+    return outcome.output
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """The experiment's records, `bench table`'s Markdown and the page; the box-fill run of the square keeps no
+    predictions (made elsewhere, its file did not come back)."""
+    root = tmp_path_factory.mktemp("html")
+    with pytest.MonkeyPatch.context() as patch, registered_methods(FAKES):
+        patch.setenv("BENCH_CACHE", str(root / "cache"))
+        dataset = f"nnunet:{_write_dataset(root / 'data')}"
+        results = root / "results"
+        _invoke("run", "--methods", "fake-threshold,fake-boxfill", "--datasets", dataset, "--results", results,
+                "--experiment", EXPERIMENT, "--shots", "5", "--seeds", "0,1", "--draws", "1", "--budget", "quick")
+        records = store.load_records(results, EXPERIMENT)
+        lost = next(r for r in records if r["spec"]["method"] == "fake-boxfill" and r["spec"]["task"] == "square")
+        store.prediction_path(results, EXPERIMENT, lost["run_id"]).unlink()
+        markdown = _invoke("table", "--results", results, "--experiment", EXPERIMENT)
+        out = root / "report"
+        # the records name the dataset by its folder's name: the page finds it under --data-root
+        _invoke("report", "--results", results, "--experiment", EXPERIMENT, "--out", out, "--html",
+                "--reference", "fake-threshold", "--data-root", root / "data")
+        split = {task: [s.id for s in load_task(dataset, task).test] for task in (EVIL_LABEL, "square")}
+        yield {"path": out / "index.html", "markdown": markdown, "records": records, "results": results,
+               "split": split, "lost": lost["run_id"]}  # fmt: skip
+
+
+def markdown_table(markdown: str) -> tuple[list[str], list[list[str]]]:
+    """`bench table`'s header and rows as cell text (bold marks dropped: the page shows them as bold)."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    cells = [[cell.strip().replace("**", "") for cell in line.strip("|").split("|")] for line in lines]
+    return cells[0], cells[2:]
+
+
+class _Tables(HTMLParser):
+    """Each table's header and body cells as text, by table id; each img's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, dict[str, list]] = {}
+        self.images: list[dict[str, str]] = []
+        self._table = self._part = self._cell = None
+        self._row: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attributes.get("id", ""), {"head": [], "body": []})
+        elif tag in ("thead", "tbody"):
+            self._part = "head" if tag == "thead" else "body"
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(attributes)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._table is not None and self._part:
+            self._table[self._part].append(self._row)
+
+
+def _parsed(page: dict) -> _Tables:
+    parser = _Tables()
+    parser.feed(page["path"].read_text(encoding="utf-8"))
+    return parser
+
+
+def _decoded(uri: str) -> np.ndarray:
+    """A data URI's image as RGBA pixels."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA"))
+
+
+def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
+    text = page["path"].read_text(encoding="utf-8")
+    parsed = _parsed(page)
+    header, rows = markdown_table(page["markdown"])
+    table = parsed.tables["table1-rows"]
+    assert table["head"] == [header] and table["body"] == rows
+
+    # a browser per structure, a row per test case, in the test split's order
+    for browser, task in zip(("cases-0", "cases-1"), (EVIL_LABEL, "square"), strict=True):
+        assert [row[0] for row in parsed.tables[browser]["body"]] == page["split"][task]
+
+    # nothing from the data is markup: the hostile names appear escaped, as text, and never as a tag
+    assert "<script>alert" not in text and "<b>toy</b>" not in text
+    assert html.escape(EVIL_CASE, quote=True) in text and html.escape(EVIL_LABEL, quote=True) in text
+    block = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', text, re.S).group(1)
+    assert "<" not in block and ">" not in block
+    data = json.loads(block)
+    assert EVIL_CASE in [case["id"] for browser in data for case in browser["cases"]]
+    assert {browser["label"] for browser in data} == {f"Evil <b>toy</b> {EVIL_LABEL}", "Evil <b>toy</b> square"}
+
+    # every image names its case (and a prediction its row and Dice); thumbnails are small
+    evil = [image for image in parsed.images if EVIL_CASE in image.get("alt", "")]
+    # per structure: image, ground truth and each row's prediction, but the square's box fill kept none
+    assert len(evil) == 2 * (2 + 2) - 1
+    assert all(image.get("alt") for image in parsed.images)
+    assert any(re.fullmatch(r"case .+, Threshold · mask · k=5 · quick: prediction, Dice \d\.\d{3}", image["alt"])
+               for image in evil)  # fmt: skip
+    thumbnails = [_decoded(image["src"]) for image in parsed.images if image["src"].startswith("data:")]
+    assert max(max(thumbnail.shape[:2]) for thumbnail in thumbnails) <= THUMB_SIDE
+
+
+def test_prediction_thumbnails_are_the_kept_masks_and_a_lost_file_says_so(page) -> None:
+    text = page["path"].read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="case-data">(.*?)</script>', text, re.S).group(1))
+    square = next(browser for browser in data if browser["label"].endswith(" square"))
+    lost = [j for j, column in enumerate(square["columns"]) if column["label"].startswith("Box fill")]
+    assert lost and all(case["cells"][j]["contour"] is None for case in square["cases"] for j in lost)
+    assert "no predictions kept" in text
+
+    # the threshold's large contour outlines the mask its run kept, at the large view's scale
+    record = next(r for r in page["records"] if r["spec"]["method"] == "fake-threshold"
+                  and r["spec"]["task"] == "square" and r["spec"]["seed"] == 0)  # fmt: skip
+    kept = load_predictions(store.prediction_path(page["results"], EXPERIMENT, record["run_id"]))
+    column = next(j for j, column in enumerate(square["columns"]) if column["label"].startswith("Threshold"))
+    case = next(case for case in square["cases"] if kept[case["id"]].any())
+    contour = _decoded(case["cells"][column]["contour"])[..., 3] > 0
+    mask = kept[case["id"]]
+    assert contour.shape == mask.shape  # 48 × 64: small images keep their size
+    assert contour.any() and not (contour & ~mask).any()  # drawn inside the mask, on its edge
+    assert case["cells"][column]["dice"] == next(c["dice"] for c in record["cases"] if c["id"] == case["id"])
+
+
+@pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
+def test_page_works_in_headless_chromium(page, tmp_path) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    header, rows = markdown_table(page["markdown"])
+    with chromium() as driver:
+        driver.get(page["path"].as_uri())
+        table = driver.find_element(By.ID, "table1-rows")
+        assert [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")] == header
+
+        def shown_rows() -> list[list[str]]:
+            return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                    for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]  # fmt: skip
+
+        assert shown_rows() == rows
+        # sorting by a structure's column: a click sorts up, Enter on the focused header down
+        column = len(header) - 1
+        button = table.find_elements(By.CSS_SELECTOR, "thead th button")[column]
+        button.click()
+        up = [float(row[column].split()[0]) for row in shown_rows()]
+        button.send_keys(Keys.ENTER)
+        down = [float(row[column].split()[0]) for row in shown_rows()]
+        assert up == sorted(up) and down == sorted(up, reverse=True) and len(set(up)) > 1
+        assert sorted(shown_rows()) == sorted(rows)
+
+        for index, task in enumerate((EVIL_LABEL, "square")):
+            cases = driver.find_elements(By.CSS_SELECTOR, f"#cases-{index} tbody tr.case")
+            assert len(cases) == len(page["split"][task])
+        # sorted by the threshold's Dice (its column's button), worst first; then its method's columns hidden
+        browser = driver.find_element(By.ID, "cases-1")
+        threshold = next(th for th in browser.find_elements(By.CSS_SELECTOR, "thead th")
+                         if th.text.startswith("Threshold"))  # fmt: skip
+        threshold.find_element(By.TAG_NAME, "button").click()
+        position = browser.find_elements(By.CSS_SELECTOR, "thead th").index(threshold)
+        dice = [float(tr.find_elements(By.TAG_NAME, "td")[position].get_attribute("data-value"))
+                for tr in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]  # fmt: skip
+        assert dice == sorted(dice) and len(set(dice)) > 1
+        driver.find_element(By.CSS_SELECTOR, "#cases-1-filters input[value='Threshold']").click()
+        cells = browser.find_elements(By.CSS_SELECTOR, f"td:nth-child({position + 1})")
+        assert not threshold.is_displayed() and not any(td.is_displayed() for td in cells)
+        # every image decoded (the thumbnails are data URIs, the plots files beside the page)
+        broken = driver.execute_script(
+            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        assert broken == 0
+        # each mask lies over its case's thumbnail, which the page holds once, in the row's Image cell
+        first = driver.find_element(By.CSS_SELECTOR, "#cases-0 tr.case")
+        thumbnail = first.find_element(By.CSS_SELECTOR, "td.image img").get_attribute("src")
+        beneath = first.find_elements(By.CSS_SELECTOR, ".thumb")
+        assert len(beneath) == 1 + 2 and all(thumb.value_of_css_property("background-image") == f'url("{thumbnail}")'
+                                             for thumb in beneath)  # fmt: skip
+
+        evil = next(tr for tr in driver.find_elements(By.CSS_SELECTOR, "#cases-0 tr.case")
+                    if tr.find_element(By.TAG_NAME, "td").text == EVIL_CASE)  # fmt: skip
+        evil.click()
+        dialog = driver.find_element(By.ID, "case-view")
+        assert dialog.get_attribute("open") is not None
+        assert dialog.find_element(By.TAG_NAME, "h2").text.endswith(f"case {EVIL_CASE}")
+        panels = dialog.find_elements(By.CSS_SELECTOR, ".panel")
+        assert len(panels) == 1 + 2  # the ground truth, then each row's contours
+        dialog.find_element(By.CSS_SELECTOR, "button.close").click()
+        assert dialog.get_attribute("open") is None
+        driver.find_element(By.CSS_SELECTOR, "#cases-1 tr.case").send_keys(Keys.ENTER)
+        assert dialog.get_attribute("open") is not None
+        assert "no predictions kept" in dialog.text  # the square's box-fill run kept none
+
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text  # noqa: B018 (the hostile names ran nothing)
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        shot = save_screenshot(page["path"], tmp_path / "page.png", driver)
+        assert cv2.imread(str(shot)).shape[1] > 0
