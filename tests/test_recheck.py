@@ -103,3 +103,35 @@ def test_user_errors_are_one_line_and_write_nothing(committed, tmp_path) -> None
     done = recheck(results, scratch, "--runs", run_ids[0])
     assert done.exit_code == 0, done.output
     assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0]), "already holds a record")
+
+
+def test_identical_re_runs_lend_their_predictions_to_records_without_them(committed, tmp_path, monkeypatch) -> None:
+    from tests.fakes import MeanThreshold
+
+    results, run_ids = committed
+    for run_id in run_ids[1:3]:  # as the committed experiments were: records kept, predictions not
+        store.prediction_path(results, "exp", run_id).unlink()
+    original = MeanThreshold.predict
+    moved = run_ids[2]
+
+    def stricter_for_one(self, items, ctx):  # a code change that moves one of the two runs
+        outputs = original(self, items, ctx)
+        if ctx.spec.run_id != moved:
+            return outputs
+        return [np.where(p > 0, (item.image >= self.level).astype(np.float32), 0) for item, p in
+                zip(items, outputs, strict=True)]  # fmt: skip
+
+    monkeypatch.setattr(MeanThreshold, "predict", stricter_for_one)
+    result = recheck(results, tmp_path / "scratch", "--runs", ",".join(run_ids[1:3]), "--keep-predictions")
+    assert result.exit_code == 0, result.output
+    assert "kept the predictions of 1 identical re-run(s)" in result.output
+    assert store.prediction_path(results, "exp", run_ids[1]).is_file()
+    assert not store.prediction_path(results, "exp", moved).exists()  # its masks would not be the record's
+
+
+@pytest.mark.parametrize(("device", "threads"), [("cpu (x86_64, 2 threads)", 2), ("cpu (aarch64, 1 threads)", 1),
+                                                 ("NVIDIA H200", None), (None, None)])  # fmt: skip
+def test_a_cpu_record_names_the_thread_count_it_ran_with(device, threads) -> None:
+    from bench.run.recheck import recorded_threads
+
+    assert recorded_threads({"device": device}) == threads

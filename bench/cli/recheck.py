@@ -32,6 +32,9 @@ def recheck(
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Also write the comparison as Markdown to this file.")] = None,
+    keep_predictions: Annotated[bool, typer.Option(
+        help="Copy the predictions of re-runs identical to their records into the experiment (for bench figure "
+             "and bench report --html).")] = False,
     plugin: PluginOption = None,
 ) -> None:
     """Re-run chosen records of an experiment (or N at random) into a scratch folder with the current code, and
@@ -41,7 +44,6 @@ def recheck(
     from bench.errors import BenchError
     from bench.records import store
     from bench.run import recheck as rechecking
-    from bench.run.executors import execute
     from bench.run.grid import names_in
     from bench.run.settings import GridSettings
 
@@ -60,26 +62,18 @@ def recheck(
     if out is not None:
         check_writable(out.parent, out.parent)
     console.print(f"re-running {len(records)} run(s) of {experiment} into {scratch}", highlight=False)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-
-    def run(specs) -> None:
-        with Progress(*columns, console=console, transient=False) as progress:
-            grid = progress.add_task("re-runs", total=len(specs))
-            bars = ProgressBars(progress)
-
-            def on_done(spec, summary: dict) -> None:
-                progress.advance(grid)
-                progress.console.print(f"{spec.run_id}: {summary['status']}", highlight=False)
-
-            execute(specs, settings, on_done=on_done, progress_factory=bars.for_run)
-
-    rows = rechecking.recheck(records, settings, run)
+    threads = {record["run_id"]: rechecking.recorded_threads(record) for record in records}
+    rows = rechecking.recheck(records, settings, lambda specs: _rerun(specs, settings, threads))
     # the Markdown table the --out file holds: wider than most terminals, so it is printed unwrapped
     console.print(rechecking.markdown_table(rows, tolerance), highlight=False, soft_wrap=True)
     console.print(rechecking.summary_line(rows, tolerance), highlight=False)
     for line in rechecking.notes(rows):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"new records in {store.runs_folder(scratch, experiment)}", highlight=False)
+    if keep_predictions:
+        kept = rechecking.keep_identical_predictions(rows, scratch, results, experiment)
+        console.print(f"kept the predictions of {len(kept)} identical re-run(s) in "
+                      f"{store.predictions_folder(results, experiment)}", highlight=False)  # fmt: skip
     if out is not None:
         selection = ["--runs", ",".join(record["run_id"] for record in records)] if runs is not None else [
             "--sample", str(sample), "--seed", str(seed)]  # fmt: skip
@@ -88,10 +82,45 @@ def recheck(
         given = {"--tolerance": tolerance != DEFAULT_TOLERANCE and f"{tolerance:g}", "--data-root": data_root,
                  "--device": device != "auto" and device, "--out": out}  # fmt: skip
         options = [part for flag, value in given.items() if value for part in (flag, str(value))]
-        command = shlex.join(["bench", "recheck", "--experiment", experiment, *selection, "--results", str(results),
-                              *options])  # fmt: skip
-        from bench.paths import atomic_write
+        _write_comparison(out, rows, tolerance, experiment, ["--experiment", experiment, *selection, "--results",
+                                                              str(results), *options])  # fmt: skip
 
-        with atomic_write(out, "w") as stream:
-            stream.write(rechecking.render_markdown(rows, tolerance, experiment, command))
-        console.print(f"wrote {out}", highlight=False)
+
+def _rerun(specs: list, settings, threads: dict[str, int | None]) -> None:
+    """Run ``specs`` inline under progress bars, each CPU run with the thread count its record computed with."""
+    import torch
+
+    from bench.run.executors import execute
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        grid = progress.add_task("re-runs", total=len(specs))
+        bars = ProgressBars(progress)
+
+        def on_done(spec, summary: dict) -> None:
+            progress.advance(grid)
+            progress.console.print(f"{spec.run_id}: {summary['status']}", highlight=False)
+
+        for count, group in _by_thread_count(specs, threads):
+            if count is not None and settings.device in ("auto", "cpu"):  # as the record computed
+                torch.set_num_threads(count)
+            execute(group, settings, on_done=on_done, progress_factory=bars.for_run)
+
+
+def _write_comparison(out: Path, rows: list, tolerance: float, experiment: str, arguments: list[str]) -> None:
+    """The --out file: the comparison, and the command that wrote it (``arguments`` after ``bench recheck``)."""
+    from bench.paths import atomic_write
+    from bench.run import recheck as rechecking
+
+    with atomic_write(out, "w") as stream:
+        command = shlex.join(["bench", "recheck", *arguments])
+        stream.write(rechecking.render_markdown(rows, tolerance, experiment, command))
+    console.print(f"wrote {out}", highlight=False)
+
+
+def _by_thread_count(specs: list, threads: dict[str, int | None]) -> list[tuple[int | None, list]]:
+    """The specs grouped by the thread count their records computed with, in order of first appearance."""
+    groups: dict[int | None, list] = {}
+    for spec in specs:
+        groups.setdefault(threads[spec.run_id], []).append(spec)
+    return list(groups.items())

@@ -10,13 +10,20 @@ a run that moves by less than it moves its row's mean by less than it, and the s
 draws of a trained row in the committed tables is above it. On the same machine,
 thread count, libraries and code a run reproduces exactly (everything is seeded and the CPU kernels are
 deterministic), so a difference there is the code's; another thread count or device reorders floating-point
-sums, which over hundreds of training steps can move a run, hence not zero.
+sums, which over hundreds of training steps can move a run, hence not zero. A CPU re-run therefore computes with
+the thread count its record names (``recorded_threads``), whatever the machine's default.
+
+A re-run that reproduces its record exactly (``identical``) made the record's own masks, so its predictions may
+stand in for a record whose predictions were never kept (``keep_identical_predictions``): that is how the
+committed experiments get the predictions their qualitative figures and HTML pages show.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,6 +116,27 @@ def check_scratch(scratch: Path, results: Path, experiment: str, records: list[d
             raise BenchError(
                 f"scratch folder '{scratch}' already holds a record of {record['run_id']}; name an empty folder"
             )
+
+
+def recorded_threads(record: dict) -> int | None:
+    """The torch thread count a CPU record was computed with (its ``device`` says "cpu (…, N threads)"), else
+    None: a GPU record, or one that does not say."""
+    found = re.fullmatch(r"cpu \(.*, (\d+) threads?\)", record.get("device") or "")
+    return int(found[1]) if found else None
+
+
+def keep_identical_predictions(rows: list[Rechecked], scratch: Path, results: Path, experiment: str) -> list[str]:
+    """Copy the predictions of each re-run that reproduced its record exactly into the experiment's predictions
+    folder (the record's own masks: they replace a record's older file of fewer cases); the run ids kept."""
+    kept = []
+    for row in rows:
+        target = store.prediction_path(results, experiment, row.run_id)
+        source = store.prediction_path(scratch, experiment, row.run_id)
+        if row.verdict(0.0) == "identical" and source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            kept.append(row.run_id)
+    return kept
 
 
 def default_scratch(experiment: str) -> Path:
