@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.data import samples as data
 from bench.data.dataset import load_task
@@ -36,6 +37,7 @@ def test_record_has_the_documented_keys_and_real_metrics(tmp_path, fake_methods)
     record = run_one(spec_for("fake-boxfill", "box", shots=None), GridSettings(tmp_path, "exp"))
     assert record["status"] == "ok", record.get("traceback")
     assert RECORD_KEYS <= set(record)
+    assert record["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability() and record["cpu"]["model"]
     on_disk = json.loads(record_path(tmp_path, "exp", record["run_id"]).read_text())
     assert on_disk["run_id"] == record["run_id"] and on_disk["spec"]["method"] == "fake-boxfill"
     assert len(on_disk["cases"]) == 40

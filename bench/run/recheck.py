@@ -58,6 +58,8 @@ class Rechecked:
     error: str | None = None
     recipe_changes: tuple[str, ...] = ()  # hyper-parameters whose value the current code changed
     same_support: bool = True
+    # the CPU kernels of both (``cpu.capability`` of each record; None where a record does not say)
+    cpu_kernels: tuple[str | None, str | None] = (None, None)
 
     @property
     def difference(self) -> float | None:
@@ -177,6 +179,7 @@ def compare(committed: dict, new: dict | None) -> Rechecked:
         error=None if ok else new.get("error"),
         recipe_changes=changed,
         same_support=not ok or committed.get("support_ids") == new.get("support_ids"),
+        cpu_kernels=((committed.get("cpu") or {}).get("capability"), (new.get("cpu") or {}).get("capability")),
     )
 
 
@@ -237,6 +240,11 @@ def notes(rows: list[Rechecked]) -> list[str]:
             lines.append(f"{row.run_id}: the current code's hyper-parameters differ: {'; '.join(row.recipe_changes)}")
         if not row.same_support:
             lines.append(f"{row.run_id}: the re-run drew another support set than the record's")
+        old_kernels, new_kernels = row.cpu_kernels
+        if row.new_dice is not None and row.new_dice != row.committed_dice and old_kernels != new_kernels:
+            lines.append(f"{row.run_id}: the record does not say which CPU kernels it computed with; the re-run's "
+                         f"were {new_kernels}" if old_kernels is None else
+                         f"{row.run_id}: computed with other CPU kernels ({old_kernels}, the re-run {new_kernels})")
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import importlib.metadata
@@ -82,6 +83,16 @@ def git_revision() -> str | None:
     return completed.stdout.strip() or None if completed.returncode == 0 else None
 
 
+def cpu_description() -> dict[str, str | None]:
+    """The host CPU as ``/proc/cpuinfo`` names it, and the kernels torch picks for it (``AVX2``, ``AVX512``…)."""
+    model = None
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+        model = next((line.partition(":")[2].strip() for line in lines if line.startswith("model name")), None)
+    return {"model": model or platform.processor() or platform.machine(),
+            "capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -110,6 +121,9 @@ def run_one(
     try:
         torch_device = resolve_device(settings.device)
         record["device"] = device_name(torch_device)
+        # the CPU's model and the instruction set torch's kernels dispatch to: two CPUs of another kind sum
+        # floating-point numbers in another order, and a trained run can then end elsewhere (bench recheck)
+        record["cpu"] = cpu_description()
         record["precision"] = apply_numerics(settings.numerics, torch_device)
         record["deterministic"] = settings.numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
