@@ -174,7 +174,7 @@ def test_example_plugins_from_an_installed_package_render_where_it_is_not_instal
 
 
 @pytest.mark.parametrize("path", [OTSU, TINY_CNN], ids=["otsu", "tiny-cnn"])
-def test_examples_pass_the_method_contract(path, request, example_names) -> None:
+def test_examples_pass_the_method_contract(path, request, example_names, tmp_path) -> None:
     """What `pytest tests/test_method_contract.py --bench-plugin FILE -k NAME` runs, in this process: the
     pytest hook of tests/conftest.py registers the file, then each contract test runs on its methods."""
     name = {OTSU: "otsu", TINY_CNN: "tiny-cnn"}[path]
@@ -183,7 +183,7 @@ def test_examples_pass_the_method_contract(path, request, example_names) -> None
     checks = contract.TestMethodContract()
     for labels in METHODS.get(name).labels:
         checks.test_declarations(name, labels)
-        checks.test_fit_predict_shapes_and_determinism(name, labels, task)
+        checks.test_fit_predict_shapes_determinism_and_resuming(name, labels, task, tmp_path / labels)
 
 
 def test_bench_plugin_option_with_a_missing_file_is_a_usage_error(tmp_path) -> None:

@@ -59,7 +59,7 @@ def test_sam_methods_run_in_any_order_in_one_process(tiny_images, first: str, se
     train, test = tiny_images
     for name in (first, second, first):
         cls = METHODS.get(name)
-        _, outputs = run_method(cls, cls.default_labels[0], train, test, seed=0)
+        _, outputs, _ = run_method(cls, cls.default_labels[0], train, test, seed=0)
         assert outputs[0].shape == test[0].image.shape
 
 

@@ -55,7 +55,7 @@ def spec_of(cls, labels: str, shots: int) -> RunSpec:
 def test_saved_model_predicts_as_the_fitted_one(name: str, labels: str, registered, tiny_task, tmp_path) -> None:  # noqa: F811
     cls = METHODS.get(name)
     train, test = tiny_task
-    method, fitted = contract.run_method(cls, labels, train, test, seed=3)
+    method, fitted, _ = contract.run_method(cls, labels, train, test, seed=3)
     spec = spec_of(cls, labels, len(train))
     device = resolve_device("cpu")
     backbone = load_backbone(spec.backbone, None, device) if cls.uses_backbone else None
