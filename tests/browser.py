@@ -65,8 +65,16 @@ def save_screenshot(page: Path, png: Path, driver=None) -> Path:
     return png
 
 
+def load_seconds(driver) -> float:
+    """How long the page the driver last opened took to load: navigation start to the end of its load event."""
+    return driver.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd") / 1000
+
+
 if __name__ == "__main__":
     reason = missing_browser()
     if reason:
         sys.exit(reason)
-    save_screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
+    with chromium() as browser:
+        save_screenshot(Path(sys.argv[1]), Path(sys.argv[2]), browser)
+        size = Path(sys.argv[1]).stat().st_size / 1e6
+        print(f"{sys.argv[1]}: {size:.1f} MB, loaded in {load_seconds(browser):.2f} s; screenshot {sys.argv[2]}")

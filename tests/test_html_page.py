@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data.dataset import load_task
 from bench.records import store
-from bench.records.predictions import load_predictions
+from bench.records.predictions import load_predictions, mark_as_rerun
 from bench.report.case_browser import THUMB_SIDE
 from tests.browser import chromium, missing_browser, save_screenshot
 from tests.conftest import registered_methods
@@ -72,6 +72,13 @@ def page(tmp_path_factory):
         records = store.load_records(results, EXPERIMENT)
         lost = next(r for r in records if r["spec"]["method"] == "fake-boxfill" and r["spec"]["task"] == "square")
         store.prediction_path(results, EXPERIMENT, lost["run_id"]).unlink()
+        # the threshold's seed-0 run on the other label keeps a re-run's masks (as `bench recheck
+        # --keep-predictions` leaves them), whose scores are set apart from the record's here by halving them
+        rerun = next(r for r in records if r["spec"]["method"] == "fake-threshold"
+                     and r["spec"]["task"] == EVIL_LABEL and r["spec"]["seed"] == 0)  # fmt: skip
+        mark_as_rerun(store.prediction_path(results, EXPERIMENT, rerun["run_id"]),
+                      rerun | {"git_rev": "0123456789abcdef", "cases": [case | {"dice": case["dice"] / 2}
+                                                                        for case in rerun["cases"]]})  # fmt: skip
         markdown = _invoke("table", "--results", results, "--experiment", EXPERIMENT)
         out = root / "report"
         # the records name the dataset by its folder's name: the page finds it under --data-root
@@ -79,7 +86,7 @@ def page(tmp_path_factory):
                 "--reference", "fake-threshold", "--data-root", root / "data")
         split = {task: [s.id for s in load_task(dataset, task).test] for task in (EVIL_LABEL, "square")}
         yield {"path": out / "index.html", "markdown": markdown, "records": records, "results": results,
-               "split": split, "lost": lost["run_id"]}  # fmt: skip
+               "split": split, "lost": lost["run_id"], "rerun": rerun}  # fmt: skip
 
 
 def markdown_table(markdown: str) -> tuple[list[str], list[list[str]]]:
@@ -187,6 +194,18 @@ def test_prediction_thumbnails_are_the_kept_masks_and_a_lost_file_says_so(page) 
     assert case["cells"][column]["dice"] == next(c["dice"] for c in record["cases"] if c["id"] == case["id"])
 
 
+def test_a_row_shown_by_a_re_run_shows_the_re_runs_scores_and_says_so(page) -> None:
+    text = page["path"].read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="case-data">(.*?)</script>', text, re.S).group(1))
+    browser = next(browser for browser in data if browser["label"].endswith(EVIL_LABEL))
+    column = next(j for j, column in enumerate(browser["columns"]) if column["label"].startswith("Threshold"))
+    assert "masks and scores of a re-run at 0123456789" in browser["columns"][column]["run"]
+    recorded = {case["id"]: case["dice"] for case in page["rerun"]["cases"]}
+    assert [case["cells"][column]["dice"] for case in browser["cases"]] == [
+        recorded[case["id"]] / 2 for case in browser["cases"]]  # fmt: skip
+    assert html.unescape(text).count("masks and scores of a re-run at 0123456789") >= 1  # in the column's header
+
+
 @pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))
 def test_page_works_in_headless_chromium(page, tmp_path) -> None:
     from selenium.common.exceptions import NoAlertPresentException
@@ -260,3 +279,31 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
         assert errors == []
         shot = save_screenshot(page["path"], tmp_path / "page.png", driver)
         assert cv2.imread(str(shot)).shape[1] > 0
+
+
+def test_paper_numbers_stand_beside_our_rows_of_the_same_method_labels_and_k(tmp_path, report_methods,
+                                                                              monkeypatch) -> None:
+    from bench.report import paper
+    from bench.report.html_page import table_section
+    from bench.report.table import build_table
+    from tests.report_records import write_record
+
+    results = tmp_path / "results"
+    write_record(results, "rep-unet", {"a": 0.8, "b": 0.6})
+    write_record(results, "rep-unet", {"a": 0.7, "b": 0.5}, labels="box")  # UNet on boxes: the paper has no such row
+    write_record(results, "rep-medsam", {"a": 0.95, "b": 0.85}, labels="box", shots=None, params_trainable=0)
+    monkeypatch.setitem(paper.PAPER_LABELS, "rep-unet", "mask")
+    monkeypatch.setitem(paper.PAPER_LABELS, "rep-medsam", "box")
+    monkeypatch.setitem(paper.TABLE1, ("rep-unet", "10", "hc18", "ellipse"), paper.PaperResult(61.79))
+    monkeypatch.setitem(paper.TABLE1, ("rep-medsam", "–", "hc18", "ellipse"), paper.PaperResult(95.19, 0.5))
+    table = build_table(store.runs_frame(store.load_records(results, "exp")), "dice")
+    assert "(paper)" not in table_section(table)  # "synthetic" is none of the paper's datasets
+
+    parsed = _Tables()
+    parsed.feed(table_section(table, {"synthetic": "hc18"}))
+    header, body = parsed.tables["table1-rows"]["head"][0], parsed.tables["table1-rows"]["body"]
+    paper_column = header.index(next(name for name in header if name.endswith("(paper)")))
+    assert header[paper_column - 1] + " (paper)" == header[paper_column]
+    assert header[3:5] == ["Mask labels", "BB labels"]
+    by_row = {(row[1], "mask" if row[3] else "box"): row[paper_column] for row in body}
+    assert by_row == {("MedSAM", "box"): "95.19 ± 0.50", ("UNet", "mask"): "61.79", ("UNet", "box"): "–"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.records import store
+from bench.records.predictions import load_predictions, rerun_of, with_kept_scores
 from tests.test_cli import assert_one_line_error, invoke
 
 pytestmark = pytest.mark.usefixtures("fake_methods")
@@ -27,7 +28,9 @@ def committed(tmp_path):
 
 
 def recheck(results, scratch, *args: str):
-    return invoke("recheck", "--experiment", "exp", "--results", str(results), "--scratch", str(scratch), *args)
+    """``bench recheck`` of experiment "exp" into ``scratch`` (None: the default scratch folder)."""
+    where = ["--scratch", str(scratch)] if scratch is not None else []
+    return invoke("recheck", "--experiment", "exp", "--results", str(results), *where, *args)
 
 
 def test_unchanged_code_reproduces_its_records_exactly(committed, tmp_path) -> None:
@@ -90,7 +93,7 @@ def test_user_errors_are_one_line_and_write_nothing(committed, tmp_path) -> None
     results, run_ids = committed
     scratch = tmp_path / "scratch"
     assert_one_line_error(recheck(results, scratch), "--runs", "--sample")
-    assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0], "--sample", "1"), "not both")
+    assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0], "--sample", "1"), "one of the three")
     assert_one_line_error(recheck(results, scratch, "--runs", "unet_nothing"), "no finished record", "unet_nothing")
     assert_one_line_error(recheck(results, scratch, "--sample", "5"), "--sample takes 1 to 4")
     assert_one_line_error(
@@ -103,16 +106,17 @@ def test_user_errors_are_one_line_and_write_nothing(committed, tmp_path) -> None
     done = recheck(results, scratch, "--runs", run_ids[0])
     assert done.exit_code == 0, done.output
     assert_one_line_error(recheck(results, scratch, "--runs", run_ids[0]), "already holds a record")
+    assert_one_line_error(recheck(results, None, "--runs", run_ids[0], "--resume"), "name that folder")
 
 
-def test_identical_re_runs_lend_their_predictions_to_records_without_them(committed, tmp_path, monkeypatch) -> None:
+def test_re_runs_lend_their_predictions_to_records_without_them(committed, tmp_path, monkeypatch) -> None:
     from tests.fakes import MeanThreshold
 
     results, run_ids = committed
     for run_id in run_ids[1:3]:  # as the committed experiments were: records kept, predictions not
         store.prediction_path(results, "exp", run_id).unlink()
     original = MeanThreshold.predict
-    moved = run_ids[2]
+    identical, moved = run_ids[1:3]
 
     def stricter_for_one(self, items, ctx):  # a code change that moves one of the two runs
         outputs = original(self, items, ctx)
@@ -122,11 +126,38 @@ def test_identical_re_runs_lend_their_predictions_to_records_without_them(commit
                 zip(items, outputs, strict=True)]  # fmt: skip
 
     monkeypatch.setattr(MeanThreshold, "predict", stricter_for_one)
-    result = recheck(results, tmp_path / "scratch", "--runs", ",".join(run_ids[1:3]), "--keep-predictions")
+    scratch = tmp_path / "scratch"
+    first = recheck(results, scratch, "--runs", identical)
+    assert first.exit_code == 0, first.output
+    # the re-check goes on from its scratch folder: the re-run there counts as done, the other one runs
+    result = recheck(results, scratch, "--runs", f"{identical},{moved}", "--keep-predictions", "--resume")
     assert result.exit_code == 0, result.output
-    assert "kept the predictions of 1 identical re-run(s)" in result.output
-    assert store.prediction_path(results, "exp", run_ids[1]).is_file()
-    assert not store.prediction_path(results, "exp", moved).exists()  # its masks would not be the record's
+    assert "1 identical re-run(s) and of 1 other re-run(s), marked as re-runs" in " ".join(result.output.split())
+    committed_records = {run_id: store.existing_record(results, "exp", run_id) for run_id in (identical, moved)}
+    rerun = store.existing_record(scratch, "exp", moved)
+    assert rerun["mean_dice"] != committed_records[moved]["mean_dice"]
+    # an identical re-run made the record's own masks; the other's are kept with its own scores, and say so
+    same = store.prediction_path(results, "exp", identical)
+    assert rerun_of(same) is None
+    assert with_kept_scores(committed_records[identical], same) is committed_records[identical]
+    kept = with_kept_scores(committed_records[moved], store.prediction_path(results, "exp", moved))
+    assert [case["dice"] for case in kept["cases"]] == [case["dice"] for case in rerun["cases"]]
+    assert kept["rerun"]["git_rev"] == rerun["git_rev"]
+    assert kept["rerun"]["record_mean_dice"] == committed_records[moved]["mean_dice"]
+    masks = load_predictions(store.prediction_path(results, "exp", moved))
+    assert masks.keys() == {case["id"] for case in rerun["cases"]}
+
+
+def test_shown_re_runs_the_run_the_page_shows_for_each_row(committed, tmp_path) -> None:
+    results, run_ids = committed
+    scratch = tmp_path / "scratch"
+    result = recheck(results, scratch, "--shown")
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 re-runs within ± 0.5 Dice points of their records (2 identical)" in result.output
+    # the box fill's one run, and of the threshold's row the run of its lowest draw
+    first_draw = next(run_id for run_id in run_ids if "fake-threshold" in run_id and "_d0_" in run_id)
+    assert {record["run_id"] for record in store.load_records(scratch, "exp")} == {run_ids[0], first_draw}
+    assert_one_line_error(recheck(results, scratch, "--shown", "--sample", "1"), "one of the three")
 
 
 @pytest.mark.parametrize(("device", "threads"), [("cpu (x86_64, 2 threads)", 2), ("cpu (aarch64, 1 threads)", 1),

@@ -20,6 +20,9 @@ def recheck(
     runs: Annotated[str | None, typer.Option(help="Comma-separated run ids to re-run.")] = None,
     sample: Annotated[int | None, typer.Option(help="Or: re-run this many finished runs drawn at random.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the --sample draw.")] = 0,
+    shown: Annotated[bool, typer.Option(
+        "--shown", help="Or: re-run the runs the results page shows (per Table 1 row and structure, its lowest draw "
+                        "and seed).")] = False,
     methods: Annotated[str | None, typer.Option(help="Only runs of these methods (comma-separated).")] = None,
     shots: Annotated[str | None, typer.Option(help="Only runs with these shots (e.g. 10, all).")] = None,
     tolerance: Annotated[
@@ -33,8 +36,10 @@ def recheck(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Also write the comparison as Markdown to this file.")] = None,
     keep_predictions: Annotated[bool, typer.Option(
-        help="Copy the predictions of re-runs identical to their records into the experiment (for bench figure "
-             "and bench report --html).")] = False,
+        help="Copy the re-runs' predictions into the experiment (for bench figure and bench report --html); a "
+             "re-run that differs from its record is kept marked as a re-run, with its own scores.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Go on with a re-check cut short: re-runs already in --scratch count as done.")] = False,
     plugin: PluginOption = None,
 ) -> None:
     """Re-run chosen records of an experiment (or N at random) into a scratch folder with the current code, and
@@ -53,9 +58,11 @@ def recheck(
     chosen = names_in(runs, "--runs") if runs is not None else ()
     method_names = names_in(methods, "--methods") if methods is not None else ()
     shot_labels = names_in(shots, "--shots") if shots is not None else ()
-    records = rechecking.select_records(results, experiment, chosen, sample, seed, method_names, shot_labels)
+    records = rechecking.select_records(results, experiment, chosen, sample, seed, method_names, shot_labels, shown)
+    if resume and scratch is None:
+        raise BenchError("--resume goes on with the re-check in --scratch: name that folder")
     scratch = scratch or rechecking.default_scratch(experiment)
-    rechecking.check_scratch(scratch, results, experiment, records)
+    rechecking.check_scratch(scratch, results, experiment, records, resume)
     datasets = DatasetPlugins.resolve(dict.fromkeys(record["spec"]["dataset"] for record in records), data_root)
     datasets.check_present()
     settings = GridSettings(scratch, experiment, datasets, device)
@@ -71,12 +78,13 @@ def recheck(
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"new records in {store.runs_folder(scratch, experiment)}", highlight=False)
     if keep_predictions:
-        kept = rechecking.keep_identical_predictions(rows, scratch, results, experiment)
-        console.print(f"kept the predictions of {len(kept)} identical re-run(s) in "
+        kept = rechecking.keep_predictions(rows, scratch, results, experiment)
+        console.print(f"kept the predictions of {len(kept['identical'])} identical re-run(s) and of "
+                      f"{len(kept['re-run'])} other re-run(s), marked as re-runs, in "
                       f"{store.predictions_folder(results, experiment)}", highlight=False)  # fmt: skip
     if out is not None:
-        selection = ["--runs", ",".join(record["run_id"] for record in records)] if runs is not None else [
-            "--sample", str(sample), "--seed", str(seed)]  # fmt: skip
+        selection = (["--runs", ",".join(record["run_id"] for record in records)] if runs is not None else
+                     ["--shown"] if shown else ["--sample", str(sample), "--seed", str(seed)])  # fmt: skip
         selection += [part for flag, value in (("--methods", methods), ("--shots", shots)) if value
                       for part in (flag, ",".join(names_in(value, flag)))]  # fmt: skip
         given = {"--tolerance": tolerance != DEFAULT_TOLERANCE and f"{tolerance:g}", "--data-root": data_root,

@@ -63,14 +63,20 @@ def report(
     data_root: Annotated[
         Path | None, typer.Option(help="Folder holding the dataset releases (the cases of --html).")
     ] = None,
+    stand_ins: Annotated[str, typer.Option(
+        help="OURS=PAPER,…: our datasets that stand in for one of the paper's (hc18, acdc, camus), whose numbers "
+             "the page's Table 1 shows beside ours; a dataset of the paper's name needs none.")] = "",
     plugin: PluginOption = None,
 ) -> None:
     """The training-time report, run status, statistics and plots (Markdown, CSV, PNG and PDF); with --html, one
     self-contained page of them that opens from file://, with every test case's image, truth and predictions."""
     from bench.report.build import write_report
+    from bench.report.paper import parse_stand_ins
 
     load_plugins(plugin)
-    written = write_report(results, out or results / "report", experiment, reference, split, html, data_root)
+    mapping = parse_stand_ins(stand_ins, "--stand-ins")
+    written = write_report(results, out or results / "report", experiment, reference, split, html, data_root,
+                           mapping)  # fmt: skip
     console.print(f"wrote {len(written)} files to {written[-1].parent}", highlight=False)
 
 

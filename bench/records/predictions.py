@@ -12,10 +12,16 @@ and Otsu's ragged masks' 35 kB. About 1 kB per case, then: a run keeps all 139 c
 hundred runs in under 20 MB.
 
 Files of the older layout (``ids`` and one bool array ``mask_<i>`` per case, the first 8 cases by id) still read.
+
+A file may hold a re-run's masks rather than the record's own (``mark_as_rerun``: ``bench recheck
+--keep-predictions`` keeps them for records whose predictions were never kept, when the re-run did not reproduce the
+record exactly). Such a file carries the re-run's provenance and per-case scores (``rerun``, a JSON string), so a
+page or figure shows each mask beside the Dice it scored and says it is a re-run's, never the record's.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +47,47 @@ def save_predictions(path: Path, ids: Sequence[str], probabilities: Sequence[np.
     with atomic_write(path) as stream:
         np.savez_compressed(stream, format=np.int64(FORMAT), ids=np.array([ids[i] for i in order], dtype=str),
                             shapes=shapes, bits=np.packbits(flat))  # fmt: skip
+
+
+def mark_as_rerun(path: Path, rerun: dict) -> None:
+    """Mark the predictions file ``path`` as made by ``rerun`` (a re-run's record) rather than by the record of its
+    run id: the re-run's code, device, date, mean Dice and per-case scores are stored beside the masks."""
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    cases = [{"id": case["id"], "dice": case.get("dice"), "hd95": case.get("hd95")} for case in rerun["cases"]]
+    provenance = {key: rerun.get(key) for key in ("git_rev", "device", "cpu", "finished", "mean_dice")}
+    arrays["rerun"] = np.array(json.dumps({**provenance, "cases": cases}))
+    with atomic_write(path) as stream:
+        np.savez_compressed(stream, **arrays)
+
+
+def rerun_of(path: Path) -> dict | None:
+    """The re-run whose masks the file holds (``mark_as_rerun``), or None when they are the record's own."""
+    try:
+        with np.load(path) as saved:
+            return json.loads(str(saved["rerun"])) if "rerun" in saved else None
+    except (OSError, ValueError) as error:
+        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+
+
+def with_kept_scores(record: dict, path: Path) -> dict:
+    """``record`` as the masks kept at ``path`` scored: the record itself, or, where they are a re-run's, a copy with
+    the re-run's per-case scores as ``cases`` and its provenance as ``rerun`` (code revision, device, and the
+    record's own mean Dice as ``record_mean_dice``)."""
+    rerun = rerun_of(path) if path.is_file() else None
+    if rerun is None:
+        return record
+    provenance = {key: rerun.get(key) for key in ("git_rev", "device", "finished")}
+    return record | {"cases": rerun["cases"], "rerun": provenance | {"record_mean_dice": record["mean_dice"]}}
+
+
+def rerun_note(record: dict) -> str | None:
+    """How a figure or page names masks that are a re-run's (``with_kept_scores``), or None for a record's own."""
+    rerun = record.get("rerun")
+    if rerun is None:
+        return None
+    revision = (rerun.get("git_rev") or "unknown")[:10]
+    return f"masks and scores of a re-run at {revision} (the record's mean Dice: {rerun['record_mean_dice']:.3f})"
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray]:

@@ -38,9 +38,11 @@ def write_report(
     split: str | None = None,
     html: bool = False,
     data_root: Path | None = None,
+    stand_ins: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``, and with ``html`` the results page
-    (``html_page``: its case browser reads the datasets under ``data_root``); return the paths written
+    (``html_page``: its case browser reads the datasets under ``data_root``; ``stand_ins`` map our datasets to the
+    paper's whose numbers its Table 1 shows beside ours); return the paths written
     (report.md last).
 
     The report covers the records of one evaluation split (``store.of_split``: test unless told or absent).
@@ -106,7 +108,8 @@ def write_report(
     lines += _diagnosis_section(records, runs, cases, out, written)
     lines += _plots_section(runs, cases, out, written)
     if html:  # last but the Markdown: the page shows every plot written before it
-        written.append(html_page.write_page(out, experiment, records, runs, verdicts, results, data_root))
+        written.append(html_page.write_page(out, experiment, records, runs, verdicts, results, data_root,
+                                                stand_ins))
     written.append(out / "report.md")
     written[-1].write_text("\n".join(lines) + "\n")
     return written

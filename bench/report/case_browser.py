@@ -2,9 +2,11 @@
 the kept prediction of each Table 1 row, as small images ready to embed.
 
 A Table 1 row is shown by one of its runs: its lowest draw and seed (draw 0, seed 0 in a full grid), named in the
-column's title. Predictions are read from the files the runner keeps (``bench.records.predictions``), never
-recomputed; a run without a file, or a case its file lacks (older runs kept 8 cases), shows as "no predictions
-kept". Images and ground truth come from the dataset plugin, as for the qualitative figure.
+column's title. Where that run's kept masks are a re-run's (``predictions.mark_as_rerun``), its cells show the
+re-run's scores, which go with those masks, and the column says so. Predictions are read from the files the runner
+keeps (``bench.records.predictions``), never recomputed; a run without a file, or a case its file lacks (older runs
+kept 8 cases), shows as "no predictions kept". Images and ground truth come from the dataset plugin, as for the
+qualitative figure.
 
 Each case's image is a JPEG (a display copy, not data) at two sizes: a thumbnail for the rows (longest side
 ``THUMB_SIDE``) and a large one for the case's view (``LARGE_SIDE``, never enlarged). Masks are one-bit palette
@@ -28,7 +30,7 @@ from PIL import Image
 from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.records.names import Names
-from bench.records.predictions import load_predictions
+from bench.records.predictions import load_predictions, rerun_note, with_kept_scores
 from bench.records.rows import ROW_KEYS, one_line, with_row_names
 from bench.records.store import prediction_path, record_split
 from bench.report.figure import TRUTH_COLOUR
@@ -50,8 +52,9 @@ class BrowserColumn:
     method_display: str
     colour: str  # "#rrggbb", the row's colour in the static plots
     run: str  # "seed 0, draw 0"
-    mean_dice: float
+    mean_dice: float  # of the scores the cells show: a re-run's where its masks are kept (``rerun``)
     kept: bool  # whether the run has a predictions file
+    rerun: str | None = None  # ``predictions.rerun_note`` where the kept masks are a re-run's, else None
 
 
 @dataclass
@@ -139,11 +142,18 @@ def _row_runs(runs: pd.DataFrame, names: Names) -> pd.DataFrame:
     return finished.sort_values(["draw", "seed", "run_id"], kind="stable")
 
 
+def shown_runs(runs: pd.DataFrame, names: Names) -> list[str]:
+    """The id of the run that stands for each Table 1 row on each structure (its lowest draw, then seed): the
+    run whose kept masks the case browser shows."""
+    finished = _row_runs(runs, names)
+    return finished.groupby(["dataset", "task", *ROW_KEYS], sort=False, dropna=False).head(1)["run_id"].tolist()
+
+
 def _columns(
-    rows: list[tuple], finished: pd.DataFrame, dataset: str, task: str, results: Path
-) -> list[tuple[BrowserColumn, str]]:
+    rows: list[tuple], finished: pd.DataFrame, records: dict[str, dict], dataset: str, task: str, results: Path
+) -> list[tuple[BrowserColumn, dict]]:
     """A column per Table 1 row (``rows``: their ROW_KEYS values, in the table's order) that ran on the task, with
-    the id of the run that stands for it."""
+    the record of the run that stands for it as its kept masks scored (``with_kept_scores``; ``records``: by id)."""
     mine = finished[(finished["dataset"] == dataset) & (finished["task"] == task)]
     first = mine.groupby(ROW_KEYS, sort=False, dropna=False).head(1).set_index(ROW_KEYS)
     columns = []
@@ -151,10 +161,12 @@ def _columns(
         if key not in first.index:
             continue
         run = first.loc[key]
-        kept = prediction_path(results, run["experiment"], run["run_id"]).exists()
+        path = prediction_path(results, run["experiment"], run["run_id"])
+        scored = with_kept_scores(records[run["run_id"]], path)
+        mean = float(np.mean([case["dice"] for case in scored["cases"]]))
         columns.append((BrowserColumn(one_line(run["row_label"]), key[0], run["method_display"], run["colour"],
-                                      f"seed {run['seed']}, draw {run['draw']}", float(run["dice"]), kept),
-                        run["run_id"]))  # fmt: skip
+                                      f"seed {run['seed']}, draw {run['draw']}", mean, path.exists(),
+                                      rerun_note(scored)), scored))  # fmt: skip
     return columns
 
 
@@ -169,14 +181,14 @@ def task_browsers(
     split = record_split(records[0])  # the caller passes the records of one split (store.of_split)
     browsers = []
     for dataset, task in columns:
-        chosen = _columns(rows, finished, dataset, task, results)
+        chosen = _columns(rows, finished, by_id, dataset, task, results)
         browser = TaskBrowser(dataset, task, names.task_label(dataset, task), split, [c for c, _ in chosen], [])
         try:
             samples = getattr(load_task(dataset, task, data_root), split)
         except BenchError as error:
             browser.problem = str(error)
         else:
-            browser.cases = _cases(samples, [by_id[run_id] for _, run_id in chosen], browser.columns, results)
+            browser.cases = _cases(samples, [scored for _, scored in chosen], browser.columns, results)
         browsers.append(browser)
     return browsers
 

@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.records.names import GROUP_ORDER, Names, shots_sort_key, shots_text
-from bench.records.predictions import load_predictions
+from bench.records.predictions import load_predictions, rerun_note, with_kept_scores
 from bench.records.rows import budget_rank, labels_rank
 from bench.records.spec import shots_label
 from bench.records.store import prediction_path, record_split, runs_frame, variant_text
@@ -212,6 +212,8 @@ def _title(record: dict, names: Names) -> str:
     (and its --set overrides)."""
     display, config, run = _config(record, names)
     lines = [display, ", ".join(config), run, f"mean Dice {mean_dice(record):.2f} over {len(record['cases'])} cases"]
+    note = rerun_note(record)
+    lines += textwrap.wrap(note, TITLE_CHARS) if note else []
     overrides = record["spec"].get("overrides")
     # wrapped at the commas: one long "key=value, key=value" line would run past the column (and the figure)
     variant = textwrap.wrap(f"[{variant_text(overrides)}]", TITLE_CHARS, break_on_hyphens=False)
@@ -251,8 +253,11 @@ def draw_qualitative(
     """The figure of ``chosen`` runs, its cases ranked by the ``reference`` method's column (its headline
     run; the first column when it has none); the rule that chose the cases and the rows it left out are
     said under the legend."""
-    dataset, runs = chosen.dataset, chosen.runs
-    predictions = [load_predictions(prediction_path(results, r["experiment"], r["run_id"])) for r in runs]
+    dataset = chosen.dataset
+    paths = [prediction_path(results, r["experiment"], r["run_id"]) for r in chosen.runs]
+    # a run whose kept masks are a re-run's is shown with the re-run's scores, which go with those masks
+    runs = [with_kept_scores(record, path) for record, path in zip(chosen.runs, paths, strict=True)]
+    predictions = [load_predictions(path) for path in paths]
     dice_by_case = [{c["id"]: c["dice"] for c in record["cases"]} for record in runs]
     common = sorted(set.intersection(*(set(p) for p in predictions)))
     ranker = reference_column(runs, reference, names)

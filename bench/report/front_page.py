@@ -24,7 +24,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.records.names import Names
 from bench.records.rows import budget_rank, headline, with_row_names
-from bench.report.paper import DATASETS, TRAINING_FREE, paper_result
+from bench.report.paper import DATASETS, TRAINING_FREE, paper_for_row, paper_result, parse_stand_ins
 from bench.report.table import build_table, summarise
 
 if TYPE_CHECKING:
@@ -47,12 +47,7 @@ VERDICTS = {"holds": "holds", "does not hold": "does not hold", "not measurable 
 
 def _stand_ins(block: Block) -> dict[str, str]:
     """``stand-ins=our-dataset=paper-dataset,…``: our datasets that stand in for one of the paper's."""
-    pairs = [pair.rpartition("=") for pair in block.arguments.get("stand-ins", "").split(",") if pair]
-    mapping = {ours: paper for ours, _, paper in pairs}
-    unknown = sorted(set(mapping.values()) - set(DATASETS))
-    if unknown or any(not ours for ours in mapping):
-        raise BenchError(f"bench:{block.kind} stand-ins= maps our datasets to {', '.join(DATASETS)}")
-    return mapping
+    return parse_stand_ins(block.arguments.get("stand-ins", ""), f"bench:{block.kind} stand-ins=")
 
 
 def _experiments(block: Block) -> list[str]:
@@ -181,7 +176,6 @@ def beside_paper_block(block: Block, records: Records) -> str:
     runs = records.runs(block.take("experiment"))
     table, names = build_table(runs), Names(runs)
     trains = runs.groupby("method")["params_trainable"].max().fillna(1) > 0
-    paper_labels = {method: labels for method, labels, _ in METHODS}
     header = ["Method", "labels", "k", "budget"]
     for column in table.columns:
         name, _ = _column(names, column.dataset, column.task, stand_ins)
@@ -194,8 +188,9 @@ def beside_paper_block(block: Block, records: Records) -> str:
             cell = table.cells.get((i, j))
             line.append("–" if cell is None else f"{cell.text()} ({cell.runs})")
             shots = TRAINING_FREE if row.training_free else row.shots
-            paper = paper_result(row.method, stand_ins.get(column.dataset, column.dataset), column.task, shots)
-            line.append(paper.text() if paper and paper_labels.get(row.method) == row.labels else "–")
+            paper = paper_for_row(row.method, row.labels, shots, stand_ins.get(column.dataset, column.dataset),
+                                  column.task)  # fmt: skip
+            line.append(paper.text() if paper else "–")
         lines.append(line)
     return "\n" + pd.DataFrame(lines, columns=header).to_markdown(index=False, disable_numparse=True) + "\n"
 

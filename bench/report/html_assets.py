@@ -39,6 +39,7 @@ tr.case:hover { background: #f6f8fa; }
 .thumb img.overlay, .stack img.overlay { position: absolute; left: 0; top: 0; width: 100%; height: 100%; }
 .score { font-size: 12px; color: #333; white-space: nowrap; }
 .none { color: #8a1c1c; font-style: italic; font-size: 12px; }
+.rerun { color: #5a4a00; font-style: italic; font-size: 12px; }
 dialog { max-width: 95vw; max-height: 92vh; overflow: auto; }
 .panels { display: flex; flex-wrap: wrap; gap: 12px; }
 .panel { margin: 0; }

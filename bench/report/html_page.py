@@ -28,6 +28,7 @@ from bench.records.store import record_split
 from bench.report import claims
 from bench.report.case_browser import BrowserColumn, Case, TaskBrowser, task_browsers
 from bench.report.html_assets import SCRIPT, STYLE
+from bench.report.paper import DATASETS, TRAINING_FREE, paper_for_row
 from bench.report.table import Table1, build_table
 from bench.report.table_formats import markdown_cells
 
@@ -59,13 +60,41 @@ def _header_cell(name: str) -> str:
     return f'<th scope="col" aria-sort="none"><button type="button">{text(name)}</button></th>'
 
 
-def table_section(table: Table1) -> str:
-    """Table 1 as `bench table` renders it, its header cells buttons that sort the rows."""
+def paper_columns(table: Table1, stand_ins: dict[str, str]) -> dict[int, list[str]]:
+    """Column index → the seed paper's number beside each row, for each structure column that is one of the
+    paper's (by its dataset's name, or as ``stand_ins`` map it) and where the paper has a number for some row."""
+    found = {}
+    for j, column in enumerate(table.columns):
+        dataset = stand_ins.get(column.dataset, column.dataset)
+        if dataset not in DATASETS:
+            continue
+        papers = [paper_for_row(row.method, row.labels, TRAINING_FREE if row.training_free else row.shots, dataset,
+                                column.task) for row in table.rows]  # fmt: skip
+        if any(papers):
+            found[j] = [paper.text() if paper else "–" for paper in papers]
+    return found
+
+
+def table_section(table: Table1, stand_ins: dict[str, str] | None = None) -> str:
+    """Table 1 as `bench table` renders it, its header cells buttons that sort the rows; beside each of the
+    paper's structures, the paper's numbers (``paper_columns``) in a column of their own."""
     header, rows = markdown_cells(table)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(value)}</td>" for value in row) + "</tr>\n" for row in rows)
+    papers = paper_columns(table, stand_ins or {})
+    first = len(header) - len(table.columns)  # the structures' columns follow the row's description
+    shown = []  # per column of the page: its header, its cells and whether they are the paper's
+    for k, name in enumerate(header):
+        shown.append((name, [row[k] for row in rows], False))
+        if k - first in papers:
+            shown.append((f"{name} (paper)", papers[k - first], True))
+    body = "".join("<tr>" + "".join(f'<td class="paper">{text(cells[i])}</td>' if paper else
+                                    f"<td>{_cell(cells[i])}</td>" for _, cells, paper in shown) + "</tr>\n"
+                   for i in range(len(rows)))  # fmt: skip
+    header = [name for name, _, _ in shown]
+    note = (" (paper): the seed paper's Table 1 (MedSAM ViT-B on a GPU), beside our rows of the same method, labels "
+            "and k." if papers else "")  # fmt: skip
     return (f'<section id="table1"><h2>Table 1</h2>\n<table class="sortable" id="table1-rows"><thead><tr>'
             f'{"".join(map(_header_cell, header))}</tr></thead>\n<tbody>\n{body}</tbody></table>\n'
-            f'<p class="caption">Table 1. {text(table.caption())}</p>'
+            f'<p class="caption">Table 1. {text(table.caption() + note)}</p>'
             "<p class=\"note\">Click a column's header (or focus it and press Enter) to sort by it; again to reverse."
             "</p></section>")  # fmt: skip
 
@@ -112,6 +141,8 @@ def plots_section(out: Path) -> str:
 
 def _column_header(column: BrowserColumn, method_class: str, index: int) -> str:
     kept = "" if column.kept else ' <span class="none">no predictions kept</span>'
+    if column.rerun:
+        kept = f' <span class="rerun">{text(column.rerun)}</span>'
     return (f'<th scope="col" class="{method_class}" aria-sort="none" data-column="{index}">'
             f'<span class="swatch" style="background:{text(column.colour)}"></span>{text(column.label)}<br>'
             f'<span class="score">{text(column.run)}, mean Dice {column.mean_dice:.3f}</span>{kept}<br>'
@@ -145,8 +176,9 @@ def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str])
     """A sortable, filterable table of cases per structure."""
     parts = ['<section id="cases"><h2>Cases</h2><p class="note">Every test case of each structure: its image, the'
              " ground truth (yellow) and, per Table 1 row, the prediction its run kept (the row's lowest draw and"
-             " seed), in the row's colour from the plots. Sort by a row's Dice with its button; click a case (or"
-             " focus it and press Enter) for its large view with contours.</p>"]  # fmt: skip
+             " seed), in the row's colour from the plots; a row whose run's masks were not kept shows those of a"
+             " re-run of it, with the re-run's own scores, and says so. Sort by a row's Dice with its button; click a"
+             " case (or focus it and press Enter) for its large view with contours.</p>"]  # fmt: skip
     for b, browser in enumerate(browsers):
         table_id = f"cases-{b}"
         parts.append(f"<h3>{text(browser.label)}</h3>")
@@ -173,7 +205,8 @@ def _browser_data(browsers: list[TaskBrowser], method_classes: dict[str, str]) -
     """What the large view needs, for the script: the large images and contours of every case."""
     return [{
         "label": browser.label,
-        "columns": [{"label": c.label, "run": c.run, "method": method_classes[c.method]} for c in browser.columns],
+        "columns": [{"label": c.label, "run": c.run + (f"; {c.rerun}" if c.rerun else ""),
+                     "method": method_classes[c.method]} for c in browser.columns],
         "cases": [{"id": case.id, "image": case.image_large, "truth": case.truth_contour,
                    "cells": [{"dice": cell.dice, "hd95": cell.hd95, "contour": cell.contour} for cell in case.cells]}
                   for case in browser.cases],
@@ -182,9 +215,10 @@ def _browser_data(browsers: list[TaskBrowser], method_classes: dict[str, str]) -
 
 def write_page(
     out: Path, experiment: str, records: list[dict], runs: pd.DataFrame, verdicts: list[claims.Verdict],
-    results: Path, data_root: Path | None = None,
+    results: Path, data_root: Path | None = None, stand_ins: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``out/index.html`` for the records of one experiment and split; the plots must be in ``out``."""
+    """Write ``out/index.html`` for the records of one experiment and split; the plots must be in ``out``.
+    ``stand_ins``: our datasets that stand in for one of the paper's (``paper_columns``)."""
     names = Names(runs)
     table = build_table(runs, "dice")  # `bench table`'s default, so the page shows what it prints
     rows = [(r.method, r.variant, r.labels, r.shots, r.budget, r.backbone) for r in table.rows]
@@ -198,7 +232,7 @@ def write_page(
         f'<p class="note">{len(records)} run records, scored on the {text(record_split(records[0]))} split.</p>',
         '<nav><a href="#table1">Table 1</a><a href="#claims">Claims</a><a href="#plots">Plots</a>'
         '<a href="#cases">Cases</a></nav>',
-        table_section(table), claims_section(verdicts, names), plots_section(out),
+        table_section(table, stand_ins), claims_section(verdicts, names), plots_section(out),
         browser_section(browsers, method_classes),
         '<dialog id="case-view" aria-label="case view"><button type="button" class="close">Close</button>'
         '<h2></h2><div class="panels"></div></dialog>',

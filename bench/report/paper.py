@@ -57,6 +57,10 @@ def _parsed(printed: str) -> dict[tuple[str, str, str, str], PaperResult]:
 # (method, shots, dataset, task) → the paper's number
 TABLE1: dict[tuple[str, str, str, str], PaperResult] = _parsed(_PRINTED)
 DATASETS = ("hc18", "acdc", "camus")
+# the labels each of the paper's methods learns from (MedSAM: is prompted with): a row of ours with other labels
+# (UNet on boxes, the prompt module on masks, noisy boxes) has no number of the paper beside it
+PAPER_LABELS = {"medsam-box": "box", "unet": "mask", "transunet": "mask", "autosam": "mask", "persam": "mask",
+                "prompt-module": "box"}  # fmt: skip
 
 
 def paper_result(method: str, dataset: str, task: str, shots: str = TRAINING_FREE) -> PaperResult | None:
@@ -69,3 +73,22 @@ def require_paper_result(method: str, dataset: str, task: str, shots: str = TRAI
     if found is None:
         raise BenchError(f"the paper's Table 1 has no {method} at k = {shots} on {dataset} {task}")
     return found
+
+
+def paper_for_row(method: str, labels: str, shots: str, dataset: str, task: str) -> PaperResult | None:
+    """The paper's number beside a Table 1 row of ours (``shots``: ``TRAINING_FREE`` for a training-free row) on
+    the paper's ``dataset``, or None where the paper ran no such row (another k, other labels)."""
+    if PAPER_LABELS.get(method) != labels:
+        return None
+    return paper_result(method, dataset, task, shots)
+
+
+def parse_stand_ins(text: str, where: str) -> dict[str, str]:
+    """``our-dataset=paper-dataset,…`` (our datasets that stand in for one of the paper's: a resized copy of
+    CAMUS for ``camus``) as a mapping; ``where`` names the option or block in the error."""
+    pairs = [pair.rpartition("=") for pair in text.split(",") if pair]
+    mapping = {ours: paper for ours, _, paper in pairs}
+    unknown = sorted(set(mapping.values()) - set(DATASETS))
+    if unknown or any(not ours for ours in mapping):
+        raise BenchError(f"{where} maps our datasets to {', '.join(DATASETS)}: OURS=PAPER,…")
+    return mapping

@@ -13,9 +13,14 @@ deterministic), so a difference there is the code's; another thread count or dev
 sums, which over hundreds of training steps can move a run, hence not zero. A CPU re-run therefore computes with
 the thread count its record names (``recorded_threads``), whatever the machine's default.
 
-A re-run that reproduces its record exactly (``identical``) made the record's own masks, so its predictions may
-stand in for a record whose predictions were never kept (``keep_identical_predictions``): that is how the
-committed experiments get the predictions their qualitative figures and HTML pages show.
+A re-run's predictions may stand in for a record whose predictions were never kept (``keep_predictions``): that
+is how the committed experiments get the masks their qualitative figures and HTML pages show. A re-run that
+reproduces its record exactly (``identical``) made the record's own masks and is copied as they are; any other is
+kept marked as a re-run (``predictions.mark_as_rerun``), with its own code, device and per-case scores, which the
+page and the figure show beside its masks instead of the record's.
+
+A re-check cut short goes on with ``resume``: the re-runs its scratch folder already holds count as done (they were
+made by an earlier call for the same records; each keeps its own code revision in the table).
 """
 
 from __future__ import annotations
@@ -81,12 +86,15 @@ def select_records(
     seed: int = 0,
     methods: Sequence[str] = (),
     shots: Sequence[str] = (),
+    shown: bool = False,
 ) -> list[dict]:
-    """The finished records to re-run: those named by ``run_ids``, or ``sample`` of them drawn with ``seed``;
-    either among the runs of ``methods`` with ``shots`` (as tables write them: ``10``, ``all``) when given, so a
-    sample can be kept to the cheap runs of an experiment."""
-    if bool(run_ids) == (sample is not None):
-        raise BenchError("name the runs to re-check with --runs, or draw some with --sample N (not both)")
+    """The finished records to re-run: those named by ``run_ids``, ``sample`` of them drawn with ``seed``, or (with
+    ``shown``) those the results page shows, one per Table 1 row and structure (``case_browser.shown_runs``, test
+    split); each among the runs of ``methods`` with ``shots`` (as tables write them: ``10``, ``all``) when given, so
+    a selection can be kept to the cheap runs of an experiment."""
+    if [bool(run_ids), sample is not None, shown].count(True) != 1:
+        raise BenchError("name the runs to re-check with --runs, draw some with --sample N, or take those the results "
+                         "page shows with --shown (one of the three)")  # fmt: skip
     finished = {record["run_id"]: record for record in store.load_records(results, experiment)
                 if record.get("status") == "ok"
                 and (not methods or record["spec"]["method"] in methods)
@@ -101,6 +109,11 @@ def select_records(
                          f"'{experiment}', e.g. '{unknown[0]}'")  # fmt: skip
     if run_ids:
         return [finished[run_id] for run_id in dict.fromkeys(run_ids)]
+    if shown:
+        chosen = _shown_records(results, experiment, finished)
+        if not chosen:
+            raise BenchError(f"the results page of '{experiment}' shows none of the chosen runs")
+        return chosen
     if not 1 <= sample <= len(finished):
         raise BenchError(f"--sample takes 1 to {len(finished)} (the finished records of '{experiment}'), not {sample}")
     # drawn from the sorted ids, so the same seed picks the same runs on every machine
@@ -108,16 +121,28 @@ def select_records(
     return [finished[run_id] for run_id in sorted(chosen)]
 
 
-def check_scratch(scratch: Path, results: Path, experiment: str, records: list[dict]) -> None:
-    """Refuse a scratch folder that is the committed results folder, or that holds one of these runs already:
-    a re-check writes new records and must never overwrite, nor resume from, records it did not just make."""
+def _shown_records(results: Path, experiment: str, finished: dict[str, dict]) -> list[dict]:
+    """Among ``finished``, the records of the runs the results page shows (of the experiment's test split)."""
+    from bench.records.names import Names
+    from bench.report.case_browser import shown_runs
+
+    tested = store.of_split(store.load_records(results, experiment), "test")
+    frame = store.runs_frame(tested)
+    return [finished[run_id] for run_id in shown_runs(frame, Names(frame)) if run_id in finished]
+
+
+def check_scratch(scratch: Path, results: Path, experiment: str, records: list[dict], resume: bool = False) -> None:
+    """Refuse a scratch folder that is the committed results folder, or (unless ``resume``) that holds one of these
+    runs already: a re-check writes new records and must never overwrite, nor silently resume from, records it did
+    not make."""
     if scratch.resolve() == Path(results).resolve():
         raise BenchError(f"--scratch must be another folder than --results ('{results}'): it would overwrite records")
+    if resume:
+        return
     for record in records:
         if store.record_path(scratch, experiment, record["run_id"]).exists():
-            raise BenchError(
-                f"scratch folder '{scratch}' already holds a record of {record['run_id']}; name an empty folder"
-            )
+            raise BenchError(f"scratch folder '{scratch}' already holds a record of {record['run_id']}; name an empty"
+                             " folder, or add --resume to go on with the re-check that wrote it")  # fmt: skip
 
 
 def recorded_threads(record: dict) -> int | None:
@@ -127,17 +152,25 @@ def recorded_threads(record: dict) -> int | None:
     return int(found[1]) if found else None
 
 
-def keep_identical_predictions(rows: list[Rechecked], scratch: Path, results: Path, experiment: str) -> list[str]:
-    """Copy the predictions of each re-run that reproduced its record exactly into the experiment's predictions
-    folder (the record's own masks: they replace a record's older file of fewer cases); the run ids kept."""
-    kept = []
+def keep_predictions(rows: list[Rechecked], scratch: Path, results: Path, experiment: str) -> dict[str, list[str]]:
+    """Copy each finished re-run's predictions into the experiment's predictions folder, replacing a record's older
+    file of fewer cases: as they are where the re-run reproduced its record exactly, marked as the re-run's (with
+    its per-case scores) otherwise. The run ids kept, under "identical" and "re-run"."""
+    from bench.records.predictions import mark_as_rerun
+
+    kept: dict[str, list[str]] = {"identical": [], "re-run": []}
     for row in rows:
         target = store.prediction_path(results, experiment, row.run_id)
         source = store.prediction_path(scratch, experiment, row.run_id)
-        if row.verdict(0.0) == "identical" and source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            kept.append(row.run_id)
+        if row.new_dice is None or not source.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        if row.verdict(0.0) == "identical":
+            kept["identical"].append(row.run_id)
+        else:
+            mark_as_rerun(target, store.existing_record(scratch, experiment, row.run_id))
+            kept["re-run"].append(row.run_id)
     return kept
 
 
