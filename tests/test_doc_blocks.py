@@ -116,6 +116,21 @@ def test_table_block_is_what_bench_table_prints(experiment: Path) -> None:
     assert printed.output.strip() in rendered
 
 
+def test_runs_blocks_add_up_a_grids_runs(experiment: Path) -> None:
+    from tests.report_records import write_record
+
+    # a third UNet run that took 3 min from its start to its record
+    write_record(experiment, "rep-unet", {"a": 0.7, "b": 0.7}, seed=2, finished="2024-06-01T10:03:00+00:00")
+    grid = "<!-- bench:runs experiment=exp method=rep-unet,rep-medsam show={} -->x<!-- /bench -->"
+    assert _render(grid.format("count"), experiment) == grid.format("count").replace(">x<", ">4<")
+    assert ">6 min 0 s<" in _render(grid.format("wall"), experiment)  # 1 + 1 + 1 + 3 minutes
+    assert ">2024-06-01<" in _render(grid.format("when"), experiment)
+    one_seed = "<!-- bench:runs experiment=exp method=rep-unet seed=2 show=wall -->x<!-- /bench -->"
+    assert ">3 min 0 s<" in _render(one_seed, experiment)
+    with pytest.raises(BenchError, match="no finished run matches"):
+        _render("<!-- bench:runs experiment=exp method=rep-unet budget=paper -->x<!-- /bench -->", experiment)
+
+
 def test_recheck_block_shows_the_recheck_files_table_summary_and_notes(experiment: Path) -> None:
     committed = {"run_id": "rep-unet_x", "mean_dice": 0.8, "git_rev": "a" * 40, "device": "cpu", "hparams": {"lr": 1}}
     new = committed | {"status": "ok", "mean_dice": 0.7, "git_rev": "b" * 40, "hparams": {"lr": 2}}
@@ -129,6 +144,13 @@ def test_recheck_block_shows_the_recheck_files_table_summary_and_notes(experimen
     assert "lr 1 → 2" in body
     with pytest.raises(BenchError, match="bench recheck --experiment other"):
         _render("<!-- bench:recheck experiment=other -->\n<!-- /bench -->", experiment)
+    # another re-check of the experiment, in a file of its own
+    (experiment / "exp" / "recheck_shown.md").write_text(recheck.render_markdown([recheck.compare(
+        committed, committed | {"status": "ok"})], 0.5, "exp", "bench recheck --shown …"))  # fmt: skip
+    shown = _render("<!-- bench:recheck experiment=exp file=recheck_shown.md -->\n<!-- /bench -->", experiment)
+    assert "1 of 1 re-runs within ± 0.5 Dice points of their records (1 identical)." in shown
+    with pytest.raises(BenchError, match="names a Markdown file in the experiment's folder"):
+        _render("<!-- bench:recheck experiment=exp file=../exp/recheck.md -->\n<!-- /bench -->", experiment)
 
 
 def test_render_command_checks_writes_and_refuses_atomically(experiment: Path, tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ def recheck(
         given = {"--tolerance": tolerance != DEFAULT_TOLERANCE and f"{tolerance:g}", "--data-root": data_root,
                  "--device": device != "auto" and device, "--out": out}  # fmt: skip
         options = [part for flag, value in given.items() if value for part in (flag, str(value))]
+        options += ["--keep-predictions"] if keep_predictions else []
         _write_comparison(out, rows, tolerance, experiment, ["--experiment", experiment, *selection, "--results",
                                                               str(results), *options])  # fmt: skip
 

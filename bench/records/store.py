@@ -287,6 +287,7 @@ def _description_row(record: dict) -> dict:
             value = described.get(key)
             row[column] = tuple(value) if isinstance(value, list) else value
     row["finished"] = record.get("finished")
+    row["started"] = record.get("started")
     return row
 
 

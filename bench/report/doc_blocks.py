@@ -15,10 +15,13 @@ reads records names its experiment: records of two experiments are never pooled.
   ``params``, the ``device`` the runs computed on), the row named by its spec columns (``method``,
   ``labels``, ``shots``, ``budget``, ``variant``, ``task``…; ``seed`` and ``draw``, one or a comma-separated
   list, narrow it to runs);
+* ``runs`` (inline): the finished runs of a grid, each spec column a comma-separated list (``method=unet,autosam``
+  …): how many (``show=count``), the sum of each run's start-to-record time (``wall``), the days they finished
+  (``when``);
 * ``paper`` (inline): the seed paper's number for a row (``bench.report.paper``);
 * ``per-draw``: the report's per-draw table of one experiment, optionally of one method;
-* ``recheck``: the table of the experiment's ``recheck.md``, written by ``bench recheck --out`` (the committed
-  records against a re-run with the current code);
+* ``recheck``: the table of the experiment's ``recheck.md`` (or of ``file=NAME.md`` in its folder), written by
+  ``bench recheck --out`` (the committed records against a re-run with the current code);
 * ``perf``: a section of ``results/perf.md``, the report ``bench perf --out results/perf.md`` writes: its tables
   (``section=N``, the section's number, or ``section=time``: the wall time per section), or the line saying when,
   by which command and in how long it was measured (``section=measured``);
@@ -75,8 +78,10 @@ class Records:
             self._frames[key] = store.runs_frame(store.of_split(records, split))
         return self._frames[key]
 
-    def recheck(self, experiment: str) -> str:
-        path = store.experiment_folder(self.results, experiment) / RECHECK_FILE
+    def recheck(self, experiment: str, name: str = RECHECK_FILE) -> str:
+        if Path(name).name != name or not name.endswith(".md"):
+            raise BenchError(f"bench:recheck file= names a Markdown file in the experiment's folder, not '{name}'")
+        path = store.experiment_folder(self.results, experiment) / name
         if not path.is_file():
             raise BenchError(f"no {path}: run `bench recheck --experiment {experiment} --out {path}` first")
         return path.read_text(encoding="utf-8")
@@ -199,10 +204,10 @@ def _per_draw(block: Block, records: Records) -> str:
 
 
 def _recheck(block: Block, records: Records) -> str:
-    """The experiment's ``recheck.md`` (written by ``bench recheck --out``) from its table on: the table, the
-    summary line and the notes; its title and preamble are the page's to write."""
-    block.unknown(("experiment",))
-    lines = records.recheck(block.take("experiment")).splitlines()
+    """The experiment's ``recheck.md`` (or ``file=``, another file ``bench recheck --out`` wrote in its folder) from
+    its table on: the table, the summary line and the notes; its title and preamble are the page's to write."""
+    block.unknown(("experiment", "file"))
+    lines = records.recheck(block.take("experiment"), block.arguments.get("file", RECHECK_FILE)).splitlines()
     first = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
     if first is None:
         raise BenchError(f"bench:recheck: {_named(block)}'s recheck.md holds no table")
@@ -227,6 +232,38 @@ def _perf(block: Block, records: Records) -> str:
                          f"{'; '.join(sections)})")  # fmt: skip
     tables = [line for line in found[0].splitlines() if line.startswith("|")]
     return "\n" + "\n".join(tables) + "\n"
+
+
+RUNS_SHOWN = ("count", "wall", "when")
+
+
+def _runs(block: Block, records: Records) -> str:
+    """What the finished runs of a grid (``method=a,b`` and the other columns, each a comma-separated list, the
+    variant one text; no variant: the runs without ``--set``; ``variant=*``: every variant) add up to: how many
+    (``count``), the time from each run's start to its record (``wall``: loading, encoding, fitting and scoring,
+    the pauses between runs left out), the days they finished (``when``)."""
+    block.unknown(("experiment", "split", "show", *ROW_COLUMNS, *RUN_COLUMNS))
+    show = block.take("show", "count")
+    if show not in RUNS_SHOWN:
+        raise BenchError(f"bench:runs show= takes {', '.join(RUNS_SHOWN)}, not '{show}'")
+    runs = records.runs(block.take("experiment"), block.arguments.get("split"))
+    chosen = runs[runs["status"] == "ok"]
+    for column in (*ROW_COLUMNS, *RUN_COLUMNS):
+        wanted = block.arguments.get(column, "" if column == "variant" else None)
+        if wanted not in (None, "*"):  # variant=* takes the runs of every variant
+            allowed = [wanted] if column == "variant" else wanted.split(",")
+            chosen = chosen[chosen[column].astype(str).isin(allowed)]
+    if chosen.empty:
+        raise BenchError(f"bench:runs: no finished run matches {_named(block)}")
+    if show == "count":
+        return str(len(chosen))
+    if show == "when":
+        days = sorted({stamp[:10] for stamp in chosen["finished"].dropna()})
+        return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    spans = pd.to_datetime(chosen["finished"], utc=True) - pd.to_datetime(chosen["started"], utc=True)
+    if spans.isna().any() or not spans.dt.total_seconds().gt(0).all():  # `bench evaluate` keeps no run time
+        raise BenchError(f"bench:runs: a run matching {_named(block)} does not say how long it took")
+    return duration_text(spans.dt.total_seconds().sum())
 
 
 COMMAND_SHOWN = ("wall", "memory", "commands", "when", "load")
@@ -258,6 +295,7 @@ def _command(block: Block, records: Records) -> str:
 
 KINDS: dict[str, Callable[[Block, Records], str]] = {
     "table": _table,
+    "runs": _runs,
     "value": _value,
     "paper": _paper,
     "per-draw": _per_draw,
