@@ -127,11 +127,10 @@ def run_one(
         record["precision"] = apply_numerics(settings.numerics, torch_device)
         record["deterministic"] = settings.numerics.deterministic
         record[METHOD_INFO] = describe_method(METHODS.get(spec.method), spec.method)
-        checkpoint = FitCheckpoint(
-            saved_fit, identity={"precision": record["precision"]}, deadline=deadline or Deadline(),
-            slice_info={"git_rev": record["git_rev"], "device": record["device"]}, device=torch_device,
-        )
-        record.update(_execute(spec, settings, torch_device, progress, keep_predictions, checkpoint))
+        fit_saving = {"path": saved_fit, "deadline": deadline or Deadline(), "device": torch_device,
+                      "slice_info": {"git_rev": record["git_rev"], "device": record["device"]}}  # fmt: skip
+        record.update(_execute(spec, settings, torch_device, progress, keep_predictions, fit_saving,
+                               record["precision"]))  # fmt: skip
         record["status"] = "ok"
     except FitPaused:
         raise
@@ -220,7 +219,7 @@ def failed_record(spec: RunSpec, results: Path, experiment: str, error: str, tra
 
 def _execute(
     spec: RunSpec, settings: GridSettings, device: torch.device, progress, keep_predictions: bool,
-    checkpoint: FitCheckpoint,
+    fit_saving: dict, precision: str,
 ) -> dict:  # fmt: skip
     keep_freed_memory()  # every executor's runs pass here: training and inference without page-fault storms
     method_cls = METHODS.get(spec.method)
@@ -228,7 +227,9 @@ def _execute(
     task, support, train, test = _run_inputs(spec, settings.datasets)
 
     seed_everything(spec.seed)
-    checkpoint.identity |= {"run_id": spec.run_id, "hparams": jsonable(vars(hparams))}
+    # a saved fit is picked up only by a fit of the same run, recipe and precision
+    identity = {"run_id": spec.run_id, "hparams": jsonable(vars(hparams)), "precision": precision}
+    checkpoint = FitCheckpoint(identity=identity, **fit_saving)
     ctx = RunContext(spec=spec, hparams=hparams, device=device, progress=progress, checkpoint=checkpoint)
     method = method_cls(hparams)
     encodes_before = embedding_counts()
