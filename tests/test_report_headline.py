@@ -197,3 +197,14 @@ def test_statistics_markdown_lists_the_reference_row_and_differences(grid) -> No
     assert "### Same budget" in section
     saved = pd.read_csv(grid / "report" / "statistics.csv")
     assert len(saved) == 6
+
+
+def test_a_run_that_kept_every_case_goes_before_one_that_kept_a_few(predicted) -> None:
+    # an all-data UNet run of the older predictions layout, which kept its first cases only
+    test = sorted(load_task("synthetic", "ellipse").test, key=lambda s: s.id)[:FEW_CASES]
+    record = write_record(predicted, "rep-unet", {s.id: 0.9 for s in test}, shots=None)
+    write_predictions(predicted, record, {s.id: s.mask for s in test[:3]})
+    headline = choose_runs(store.load_records(predicted), predicted, "ellipse")
+    unet = next(run for run in headline.runs if run["spec"]["method"] == "rep-unet")
+    assert unet["spec"]["shots"] == 10  # its k=10 run kept every case: the figure's cases span the split
+    assert "UNet (mask, k=All, quick) (some cases kept; UNet (mask, k=10, quick) shown)" in headline.left_out

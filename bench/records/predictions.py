@@ -90,6 +90,15 @@ def rerun_note(record: dict) -> str | None:
     return f"masks and scores of a re-run at {revision} (the record's mean Dice: {rerun['record_mean_dice']:.3f})"
 
 
+def kept_ids(path: Path) -> set[str]:
+    """The ids of the cases whose masks the file keeps (every scored case, or the first 8 in the older layout)."""
+    try:
+        with np.load(path) as saved:
+            return {str(case) for case in saved["ids"]}
+    except (OSError, ValueError, KeyError) as error:
+        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+
+
 def load_predictions(path: Path) -> dict[str, np.ndarray]:
     """Case id → boolean mask from a predictions file written by the runner (either layout)."""
     try:

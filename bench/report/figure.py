@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.records.names import GROUP_ORDER, Names, shots_sort_key, shots_text
-from bench.records.predictions import load_predictions, rerun_note, with_kept_scores
+from bench.records.predictions import kept_ids, load_predictions, rerun_note, with_kept_scores
 from bench.records.rows import budget_rank, labels_rank
 from bench.records.spec import shots_label
 from bench.records.store import prediction_path, record_split, runs_frame, variant_text
@@ -115,24 +115,32 @@ def choose_runs(
             " file (runs recorded before predictions were saved must be run again)"
         )
     names = names or Names(runs_frame(records))
-    saved_ids = {record["run_id"] for record in saved}
+    # a file of the older layout keeps a few cases only: a method's run with every case kept goes first, so that
+    # the figure's cases are drawn from the whole test split
+    complete = {record["run_id"] for record in saved if kept_ids(prediction_path(
+        results, record["experiment"], record["run_id"])) >= {case["id"] for case in record["cases"]}}  # fmt: skip
 
     def column(record: dict) -> tuple:
         return _method_order(record["spec"]["method"], names), _row_key(record) if rows == "all" else ()
 
     best: dict[tuple, dict] = {}
     chosen: dict[tuple, dict] = {}
-    for record in sorted(finished, key=lambda record: _rank(record, names)):
+    ranked = sorted(finished, key=lambda record: _rank(record, names))
+    for record in ranked:
         best.setdefault(column(record), record)
-        if record["run_id"] in saved_ids:
-            chosen.setdefault(column(record), record)
+    saved_ids = {record["run_id"] for record in saved}
+    for kept in (complete, saved_ids):  # then a run with some cases kept
+        for record in ranked:
+            if record["run_id"] in kept:
+                chosen.setdefault(column(record), record)
     left_out = []
     for key in sorted(best):
         wanted, shown = best[key], chosen.get(key)
+        why = "some cases kept" if wanted["run_id"] in saved_ids else "no predictions file"
         if shown is None:
-            left_out.append(f"{_row_text(wanted, names)} (no predictions file)")
+            left_out.append(f"{_row_text(wanted, names)} ({why})")
         elif _row_key(shown) != _row_key(wanted):
-            left_out.append(f"{_row_text(wanted, names)} (no predictions file; {_row_text(shown, names)} shown)")
+            left_out.append(f"{_row_text(wanted, names)} ({why}; {_row_text(shown, names)} shown)")
     return ChosenRuns(datasets[0], [chosen[key] for key in sorted(chosen)], left_out)
 
 
