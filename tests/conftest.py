@@ -27,6 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if workers > 1:  # the cores shared between the workers, and the processes their tests start (OMP_NUM_THREADS)
         import torch
 
+        # a worker inherits COLUMNS=80 from xdist, and rich would wrap and cut the tables the tests read: the
+        # console then sizes itself as in a run without workers
+        os.environ.pop("COLUMNS", None)
+
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)

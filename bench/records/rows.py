@@ -94,3 +94,11 @@ def nearest_shots(available: set[str], shots: str) -> str | None:
     if shots in available:
         return shots
     return min(available, key=shots_sort_key, default=None)
+
+
+def shown_runs(runs: pd.DataFrame, names: Names) -> list[str]:
+    """The id of the finished run that stands for each Table 1 row on each structure: its lowest draw, then seed
+    (the run whose kept masks the results page and the figure with every row show)."""
+    finished = with_row_names(runs[runs["status"] == "ok"], names)
+    finished = finished.sort_values(["draw", "seed", "run_id"], kind="stable")
+    return finished.groupby(["dataset", "task", *ROW_KEYS], sort=False, dropna=False).head(1)["run_id"].tolist()

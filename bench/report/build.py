@@ -40,13 +40,9 @@ def write_report(
     data_root: Path | None = None,
     stand_ins: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write report.md, its CSVs and the plots (PNG and PDF) to ``out``, and with ``html`` the results page
-    (``html_page``: its case browser reads the datasets under ``data_root``; ``stand_ins`` map our datasets to the
-    paper's whose numbers its Table 1 shows beside ours); return the paths written
-    (report.md last).
-
-    The report covers the records of one evaluation split (``store.of_split``: test unless told or absent).
-    """
+    """Write report.md, its CSVs and the plots (PNG and PDF) of one split's records (``store.of_split``) to ``out``,
+    and with ``html`` the results page (``html_page``, given ``data_root`` and ``stand_ins``); return the paths
+    written (report.md last)."""
     experiment = store.choose_experiment(results, experiment)
     records = store.require_records(results, experiment, split)
     runs, cases = store.runs_frame(records), store.cases_frame(records)

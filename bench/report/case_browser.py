@@ -142,13 +142,6 @@ def _row_runs(runs: pd.DataFrame, names: Names) -> pd.DataFrame:
     return finished.sort_values(["draw", "seed", "run_id"], kind="stable")
 
 
-def shown_runs(runs: pd.DataFrame, names: Names) -> list[str]:
-    """The id of the run that stands for each Table 1 row on each structure (its lowest draw, then seed): the
-    run whose kept masks the case browser shows."""
-    finished = _row_runs(runs, names)
-    return finished.groupby(["dataset", "task", *ROW_KEYS], sort=False, dropna=False).head(1)["run_id"].tolist()
-
-
 def _columns(
     rows: list[tuple], finished: pd.DataFrame, records: dict[str, dict], dataset: str, task: str, results: Path
 ) -> list[tuple[BrowserColumn, dict]]:

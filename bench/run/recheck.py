@@ -89,7 +89,7 @@ def select_records(
     shown: bool = False,
 ) -> list[dict]:
     """The finished records to re-run: those named by ``run_ids``, ``sample`` of them drawn with ``seed``, or (with
-    ``shown``) those the results page shows, one per Table 1 row and structure (``case_browser.shown_runs``, test
+    ``shown``) those the results page shows, one per Table 1 row and structure (``rows.shown_runs``, test
     split); each among the runs of ``methods`` with ``shots`` (as tables write them: ``10``, ``all``) when given, so
     a selection can be kept to the cheap runs of an experiment."""
     if [bool(run_ids), sample is not None, shown].count(True) != 1:
@@ -124,7 +124,7 @@ def select_records(
 def _shown_records(results: Path, experiment: str, finished: dict[str, dict]) -> list[dict]:
     """Among ``finished``, the records of the runs the results page shows (of the experiment's test split)."""
     from bench.records.names import Names
-    from bench.report.case_browser import shown_runs
+    from bench.records.rows import shown_runs
 
     tested = store.of_split(store.load_records(results, experiment), "test")
     frame = store.runs_frame(tested)
