@@ -22,7 +22,8 @@ page or figure shows each mask beside the Dice it scored and says it is a re-run
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,20 @@ def mark_as_rerun(path: Path, rerun: dict) -> None:
         np.savez_compressed(stream, **arrays)
 
 
-def rerun_of(path: Path) -> dict | None:
-    """The re-run whose masks the file holds (``mark_as_rerun``), or None when they are the record's own."""
+@contextmanager
+def _opened(path: Path) -> Iterator:
+    """The predictions file's arrays; an unreadable file is one error line that names it."""
     try:
         with np.load(path) as saved:
-            return json.loads(str(saved["rerun"])) if "rerun" in saved else None
-    except (OSError, ValueError) as error:
+            yield saved
+    except (OSError, ValueError, KeyError) as error:
         raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+
+
+def rerun_of(path: Path) -> dict | None:
+    """The re-run whose masks the file holds (``mark_as_rerun``), or None when they are the record's own."""
+    with _opened(path) as saved:
+        return json.loads(str(saved["rerun"])) if "rerun" in saved else None
 
 
 def with_kept_scores(record: dict, path: Path) -> dict:
@@ -92,24 +100,18 @@ def rerun_note(record: dict) -> str | None:
 
 def kept_ids(path: Path) -> set[str]:
     """The ids of the cases whose masks the file keeps (every scored case, or the first 8 in the older layout)."""
-    try:
-        with np.load(path) as saved:
-            return {str(case) for case in saved["ids"]}
-    except (OSError, ValueError, KeyError) as error:
-        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+    with _opened(path) as saved:
+        return {str(case) for case in saved["ids"]}
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray]:
     """Case id → boolean mask from a predictions file written by the runner (either layout)."""
-    try:
-        with np.load(path) as saved:
-            ids = [str(case) for case in saved["ids"]]
-            if "bits" not in saved:  # the first layout: one bool array per case
-                return {case: saved[f"mask_{i}"].astype(bool) for i, case in enumerate(ids)}
-            shapes = saved["shapes"]
-            sizes = np.prod(shapes, axis=1) if len(shapes) else np.zeros(0, np.int64)
-            flat = np.unpackbits(saved["bits"], count=int(sizes.sum())).astype(bool)
-    except (OSError, ValueError, KeyError) as error:
-        raise BenchError(f"predictions file '{path}' is unreadable ({error}); run it again") from error
+    with _opened(path) as saved:
+        ids = [str(case) for case in saved["ids"]]
+        if "bits" not in saved:  # the first layout: one bool array per case
+            return {case: saved[f"mask_{i}"].astype(bool) for i, case in enumerate(ids)}
+        shapes = saved["shapes"]
+        sizes = np.prod(shapes, axis=1) if len(shapes) else np.zeros(0, np.int64)
+        flat = np.unpackbits(saved["bits"], count=int(sizes.sum())).astype(bool)
     starts = np.concatenate([[0], np.cumsum(sizes)])
     return {case: flat[starts[i] : starts[i + 1]].reshape(shapes[i]) for i, case in enumerate(ids)}

@@ -31,9 +31,9 @@ from bench.data.dataset import load_task
 from bench.errors import BenchError
 from bench.records.names import Names
 from bench.records.predictions import load_predictions, rerun_note, with_kept_scores
-from bench.records.rows import ROW_KEYS, one_line, with_row_names
+from bench.records.rows import ROW_KEYS, one_line, shown_runs, with_row_names
 from bench.records.store import prediction_path, record_split
-from bench.report.figure import TRUTH_COLOUR
+from bench.report.figure import TRUTH_COLOUR, mean_dice
 from bench.report.plots import row_styles
 
 THUMB_SIDE = 192  # px, longest side of a row's images
@@ -134,12 +134,13 @@ def mask_uri(mask: np.ndarray, colour: str, side: int, contour: bool = False) ->
     return _uri("png", stream.getvalue())
 
 
-def _row_runs(runs: pd.DataFrame, names: Names) -> pd.DataFrame:
-    """The finished runs with their row's names and colour, each row's runs ordered by draw, then seed."""
+def _shown_runs(runs: pd.DataFrame, names: Names) -> pd.DataFrame:
+    """The run that stands for each Table 1 row on each structure (``rows.shown_runs``), with its row's names and
+    colour (every finished run counts for the colours, as in the static plots)."""
     finished = with_row_names(runs[runs["status"] == "ok"], names)
     styles = row_styles(finished, names)
     finished = finished.assign(colour=[_hex(styles[label].colour) for label in finished["row_label"]])
-    return finished.sort_values(["draw", "seed", "run_id"], kind="stable")
+    return finished[finished["run_id"].isin(shown_runs(runs, names))]
 
 
 def _columns(
@@ -147,8 +148,7 @@ def _columns(
 ) -> list[tuple[BrowserColumn, dict]]:
     """A column per Table 1 row (``rows``: their ROW_KEYS values, in the table's order) that ran on the task, with
     the record of the run that stands for it as its kept masks scored (``with_kept_scores``; ``records``: by id)."""
-    mine = finished[(finished["dataset"] == dataset) & (finished["task"] == task)]
-    first = mine.groupby(ROW_KEYS, sort=False, dropna=False).head(1).set_index(ROW_KEYS)
+    first = finished[(finished["dataset"] == dataset) & (finished["task"] == task)].set_index(ROW_KEYS)
     columns = []
     for key in rows:
         if key not in first.index:
@@ -156,9 +156,8 @@ def _columns(
         run = first.loc[key]
         path = prediction_path(results, run["experiment"], run["run_id"])
         scored = with_kept_scores(records[run["run_id"]], path)
-        mean = float(np.mean([case["dice"] for case in scored["cases"]]))
         columns.append((BrowserColumn(one_line(run["row_label"]), key[0], run["method_display"], run["colour"],
-                                      f"seed {run['seed']}, draw {run['draw']}", mean, path.exists(),
+                                      f"seed {run['seed']}, draw {run['draw']}", mean_dice(scored), path.exists(),
                                       rerun_note(scored)), scored))  # fmt: skip
     return columns
 
@@ -169,7 +168,7 @@ def task_browsers(
 ) -> list[TaskBrowser]:
     """A browser per structure (``columns``: Table 1's (dataset, task) pairs, in its order) over Table 1's ``rows``
     (their ROW_KEYS values); a structure whose dataset cannot be read here says why instead of showing cases."""
-    finished = _row_runs(runs, names)
+    finished = _shown_runs(runs, names)
     by_id = {record["run_id"]: record for record in records}
     split = record_split(records[0])  # the caller passes the records of one split (store.of_split)
     browsers = []
