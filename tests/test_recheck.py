@@ -74,6 +74,29 @@ def test_a_code_change_that_moves_the_dice_is_flagged(committed, tmp_path, monke
                           f"{100 * (new_dice - committed_dice):+.2f}", "outside"]  # fmt: skip
 
 
+def test_moved_runs_whose_records_name_no_cpu_kernels_share_one_note(committed, tmp_path, monkeypatch) -> None:
+    from tests.fakes import MeanThreshold
+
+    results, run_ids = committed
+    trained = run_ids[1:]
+    for run_id in trained:  # records written before records named their CPU kernels
+        path = store.record_path(results, "exp", run_id)
+        record = json.loads(path.read_text())
+        record["cpu"].pop("capability")
+        path.write_text(json.dumps(record))
+    original = MeanThreshold.predict
+    monkeypatch.setattr(MeanThreshold, "predict", lambda self, items, ctx: [
+        np.where(p > 0, (item.image >= self.level).astype(np.float32), 0)
+        for item, p in zip(items, original(self, items, ctx), strict=True)])  # fmt: skip
+    out = tmp_path / "recheck.md"
+    result = recheck(results, tmp_path / "scratch", "--runs", ",".join(run_ids), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    kernels = json.loads(store.record_path(tmp_path / "scratch", "exp", trained[0]).read_text())["cpu"]["capability"]
+    notes = [line for line in out.read_text().splitlines() if line.startswith("* ")]
+    assert notes == [f"* 3 runs ({', '.join(trained)}): the records name no CPU kernels; the re-runs computed "
+                     f"with {kernels}"]  # fmt: skip
+
+
 def test_a_seeded_sample_draws_the_same_runs(committed, tmp_path) -> None:
     from bench.run.recheck import select_records
 

@@ -266,8 +266,10 @@ def summary_line(rows: list[Rechecked], tolerance: float) -> str:
 
 def notes(rows: list[Rechecked]) -> list[str]:
     """What else a reader should know per run: hyper-parameters the current code sets differently, another
-    support set."""
+    support set; then, once per pair of CPU kernels, which moved runs computed with kernels other than (or not
+    named by) their records'."""
     lines = []
+    moved_by_kernels: dict[tuple[str | None, str | None], list[str]] = {}
     for row in rows:
         if row.recipe_changes:
             lines.append(f"{row.run_id}: the current code's hyper-parameters differ: {'; '.join(row.recipe_changes)}")
@@ -275,9 +277,14 @@ def notes(rows: list[Rechecked]) -> list[str]:
             lines.append(f"{row.run_id}: the re-run drew another support set than the record's")
         old_kernels, new_kernels = row.cpu_kernels
         if row.new_dice is not None and row.new_dice != row.committed_dice and old_kernels != new_kernels:
-            lines.append(f"{row.run_id}: the record does not say which CPU kernels it computed with; the re-run's "
-                         f"were {new_kernels}" if old_kernels is None else
-                         f"{row.run_id}: computed with other CPU kernels ({old_kernels}, the re-run {new_kernels})")
+            moved_by_kernels.setdefault(row.cpu_kernels, []).append(row.run_id)
+    for (old_kernels, new_kernels), run_ids in moved_by_kernels.items():
+        # one line per kernel pair: on a re-check of a whole experiment it is the same sentence for every run
+        which = run_ids[0] if len(run_ids) == 1 else f"{len(run_ids)} runs ({', '.join(run_ids)})"
+        records, reruns = ("records name", "re-runs") if len(run_ids) > 1 else ("record names", "re-run")
+        lines.append(f"{which}: the {records} no CPU kernels; the {reruns} computed with {new_kernels}"
+                     if old_kernels is None else
+                     f"{which}: computed with other CPU kernels ({old_kernels}; the {reruns} {new_kernels})")
     return lines
 
 
