@@ -159,8 +159,9 @@ def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
     block = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', text, re.S).group(1)
     assert "<" not in block and ">" not in block
     data = json.loads(block)
-    assert EVIL_CASE in [case["id"] for browser in data for case in browser["cases"]]
-    assert {browser["label"] for browser in data} == {f"Evil <b>toy</b> {EVIL_LABEL}", "Evil <b>toy</b> square"}
+    assert EVIL_CASE in [case["id"] for browser in data["browsers"] for case in browser["cases"]]
+    assert {browser["label"] for browser in data["browsers"]} == {f"Evil <b>toy</b> {EVIL_LABEL}",
+                                                                  "Evil <b>toy</b> square"}
 
     # every image names its case (and a prediction its row and Dice); thumbnails are small
     evil = [image for image in parsed.images if EVIL_CASE in image.get("alt", "")]
@@ -169,14 +170,22 @@ def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
     assert all(image.get("alt") for image in parsed.images)
     assert any(re.fullmatch(r"case .+, Threshold · mask · k=5 · quick: prediction, Dice \d\.\d{3}", image["alt"])
                for image in evil)  # fmt: skip
-    thumbnails = [_decoded(image["src"]) for image in parsed.images if image["src"].startswith("data:")]
+    uris = [image.get("src") or data["images"][int(image["data-image"])] for image in parsed.images]
+    thumbnails = [_decoded(uri) for uri in uris if uri.startswith("data:")]
     assert max(max(thumbnail.shape[:2]) for thumbnail in thumbnails) <= THUMB_SIDE
+
+    # the two labels are of the same images: the page holds each image once (these are small enough to keep
+    # their size in the large view, so a case's thumbnail is its large image too)
+    assert len(data["images"]) == len(set(data["images"])) == len(page["split"][EVIL_LABEL])
+    numbers = [{case["id"]: case["image"] for case in browser["cases"]} for browser in data["browsers"]]
+    shared = numbers[0].keys() & numbers[1].keys()
+    assert shared and all(numbers[0][case] == numbers[1][case] for case in shared)
 
 
 def test_prediction_thumbnails_are_the_kept_masks_and_a_lost_file_says_so(page) -> None:
     text = page["path"].read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="case-data">(.*?)</script>', text, re.S).group(1))
-    square = next(browser for browser in data if browser["label"].endswith(" square"))
+    square = next(browser for browser in data["browsers"] if browser["label"].endswith(" square"))
     lost = [j for j, column in enumerate(square["columns"]) if column["label"].startswith("Box fill")]
     assert lost and all(case["cells"][j]["contour"] is None for case in square["cases"] for j in lost)
     assert "no predictions kept" in text
@@ -197,7 +206,7 @@ def test_prediction_thumbnails_are_the_kept_masks_and_a_lost_file_says_so(page) 
 def test_a_row_shown_by_a_re_run_shows_the_re_runs_scores_and_says_so(page) -> None:
     text = page["path"].read_text(encoding="utf-8")
     data = json.loads(re.search(r'id="case-data">(.*?)</script>', text, re.S).group(1))
-    browser = next(browser for browser in data if browser["label"].endswith(EVIL_LABEL))
+    browser = next(browser for browser in data["browsers"] if browser["label"].endswith(EVIL_LABEL))
     column = next(j for j, column in enumerate(browser["columns"]) if column["label"].startswith("Threshold"))
     assert "masks and scores of a re-run at 0123456789" in browser["columns"][column]["run"]
     recorded = {case["id"]: case["dice"] for case in page["rerun"]["cases"]}

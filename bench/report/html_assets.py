@@ -1,10 +1,11 @@
 """The HTML results page's style sheet and script, inlined into the page: it opens from ``file://`` with no server
 and no network.
 
-The script sets each case's thumbnail (in the page once) as the background of its row's masks, sorts any table
-whose header cells hold buttons (a click or Enter on one), filters the case browsers' columns by method, and opens a
-case's large view (a click or Enter on its row). It reads the cases' large images from the page's JSON block and
-builds every element with ``textContent``, never ``innerHTML``: names from a user's data stay text.
+The script shows each case's thumbnail (from the page's JSON block, where every image is once) in its row's Image
+cell and beneath its row's masks, sorts any table whose header cells hold buttons (a click or Enter on one),
+filters the case browsers' columns by method, and opens a case's large view (a click or Enter on its row). It reads
+the cases' large images from the same block and builds every element with ``textContent``, never ``innerHTML``:
+names from a user's data stay text.
 """
 
 from __future__ import annotations
@@ -94,9 +95,13 @@ SCRIPT = r"""
     });
   });
 
-  // a case's thumbnail is in the page once, in its Image cell; every thumbnail of its row shows it beneath its mask
+  var data = JSON.parse(document.getElementById("case-data").textContent);
+
+  // a case's thumbnail is in the page once, in the JSON block; its Image cell and every mask of its row show it
   document.querySelectorAll("tr.case").forEach(function (row) {
-    row.style.setProperty("--img", "url(\"" + row.querySelector("td.image img").src + "\")");
+    var thumbnail = row.querySelector("td.image img");
+    thumbnail.src = data.images[parseInt(thumbnail.getAttribute("data-image"), 10)];
+    row.style.setProperty("--img", "url(\"" + thumbnail.src + "\")");
   });
 
   document.querySelectorAll(".filters input[type=checkbox]").forEach(function (box) {
@@ -106,7 +111,6 @@ SCRIPT = r"""
     });
   });
 
-  var data = JSON.parse(document.getElementById("case-data").textContent);
   var dialog = document.getElementById("case-view");
 
   function image(src, alt, overlay) {
@@ -133,14 +137,15 @@ SCRIPT = r"""
   function score(value, digits) { return value === null ? "–" : value.toFixed(digits); }
 
   function open(row) {
-    var browser = data[row.getAttribute("data-browser")];
+    var browser = data.browsers[row.getAttribute("data-browser")];
     var shown = browser.cases[parseInt(row.getAttribute("data-case"), 10)];
+    var picture = data.images[shown.image];
     var table = row.closest("table");
     var panels = dialog.querySelector(".panels");
     panels.replaceChildren();
     dialog.querySelector("h2").textContent = browser.label + ": case " + shown.id;
     panels.appendChild(panel("Ground truth (yellow)", [
-      [shown.image, "case " + shown.id + ": image"],
+      [picture, "case " + shown.id + ": image"],
       [shown.truth, "case " + shown.id + ": ground-truth contour"]]));
     browser.columns.forEach(function (column, j) {
       if (table.classList.contains("hide-" + column.method)) { return; }
@@ -154,7 +159,7 @@ SCRIPT = r"""
         return;
       }
       panels.appendChild(panel(text, [
-        [shown.image, "case " + shown.id + ", " + column.label + ": image, Dice " + score(cell.dice, 3)],
+        [picture, "case " + shown.id + ", " + column.label + ": image, Dice " + score(cell.dice, 3)],
         [shown.truth, "case " + shown.id + ": ground-truth contour"],
         [cell.contour, "case " + shown.id + ", " + column.label + ": predicted contour, Dice " + score(cell.dice, 3)]
       ]));

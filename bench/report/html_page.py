@@ -7,7 +7,9 @@ and a case browser per structure (``bench.report.case_browser``). Style and scri
 
 Images: the plots are already files in the report folder, so the page links them by name (they travel with
 it); the case browser's images exist nowhere else, so they are embedded as data URIs — small JPEG thumbnails
-and one-colour PNG masks — and the page stays one file that can be mailed or committed whole.
+and one-colour PNG masks — and the page stays one file that can be mailed or committed whole. A case's image is
+in the page once however many structures show it (ACDC's RV and LV are the same slices): the images sit in the
+script's JSON block (``ImageIndex``) and each element names its image by number.
 
 Every name that comes from a user's data (case ids, file, dataset, task and label names, the experiment, ``--set``
 values) is escaped with ``html.escape(..., quote=True)``; the JSON the script reads has ``<``, ``>`` and ``&``
@@ -153,10 +155,27 @@ def _score(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _case_row(browser_index: int, case_index: int, case: Case, browser: TaskBrowser, classes: list[str]) -> str:
+class ImageIndex:
+    """Each distinct case image of the page once, by number: structures of one dataset show the same images, and
+    half an ACDC page was the same slices twice."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+
+    def __call__(self, uri: str) -> int:
+        return self.numbers.setdefault(uri, len(self.numbers))
+
+    @property
+    def uris(self) -> list[str]:
+        return list(self.numbers)
+
+
+def _case_row(
+    browser_index: int, case_index: int, case: Case, browser: TaskBrowser, classes: list[str], images: ImageIndex
+) -> str:
     name = text(case.id)
     cells = [f"<td>{name}</td>",
-             f'<td class="image"><img src="{case.image_thumb}" alt="case {name}: image"></td>',
+             f'<td class="image"><img data-image="{images(case.image_thumb)}" alt="case {name}: image"></td>',
              f'<td><div class="thumb"><img src="{case.truth_thumb}" alt="case {name}: ground truth"></div></td>']
     for column, cell, method_class in zip(browser.columns, case.cells, classes, strict=True):
         value = "" if cell.dice is None else f"{cell.dice:.6f}"
@@ -172,8 +191,8 @@ def _case_row(browser_index: int, case_index: int, case: Case, browser: TaskBrow
             f' aria-label="case {name}: open its large view">{"".join(cells)}</tr>\n')
 
 
-def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str]) -> str:
-    """A sortable, filterable table of cases per structure."""
+def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str], images: ImageIndex) -> str:
+    """A sortable, filterable table of cases per structure; its images go to ``images``."""
     parts = ['<section id="cases"><h2>Cases</h2><p class="note">Every test case of each structure: its image, the'
              " ground truth (yellow) and, per Table 1 row, the prediction its run kept (the row's lowest draw and"
              " seed), in the row's colour from the plots; a row whose run's masks were not kept shows those of a"
@@ -194,20 +213,21 @@ def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str])
                   '<th scope="col">Image</th><th scope="col">Ground truth</th>'
                   + "".join(_column_header(c, m, j) for j, (c, m) in enumerate(zip(browser.columns, classes,
                                                                                       strict=True))))  # fmt: skip
-        rows = "".join(_case_row(b, i, case, browser, classes) for i, case in enumerate(browser.cases))
+        rows = "".join(_case_row(b, i, case, browser, classes, images) for i, case in enumerate(browser.cases))
         parts.append(f'<p class="note">{len(browser.cases)} cases of the {text(browser.split)} split.</p>'
                      f'<table class="sortable cases" id="{table_id}"><thead><tr>{header}</tr></thead>\n'
                      f"<tbody>\n{rows}</tbody></table>")  # fmt: skip
     return "".join(parts) + "</section>"
 
 
-def _browser_data(browsers: list[TaskBrowser], method_classes: dict[str, str]) -> list[dict]:
-    """What the large view needs, for the script: the large images and contours of every case."""
+def _browser_data(browsers: list[TaskBrowser], method_classes: dict[str, str], images: ImageIndex) -> list[dict]:
+    """What the large view needs, for the script: the large images (their numbers in ``images``) and contours of
+    every case."""
     return [{
         "label": browser.label,
         "columns": [{"label": c.label, "run": c.run + (f"; {c.rerun}" if c.rerun else ""),
                      "method": method_classes[c.method]} for c in browser.columns],
-        "cases": [{"id": case.id, "image": case.image_large, "truth": case.truth_contour,
+        "cases": [{"id": case.id, "image": images(case.image_large), "truth": case.truth_contour,
                    "cells": [{"dice": cell.dice, "hd95": cell.hd95, "contour": cell.contour} for cell in case.cells]}
                   for case in browser.cases],
     } for browser in browsers]  # fmt: skip
@@ -226,6 +246,9 @@ def write_page(
     browsers = task_browsers(records, runs, rows, columns, results, names, data_root)
     method_classes = {method: f"m{i}" for i, method in enumerate(dict.fromkeys(row[0] for row in rows))}
     hiding = "".join(f".hide-{m} .{m}{{display:none}}" for m in method_classes.values())
+    images = ImageIndex()
+    cases = browser_section(browsers, method_classes, images)
+    data = {"browsers": _browser_data(browsers, method_classes, images), "images": images.uris}
     title = f"{experiment}: results"
     body = [
         f"<h1>{text(title)}</h1>",
@@ -233,10 +256,10 @@ def write_page(
         '<nav><a href="#table1">Table 1</a><a href="#claims">Claims</a><a href="#plots">Plots</a>'
         '<a href="#cases">Cases</a></nav>',
         table_section(table, stand_ins), claims_section(verdicts, names), plots_section(out),
-        browser_section(browsers, method_classes),
+        cases,
         '<dialog id="case-view" aria-label="case view"><button type="button" class="close">Close</button>'
         '<h2></h2><div class="panels"></div></dialog>',
-        f'<script type="application/json" id="case-data">{script_json(_browser_data(browsers, method_classes))}'
+        f'<script type="application/json" id="case-data">{script_json(data)}'
         "</script>",
         f"<script>{SCRIPT}</script>",
     ]
