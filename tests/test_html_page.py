@@ -24,7 +24,7 @@ from bench.cli import app
 from bench.data.dataset import load_task
 from bench.records import store
 from bench.records.predictions import load_predictions, mark_as_rerun
-from bench.report.case_browser import THUMB_SIDE
+from bench.report.case_browser import THUMB_SIDE, case_images
 from tests.browser import chromium, missing_browser, save_screenshot
 from tests.conftest import registered_methods
 from tests.fakes import FAKES
@@ -170,9 +170,10 @@ def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
     assert all(image.get("alt") for image in parsed.images)
     assert any(re.fullmatch(r"case .+, Threshold · mask · k=5 · quick: prediction, Dice \d\.\d{3}", image["alt"])
                for image in evil)  # fmt: skip
-    uris = [image.get("src") or data["images"][int(image["data-image"])] for image in parsed.images]
-    thumbnails = [_decoded(uri) for uri in uris if uri.startswith("data:")]
-    assert max(max(thumbnail.shape[:2]) for thumbnail in thumbnails) <= THUMB_SIDE
+    masks = [_decoded(image["src"]) for image in parsed.images if image.get("src", "").startswith("data:")]
+    assert max(max(mask.shape[:2]) for mask in masks) <= THUMB_SIDE
+    shown = [(int(image["width"]), int(image["height"])) for image in parsed.images if "data-image" in image]
+    assert shown and max(max(size) for size in shown) <= THUMB_SIDE
 
     # the two labels are of the same images: the page holds each image once (these are small enough to keep
     # their size in the large view, so a case's thumbnail is its large image too)
@@ -180,6 +181,16 @@ def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
     numbers = [{case["id"]: case["image"] for case in browser["cases"]} for browser in data["browsers"]]
     shared = numbers[0].keys() & numbers[1].keys()
     assert shared and all(numbers[0][case] == numbers[1][case] for case in shared)
+
+
+def test_an_image_hardly_larger_than_a_thumbnail_is_in_the_page_once() -> None:
+    rng = np.random.default_rng(0)
+    slice_like = rng.integers(0, 256, (256, 256), dtype=np.uint8)  # ACDC's preprocessed slices
+    thumb, large, size = case_images(slice_like)
+    assert thumb == large and size == (THUMB_SIDE, THUMB_SIDE) and _decoded(large).shape[:2] == (256, 256)
+    wide = rng.integers(0, 256, (540, 800), dtype=np.uint8)  # an HC18 image
+    thumb, large, size = case_images(wide)
+    assert _decoded(thumb).shape[:2] == (130, THUMB_SIDE) == size[::-1] and _decoded(large).shape[:2] == (346, 512)
 
 
 def test_prediction_thumbnails_are_the_kept_masks_and_a_lost_file_says_so(page) -> None:

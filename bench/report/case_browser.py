@@ -9,10 +9,11 @@ kept 8 cases), shows as "no predictions kept". Images and ground truth come from
 qualitative figure.
 
 Each case's image is a JPEG (a display copy, not data) at two sizes: a thumbnail for the rows (longest side
-``THUMB_SIDE``) and a large one for the case's view (``LARGE_SIDE``, never enlarged). Masks are one-bit palette
-PNGs, the row's colour over transparency, at the same two sizes: filled at thumbnail size, laid over the image by
-the page, and as a contour at the large size. A smooth mask deflates to a few hundred bytes, so each prediction
-costs a small part of what an image does, and the page stays one file.
+``THUMB_SIDE``) and a large one for the case's view (``LARGE_SIDE``, never enlarged); an image hardly larger than a
+thumbnail (``SHARED_SIDE``, e.g. ACDC's 256-px slices) is one copy that its row shows scaled down. Masks are
+one-bit palette PNGs, the row's colour over transparency, at the same two sizes: filled at thumbnail size, laid
+over the image by the page, and as a contour at the large size. A smooth mask deflates to a few hundred bytes,
+so each prediction costs a small part of what an image does, and the page stays one file.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bench.report.plots import row_styles
 
 THUMB_SIDE = 192  # px, longest side of a row's images
 LARGE_SIDE = 512  # px, longest side of a case's large view (smaller images keep their size)
+SHARED_SIDE = 288  # px: an image no longer than this is in the page once, its row showing it at thumbnail size
 JPEG_QUALITY = 80
 FILL_ALPHA = 110  # of 255: a filled mask over a thumbnail, the image still visible beneath
 CONTOUR_PIXELS = 2  # thickness of a contour in the large view, in its own pixels
@@ -69,9 +71,10 @@ class CaseCell:
 class Case:
     id: str
     image_thumb: str
-    image_large: str
+    image_large: str  # the same data URI as ``image_thumb`` for an image of at most ``SHARED_SIDE``
     truth_thumb: str
     truth_contour: str
+    thumb_size: tuple[int, int]  # (width, height) the row shows its image at
     cells: list[CaseCell] = field(default_factory=list)
 
 
@@ -111,6 +114,14 @@ def image_uri(image: np.ndarray, side: int) -> str:
     if not ok:
         raise BenchError("OpenCV could not encode a thumbnail as JPEG")
     return _uri("jpeg", encoded.tobytes())
+
+
+def case_images(image: np.ndarray) -> tuple[str, str, tuple[int, int]]:
+    """A case's thumbnail and large-view JPEG data URIs, one URI for both where the image is at most
+    ``SHARED_SIDE`` (a second copy would save the page little), and the (width, height) its row shows it at."""
+    large = image_uri(image, LARGE_SIDE)
+    thumb = large if max(image.shape[:2]) <= SHARED_SIDE else image_uri(image, THUMB_SIDE)
+    return thumb, large, _scaled_shape(image.shape, THUMB_SIDE)
 
 
 def _resized_mask(mask: np.ndarray, side: int) -> np.ndarray:
@@ -186,12 +197,11 @@ def task_browsers(
 
 
 def _cases(samples: list, chosen: list[dict], columns: list[BrowserColumn], results: Path) -> list[Case]:
-    cases = {
-        sample.id: Case(sample.id, image_uri(sample.image, THUMB_SIDE), image_uri(sample.image, LARGE_SIDE),
-                        mask_uri(sample.mask, TRUTH_COLOUR, THUMB_SIDE),
-                        mask_uri(sample.mask, TRUTH_COLOUR, LARGE_SIDE, contour=True))
-        for sample in samples
-    }  # fmt: skip
+    cases = {}
+    for sample in samples:
+        thumb, large, thumb_size = case_images(sample.image)
+        cases[sample.id] = Case(sample.id, thumb, large, mask_uri(sample.mask, TRUTH_COLOUR, THUMB_SIDE),
+                                mask_uri(sample.mask, TRUTH_COLOUR, LARGE_SIDE, contour=True), thumb_size)
     shapes = {sample.id: sample.mask.shape for sample in samples}
     # a column at a time: only one run's masks are in memory at once
     for record, column in zip(chosen, columns, strict=True):

@@ -175,7 +175,8 @@ def _case_row(
 ) -> str:
     name = text(case.id)
     cells = [f"<td>{name}</td>",
-             f'<td class="image"><img data-image="{images(case.image_thumb)}" alt="case {name}: image"></td>',
+             f'<td class="image"><img data-image="{images(case.image_thumb)}" width="{case.thumb_size[0]}"'
+             f' height="{case.thumb_size[1]}" alt="case {name}: image"></td>',
              f'<td><div class="thumb"><img src="{case.truth_thumb}" alt="case {name}: ground truth"></div></td>']
     for column, cell, method_class in zip(browser.columns, case.cells, classes, strict=True):
         value = "" if cell.dice is None else f"{cell.dice:.6f}"
