@@ -231,10 +231,20 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     header, rows = markdown_table(page["markdown"])
     with chromium() as driver:
         driver.get(page["path"].as_uri())
+        # a row's thumbnail comes as the row nears the window: at first none of the last case browser's (the plots
+        # keep it far down the page), each of them once it has been scrolled to
+        last_rows = "document.querySelectorAll('#cases-1 tr.case')"
+        shown = f"return Array.from({last_rows}).filter(r => r.querySelector('td.image img').src).length"
+        below = driver.execute_script(f"return {last_rows}[0].getBoundingClientRect().top - window.innerHeight")
+        assert below > 1500 and driver.execute_script(shown) == 0, below  # the script's margin: 1500 px
+        driver.execute_script(f"{last_rows}.forEach(r => r.scrollIntoView())")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(shown) == len(page["split"]["square"]))
+        driver.execute_script("window.scrollTo(0, 0)")
         table = driver.find_element(By.ID, "table1-rows")
         assert [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")] == header
 
@@ -269,9 +279,9 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
         cells = browser.find_elements(By.CSS_SELECTOR, f"td:nth-child({position + 1})")
         assert not threshold.is_displayed() and not any(td.is_displayed() for td in cells)
         # every image decoded (the thumbnails are data URIs, the plots files beside the page)
-        broken = driver.execute_script(
-            "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
-        assert broken == 0
+        driver.execute_script("document.querySelectorAll('tr.case').forEach(r => r.scrollIntoView())")
+        broken = ("return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script(broken) == 0)
         # each mask lies over its case's thumbnail, which the page holds once, in the row's Image cell
         first = driver.find_element(By.CSS_SELECTOR, "#cases-0 tr.case")
         thumbnail = first.find_element(By.CSS_SELECTOR, "td.image img").get_attribute("src")

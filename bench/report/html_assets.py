@@ -2,10 +2,10 @@
 and no network.
 
 The script shows each case's thumbnail (from the page's JSON block, where every image is once) in its row's Image
-cell and beneath its row's masks, sorts any table whose header cells hold buttons (a click or Enter on one),
-filters the case browsers' columns by method, and opens a case's large view (a click or Enter on its row). It reads
-the cases' large images from the same block and builds every element with ``textContent``, never ``innerHTML``:
-names from a user's data stay text.
+cell and beneath its row's masks as the row comes near the window, sorts any table whose header cells hold buttons
+(a click or Enter on one), filters the case browsers' columns by method, and opens a case's large view (a click or
+Enter on its row). It reads the cases' large images from the same block and builds every element with
+``textContent``, never ``innerHTML``: names from a user's data stay text.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ th .note { font-weight: normal; }
 .verdict-fails { background: #fde8e8; }
 .verdict-unmeasurable { background: #f3f3f3; }
 figure { display: inline-block; margin: 0 1em 1em 0; }
-figure img { max-width: 100%; border: 1px solid #ddd; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 2px; vertical-align: -0.1em;
   margin-right: 0.3em; border: 1px solid #0003; }
 .filters label { margin-right: 1em; white-space: nowrap; }
@@ -97,12 +97,25 @@ SCRIPT = r"""
 
   var data = JSON.parse(document.getElementById("case-data").textContent);
 
-  // a case's thumbnail is in the page once, in the JSON block; its Image cell and every mask of its row show it
-  document.querySelectorAll("tr.case").forEach(function (row) {
+  // a case's thumbnail is in the page once, in the JSON block; its Image cell and every mask of its row show it.
+  // Rows get theirs as they come near the window: a page of a thousand cases opens as fast as one of a hundred
+  function showThumbnail(row) {
     var thumbnail = row.querySelector("td.image img");
+    if (thumbnail.hasAttribute("src")) { return; }
     thumbnail.src = data.images[parseInt(thumbnail.getAttribute("data-image"), 10)];
     row.style.setProperty("--img", "url(\"" + thumbnail.src + "\")");
-  });
+  }
+  var caseRows = document.querySelectorAll("tr.case");
+  if ("IntersectionObserver" in window) {
+    var nearWindow = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting) { showThumbnail(entry.target); nearWindow.unobserve(entry.target); }
+      });
+    }, { rootMargin: "1500px 0px" });
+    caseRows.forEach(function (row) { nearWindow.observe(row); });
+  } else {
+    caseRows.forEach(showThumbnail);
+  }
 
   document.querySelectorAll(".filters input[type=checkbox]").forEach(function (box) {
     box.addEventListener("change", function () {

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+from PIL import Image
 
 from bench.records.names import Names
 from bench.records.store import record_split
@@ -128,15 +129,21 @@ def claims_section(verdicts: list[claims.Verdict], names: Names) -> str:
             f" verdict for its rows and numbers. {text(claims.ROW_RULE)} {text(claims.BUDGETS_RULE)}</p></section>")
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size
+
+
 def plots_section(out: Path) -> str:
-    """Every PNG of the report folder, linked by name (the page sits beside them)."""
+    """Every PNG of the report folder, linked by name (the page sits beside them), with its size, so that the page
+    is laid out before the plots load (the case rows' thumbnails come as they near the window)."""
     pngs = sorted(out.glob("*.png"))
     if not pngs:
         return '<section id="plots"><h2>Plots</h2><p>No plots in the report folder.</p></section>'
     figures = "".join(
         f'<figure><img src="{text(quote(path.name))}" alt="{text("Plot " + path.stem.replace("_", " "))}"'
-        f' loading="lazy"><figcaption>{text(path.name)}</figcaption></figure>\n'
-        for path in pngs
+        f' width="{size[0]}" height="{size[1]}" loading="lazy"><figcaption>{text(path.name)}</figcaption></figure>\n'
+        for path, size in ((path, _png_size(path)) for path in pngs)
     )  # fmt: skip
     return f'<section id="plots"><h2>Plots</h2>\n{figures}</section>'
 
