@@ -170,7 +170,9 @@ def test_page_holds_the_table_the_cases_and_escapes_every_name(page) -> None:
     assert all(image.get("alt") for image in parsed.images)
     assert any(re.fullmatch(r"case .+, Threshold · mask · k=5 · quick: prediction, Dice \d\.\d{3}", image["alt"])
                for image in evil)  # fmt: skip
-    masks = [_decoded(image["src"]) for image in parsed.images if image.get("src", "").startswith("data:")]
+    masks = [_decoded(uri) for browser in data["browsers"] for case in browser["cases"]
+             for uri in [case["truth_thumb"]] + [cell["thumb"] for cell in case["cells"]] if uri]  # fmt: skip
+    assert len(masks) == sum(1 for image in parsed.images if "data-mask" in image)
     assert max(max(mask.shape[:2]) for mask in masks) <= THUMB_SIDE
     shown = [(int(image["width"]), int(image["height"])) for image in parsed.images if "data-image" in image]
     assert shown and max(max(size) for size in shown) <= THUMB_SIDE
@@ -236,14 +238,20 @@ def test_page_works_in_headless_chromium(page, tmp_path) -> None:
     header, rows = markdown_table(page["markdown"])
     with chromium() as driver:
         driver.get(page["path"].as_uri())
-        # a row's thumbnail comes as the row nears the window: at first none of the last case browser's (the plots
-        # keep it far down the page), each of them once it has been scrolled to
+        # a row's thumbnail and masks come as the row nears the window: at first none of the last case browser's
+        # (the plots keep it far down the page), each of them once it has been scrolled to
         last_rows = "document.querySelectorAll('#cases-1 tr.case')"
-        shown = f"return Array.from({last_rows}).filter(r => r.querySelector('td.image img').src).length"
+        # (until then each image is a 1-px blank)
+        shown = f"return Array.from({last_rows}).filter(r => r.querySelector('td.image img').naturalWidth > 1).length"
+        masks = (f"return Array.from({last_rows}).map(r => Array.from(r.querySelectorAll('.thumb img'))"
+                 ".filter(i => i.naturalWidth > 1).length)")
         below = driver.execute_script(f"return {last_rows}[0].getBoundingClientRect().top - window.innerHeight")
         assert below > 1500 and driver.execute_script(shown) == 0, below  # the script's margin: 1500 px
+        assert set(driver.execute_script(masks)) == {0}
         driver.execute_script(f"{last_rows}.forEach(r => r.scrollIntoView())")
         WebDriverWait(driver, 10).until(lambda d: d.execute_script(shown) == len(page["split"]["square"]))
+        # the ground truth and each row that kept its masks (the box fill kept none)
+        assert set(driver.execute_script(masks)) == {2}
         driver.execute_script("window.scrollTo(0, 0)")
         table = driver.find_element(By.ID, "table1-rows")
         assert [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")] == header

@@ -98,13 +98,26 @@ SCRIPT = r"""
   var data = JSON.parse(document.getElementById("case-data").textContent);
 
   // a case's thumbnail is in the page once, in the JSON block; its Image cell and every mask of its row show it.
-  // Rows get theirs as they come near the window: a page of a thousand cases opens as fast as one of a hundred
+  // Rows get theirs, and their masks, as they come near the window: a page of a thousand cases opens as fast as
+  // one of a hundred
   function showThumbnail(row) {
+    if (row.hasAttribute("data-shown")) { return; }
+    row.setAttribute("data-shown", "");
     var thumbnail = row.querySelector("td.image img");
-    if (thumbnail.hasAttribute("src")) { return; }
     thumbnail.src = data.images[parseInt(thumbnail.getAttribute("data-image"), 10)];
     row.style.setProperty("--img", "url(\"" + thumbnail.src + "\")");
+    var shown = data.browsers[row.getAttribute("data-browser")].cases[parseInt(row.getAttribute("data-case"), 10)];
+    row.querySelectorAll("img[data-mask]").forEach(function (mask) {
+      var column = mask.getAttribute("data-mask");
+      mask.src = column === "truth" ? shown.truth_thumb : shown.cells[parseInt(column, 10)].thumb;
+    });
   }
+  // an image without a source is laid out as its alt text, which took 7 s for the 11,000 of ACDC's page: until its
+  // row nears the window each shows a blank (a transparent 1-px GIF) at its size. The cases, hidden while the page
+  // parsed, are then laid out once
+  var BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
+  document.querySelectorAll("#cases img:not([src])").forEach(function (image) { image.src = BLANK; });
+  document.getElementById("cases").hidden = false;
   var caseRows = document.querySelectorAll("tr.case");
   if ("IntersectionObserver" in window) {
     var nearWindow = new IntersectionObserver(function (entries) {

@@ -181,18 +181,20 @@ def _case_row(
     browser_index: int, case_index: int, case: Case, browser: TaskBrowser, classes: list[str], images: ImageIndex
 ) -> str:
     name = text(case.id)
+    # the masks are in the JSON block and come with the row's thumbnail as it nears the window: ACDC's 10,000
+    # in the markup made its page take 5 s to open
+    size = f'width="{case.thumb_size[0]}" height="{case.thumb_size[1]}"'
     cells = [f"<td>{name}</td>",
-             f'<td class="image"><img data-image="{images(case.image_thumb)}" width="{case.thumb_size[0]}"'
-             f' height="{case.thumb_size[1]}" alt="case {name}: image"></td>',
-             f'<td><div class="thumb"><img src="{case.truth_thumb}" alt="case {name}: ground truth"></div></td>']
-    for column, cell, method_class in zip(browser.columns, case.cells, classes, strict=True):
+             f'<td class="image"><img data-image="{images(case.image_thumb)}" {size} alt="case {name}: image"></td>',
+             f'<td><div class="thumb"><img data-mask="truth" {size} alt="case {name}: ground truth"></div></td>']
+    for j, (column, cell, method_class) in enumerate(zip(browser.columns, case.cells, classes, strict=True)):
         value = "" if cell.dice is None else f"{cell.dice:.6f}"
         label, dice = text(column.label), _score(cell.dice, 3)
         scores = f'<div class="score">Dice {dice} · HD95 {_score(cell.hd95, 2)}</div>'
         if cell.thumb is None:
             shown = '<div class="none">no predictions kept</div>'
         else:
-            shown = (f'<div class="thumb"><img src="{cell.thumb}"'
+            shown = (f'<div class="thumb"><img data-mask="{j}" {size}'
                      f' alt="case {name}, {label}: prediction, Dice {dice}"></div>')
         cells.append(f'<td class="{method_class}" data-value="{value}">{shown}{scores}</td>')
     return (f'<tr class="case" tabindex="0" data-browser="{browser_index}" data-case="{case_index}"'
@@ -201,11 +203,12 @@ def _case_row(
 
 def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str], images: ImageIndex) -> str:
     """A sortable, filterable table of cases per structure; its images go to ``images``."""
-    parts = ['<section id="cases"><h2>Cases</h2><p class="note">Every test case of each structure: its image, the'
-             " ground truth (yellow) and, per Table 1 row, the prediction its run kept (the row's lowest draw and"
-             " seed), in the row's colour from the plots; a row whose run's masks were not kept shows those of a"
-             " re-run of it, with the re-run's own scores, and says so. Sort by a row's Dice with its button; click a"
-             " case (or focus it and press Enter) for its large view with contours.</p>"]  # fmt: skip
+    # hidden until the script has given each image a source (laid out as their alt text, ACDC's took 7 s)
+    parts = ['<section id="cases" hidden><h2>Cases</h2><p class="note">Every test case of each structure: its'
+             " image, the ground truth (yellow) and, per Table 1 row, the prediction its run kept (the row's lowest"
+             " draw and seed), in the row's colour from the plots; a row whose run's masks were not kept shows those"
+             " of a re-run of it, with the re-run's own scores, and says so. Sort by a row's Dice with its button;"
+             " click a case (or focus it and press Enter) for its large view with contours.</p>"]  # fmt: skip
     for b, browser in enumerate(browsers):
         table_id = f"cases-{b}"
         parts.append(f"<h3>{text(browser.label)}</h3>")
@@ -229,14 +232,16 @@ def browser_section(browsers: list[TaskBrowser], method_classes: dict[str, str],
 
 
 def _browser_data(browsers: list[TaskBrowser], method_classes: dict[str, str], images: ImageIndex) -> list[dict]:
-    """What the large view needs, for the script: the large images (their numbers in ``images``) and contours of
-    every case."""
+    """What the script shows, for every case: the masks of its row, and for its large view the large image (its
+    number in ``images``) and the contours."""
     return [{
         "label": browser.label,
         "columns": [{"label": c.label, "run": c.run + (f"; {c.rerun}" if c.rerun else ""),
                      "method": method_classes[c.method]} for c in browser.columns],
         "cases": [{"id": case.id, "image": images(case.image_large), "truth": case.truth_contour,
-                   "cells": [{"dice": cell.dice, "hd95": cell.hd95, "contour": cell.contour} for cell in case.cells]}
+                   "truth_thumb": case.truth_thumb,
+                   "cells": [{"dice": cell.dice, "hd95": cell.hd95, "thumb": cell.thumb, "contour": cell.contour}
+                             for cell in case.cells]}
                   for case in browser.cases],
     } for browser in browsers]  # fmt: skip
 
