@@ -2,10 +2,10 @@
 and no network.
 
 The script shows each case's thumbnail (from the page's JSON block, where every image is once) in its row's Image
-cell and beneath its row's masks as the row comes near the window, sorts any table whose header cells hold buttons
-(a click or Enter on one), filters the case browsers' columns by method, and opens a case's large view (a click or
-Enter on its row). It reads the cases' large images from the same block and builds every element with
-``textContent``, never ``innerHTML``: names from a user's data stay text.
+cell and beneath its row's masks (from the same block) as the row comes near the window, sorts any table whose
+header cells hold buttons (a click or Enter on one), filters the case browsers' columns by method, and opens a
+case's large view (a click or Enter on its row). It reads the cases' large images from the same block and builds
+every element with ``textContent``, never ``innerHTML``: names from a user's data stay text.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ SCRIPT = r"""
 
   var data = JSON.parse(document.getElementById("case-data").textContent);
 
+  // a row's case in the JSON block
+  function caseOf(row) {
+    return data.browsers[row.getAttribute("data-browser")].cases[parseInt(row.getAttribute("data-case"), 10)];
+  }
+
   // a case's thumbnail is in the page once, in the JSON block; its Image cell and every mask of its row show it.
   // Rows get theirs, and their masks, as they come near the window: a page of a thousand cases opens as fast as
   // one of a hundred
@@ -106,7 +111,7 @@ SCRIPT = r"""
     var thumbnail = row.querySelector("td.image img");
     thumbnail.src = data.images[parseInt(thumbnail.getAttribute("data-image"), 10)];
     row.style.setProperty("--img", "url(\"" + thumbnail.src + "\")");
-    var shown = data.browsers[row.getAttribute("data-browser")].cases[parseInt(row.getAttribute("data-case"), 10)];
+    var shown = caseOf(row);
     row.querySelectorAll("img[data-mask]").forEach(function (mask) {
       var column = mask.getAttribute("data-mask");
       mask.src = column === "truth" ? shown.truth_thumb : shown.cells[parseInt(column, 10)].thumb;
@@ -164,7 +169,7 @@ SCRIPT = r"""
 
   function open(row) {
     var browser = data.browsers[row.getAttribute("data-browser")];
-    var shown = browser.cases[parseInt(row.getAttribute("data-case"), 10)];
+    var shown = caseOf(row);
     var picture = data.images[shown.image];
     var table = row.closest("table");
     var panels = dialog.querySelector(".panels");

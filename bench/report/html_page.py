@@ -9,7 +9,8 @@ Images: the plots are already files in the report folder, so the page links them
 it); the case browser's images exist nowhere else, so they are embedded as data URIs — small JPEG thumbnails
 and one-colour PNG masks — and the page stays one file that can be mailed or committed whole. A case's image is
 in the page once however many structures show it (ACDC's RV and LV are the same slices): the images sit in the
-script's JSON block (``ImageIndex``) and each element names its image by number.
+script's JSON block (``ImageIndex``) and each element names its image by number; the rows' masks sit there too,
+and the script gives each row its images as the row nears the window.
 
 Every name that comes from a user's data (case ids, file, dataset, task and label names, the experiment, ``--set``
 values) is escaped with ``html.escape(..., quote=True)``; the JSON the script reads has ``<``, ``>`` and ``&``
