@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -215,6 +217,25 @@ def test_cuda_start_up_is_paid_outside_fit_seconds(tmp_path, monkeypatch, fake_m
 
 
 # --- precision and determinism -----------------------------------------------------------------------------------
+
+
+# a fresh process that imports what every run's process imports, then multiplies on two threads into the
+# subnormal range (1e-30 × 1e-10 = 1e-40 < 1.2e-38): a chunk computed by an OpenMP worker that did not inherit
+# the flush switch keeps its subnormal products
+SUBNORMAL_PRODUCTS = """
+import torch
+import bench.run.runner
+torch.set_num_threads(2)
+products = torch.full((1 << 20,), 1e-30) * 1e-10
+print(int(torch.count_nonzero(products)))
+"""
+
+
+def test_cpu_runs_flush_subnormal_floats_on_every_thread() -> None:
+    done = subprocess.run([sys.executable, "-c", SUBNORMAL_PRODUCTS], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "0"
 
 
 def test_precision_auto_is_tf32_where_the_gpu_has_it(monkeypatch) -> None:
